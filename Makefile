@@ -1,0 +1,56 @@
+# Slipway — `make demo` runs the main job on the embedded local cluster; `make test` runs the suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help deps system-deps binaries cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q uv==0.13.9
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt -c constraints.txt
+	$(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e .
+	touch $@
+
+deps: $(VENV)/.installed ## Python virtualenv with pinned Airflow, providers and tools
+
+system-deps: ## Debian packages the local cluster needs (haproxy)
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+
+binaries: deps ## Build the official Kubernetes/etcd/kwok binaries from Go modules (cached by version)
+	$(VENV)/bin/slipway-local build
+
+cluster-up: deps system-deps binaries ## Start the local HA cluster with sample workloads
+	$(VENV)/bin/slipway-local up --workloads
+
+cluster-down: ## Stop the local cluster and delete its state
+	-$(VENV)/bin/slipway-local down --purge
+
+lint: deps ## ruff + mypy
+	$(VENV)/bin/ruff check include dags plugins tests bench
+	$(VENV)/bin/ruff format --check include dags plugins tests bench
+	$(VENV)/bin/mypy
+
+unit: deps ## Pure-logic tests only (no cluster)
+	$(VENV)/bin/pytest -q tests/unit
+
+test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG and local-cluster tests
+	$(VENV)/bin/pytest -q tests
+
+demo: deps system-deps binaries ## Local cluster + Airflow standalone + the upgrade DAG, end to end
+	$(PY) -m slipway.demo
+
+demo-down: ## Stop the demo's Airflow and cluster
+	$(PY) -m slipway.demo --down
+
+bench: deps system-deps binaries ## Benchmarks (ratios against a baseline measured in the same run)
+	$(PY) bench/run.py
+
+clean: cluster-down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache airflow-home

@@ -1,0 +1,1 @@
+"""Cluster operations on top of the official Kubernetes client."""

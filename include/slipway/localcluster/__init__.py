@@ -1,0 +1,1 @@
+"""The embedded local HA cluster: official binaries, certificates, processes, workloads."""
