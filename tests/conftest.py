@@ -16,14 +16,14 @@ from slipway.localcluster.workloads import install_samples
 TEST_BASE_PORT = int(os.environ.get("SLIPWAY_TEST_BASE_PORT", "32000"))
 
 
-def test_state_root() -> Path:
+def state_root_for_tests() -> Path:
     return Path(os.environ.get("SLIPWAY_TEST_STATE_DIR") or tempfile.mkdtemp(prefix="slipway-test-"))
 
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
     """The 12-node HA cluster with the sample workloads, started once and purged at the end."""
-    cfg = ClusterConfig(name="test", base_port=TEST_BASE_PORT, nodes=12, state_root=test_state_root())
+    cfg = ClusterConfig(name="test", base_port=TEST_BASE_PORT, nodes=12, state_root=state_root_for_tests())
     cluster = LocalCluster(cfg)
     cluster.down(purge=True)
     cluster.up()
