@@ -1,0 +1,45 @@
+"""Upgrade the worker nodes only, batch by batch, with a rollback branch after every batch.
+
+For clusters whose control plane is already at the target (a managed control plane, or
+a run of ``k8s_cluster_upgrade`` that paused in its worker phase) and for maintenance
+windows: scheduled runs happen only inside the declared windows and never start a batch
+that cannot finish before the window closes; the next window's run resumes from the
+cluster's state.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import dag
+
+from slipway.airflow.params import request_params
+from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
+from slipway.airflow.stage_workers import worker_phase
+from slipway.airflow.timetable import MaintenanceWindowTimetable
+
+MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
+WINDOWS = [w.strip() for w in os.environ.get("SLIPWAY_WINDOWS", "Sat 01:00-05:00 UTC").split(";") if w.strip()]
+BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";") if b.strip()]
+
+
+@dag(
+    dag_id="k8s_worker_upgrade",
+    schedule=MaintenanceWindowTimetable(WINDOWS, BLACKOUTS),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=request_params(),
+    tags=["slipway", "kubernetes", "upgrade", "workers"],
+    default_args={"owner": "platform", "retries": 1},
+    doc_md=__doc__,
+)
+def k8s_worker_upgrade() -> None:
+    request = validate_request()
+    workers = worker_phase(request, MAX_BATCHES)
+    report = write_upgrade_report()
+    workers >> report >> final_verdict()
+
+
+k8s_worker_upgrade()

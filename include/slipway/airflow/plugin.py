@@ -1,0 +1,12 @@
+"""The Airflow plugin that registers Slipway's timetable (needed for DAG serialisation)."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from slipway.airflow.timetable import MaintenanceWindowTimetable
+
+
+class SlipwayPlugin(AirflowPlugin):
+    name = "slipway"
+    timetables = [MaintenanceWindowTimetable]

@@ -1,0 +1,137 @@
+"""The ``doc_md`` runbook of every task: what it does, what to check when it fails,
+and whether clearing it is safe. On-call engineers read these in the Airflow UI."""
+
+from __future__ import annotations
+
+
+def runbook(does: str, on_failure: str, clearing: str) -> str:
+    return f"**What it does.** {does}\n\n**When it fails.** {on_failure}\n\n**Clearing it.** {clearing}\n"
+
+
+VALIDATE_REQUEST = runbook(
+    "Validates the trigger form against the request model before anything touches the cluster.",
+    "The log lists every refused field as `field: reason`. Trigger a new run with corrected values.",
+    "Safe, but pointless: the same form gives the same refusal.",
+)
+COLLECT_INVENTORY = runbook(
+    "Reads node versions, pools, readiness and every control-plane component's version.",
+    "Check the `kubernetes_default` connection (orchestrator kubeconfig) and that the apiservers answer.",
+    "Safe: read-only.",
+)
+PLAN_UPGRADE = runbook(
+    "Computes the hop-by-hop path (control plane one minor at a time, etcd and kubelet catch-up hops) "
+    "and the worker batches.",
+    "The message names the version or field that makes the path impossible (downgrade, unknown target, "
+    "a cluster already outside the skew policy).",
+    "Safe: read-only.",
+)
+CHECK = runbook(
+    "Runs one preflight check and records its result (severity, evidence, mitigation). A finding is not "
+    "a task failure: the risk assessment weighs it.",
+    "A failed task means the check could not run (cluster unreachable, missing permission); the log "
+    "names the call.",
+    "Safe: read-only (the etcd backup check writes only a snapshot file and a scratch directory).",
+)
+ASSESS_RISK = runbook(
+    "Turns the check results and the plan into the §3.2 risk matrix and one decision: proceed, approval, "
+    "or refuse.",
+    "It fails only on malformed inputs from upstream tasks; clear those first.",
+    "Safe: pure computation.",
+)
+WRITE_REPORT = runbook(
+    "Writes the JSON and Markdown reports (the evidence pack) and records their paths.",
+    "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker.",
+    "Safe: it rewrites the same files.",
+)
+RISK_GATE = runbook(
+    "Routes the run: refuse stops it, approval waits for a human, proceed goes on, dry run ends here.",
+    "Read the risk report; a refusal lists the blocker checks.",
+    "Safe.",
+)
+BACKUP_ETCD = runbook(
+    "Takes an etcd snapshot and proves it by restoring it into a scratch etcd (revision and key count "
+    "must match) before the first destructive step.",
+    "The message says which proof step failed. Do not proceed without a proven backup.",
+    "Safe: takes a fresh snapshot.",
+)
+UPGRADE_COMPONENT = runbook(
+    "Upgrades one control-plane component kind one instance at a time with a health check after each "
+    "(etcd leader last; apiservers drained from the load balancer first).",
+    "The message names the instance and the failed check. The branch after verification rolls back.",
+    "Safe: instances already at the target version are skipped.",
+)
+VERIFY_CONTROL_PLANE = runbook(
+    "Checks every control-plane instance reports the target and is healthy, and etcd's hash agrees on "
+    "every member; decides between the worker phase and rollback.",
+    "Read the verdict in the log (names the instance).",
+    "Safe: read-only.",
+)
+ROLLBACK_CONTROL_PLANE = runbook(
+    "Restores the previous binaries component by component (reverse order) and, where data is at stake, "
+    "the proven etcd snapshot with the revision bump Kubernetes needs.",
+    "The cluster may be partly rolled back: `slipway-local status` (local) or the component versions in "
+    "the log tell which. Fix the cause, then clear this task.",
+    "Safe: components already at the old version are skipped.",
+)
+SELECT_BATCH = runbook(
+    "Opens the next batch from what the cluster still needs (nodes not at the target, not quarantined), "
+    "only after the previous batch passed and only if it can finish inside the maintenance window.",
+    "It refuses when the previous batch did not pass; the run record ConfigMap in slipway-system shows "
+    "each batch's state.",
+    "Safe: a cleared task returns the batch it already opened.",
+)
+PRE_DRAIN = runbook(
+    "Plans the node's drain without changing anything: which pods would be evicted, skipped or refused, "
+    "and which PDB would block right now. Applies the blocked-drain policy (wait/quarantine/rollback).",
+    "Refused pods (bare pods, emptyDir) are named; allow them in the form or move them first.",
+    "Safe: read-only, except quarantine, which labels and cordons the node on purpose.",
+)
+CORDON = runbook(
+    "Cordons the node and records on the node which run cordoned it.",
+    "RBAC or apiserver errors are named in the log.",
+    "Safe: an already-cordoned node is not an error, and an operator's cordon is preserved.",
+)
+DRAIN = runbook(
+    "Evicts the node's pods through the Eviction API (PDBs honoured; grace 300 s, timeout 600 s, "
+    "DaemonSets ignored, local data kept, no force), retrying 429s with backoff.",
+    "The error names each pod still on the node and the PDB blocking it. Fix the PDB or the workload, "
+    "or rerun with the quarantine policy.",
+    "Safe: a drained node is a no-op, a half-drained node is drained again.",
+)
+UPGRADE_NODE = runbook(
+    "Upgrades the node with the platform's node upgrader (in place, surge replacement, or kubeadm).",
+    "The message names the node and the upgrader's step.",
+    "Safe: a node already at the target is skipped.",
+)
+WAIT_READY = runbook(
+    "Waits (deferred, no worker slot held) until the node is Ready at the target kubelet version.",
+    "Times out after 10 minutes naming the node; the batch validation then fails and rolls back.",
+    "Safe.",
+)
+UNCORDON = runbook(
+    "Uncordons the node if this run cordoned it.",
+    "RBAC or apiserver errors are named in the log.",
+    "Safe: it never undoes a cordon someone else made.",
+)
+POST_CHECKS = runbook(
+    "Checks the node is schedulable at the target version and records the step on the node.",
+    "The message names the problem.",
+    "Safe: read-only apart from the progress annotation.",
+)
+VALIDATE_BATCH = runbook(
+    "Soaks the batch: node readiness, every workload back to its desired availability, no pending pods, "
+    "user health checks, apiserver latency against the baseline. Records the verdict in the run record.",
+    "The verdict lists each problem; the next task rolls the batch back.",
+    "Safe: it re-evaluates the cluster.",
+)
+ROLLBACK_BATCH = runbook(
+    "Returns the batch's nodes to the old version (or removes surge nodes), uncordons what this run "
+    "cordoned, and records what it did.",
+    "The log names each node and action.",
+    "Safe: nodes already at the old version are skipped.",
+)
+FINAL_VERDICT = runbook(
+    "Fails the run on purpose when anything was rolled back or refused, so a rolled-back upgrade ends red.",
+    "Read the upgrade report named in the log.",
+    "Safe.",
+)

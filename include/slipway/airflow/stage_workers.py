@@ -1,0 +1,224 @@
+"""The worker phase: batch slots run strictly in order, one mapped task group per node.
+
+Why slots: batch *k+1* must never start before batch *k* passed validation, and
+``dag.test()`` must run the whole phase, so the order is in the graph itself. Each slot
+opens its batch from what the cluster still needs; a slot with nothing to do ends the
+phase. The number of slots is a DAG-file setting (``SLIPWAY_MAX_BATCHES``); when nodes
+remain after the last slot the phase fails and says so, and a new run resumes there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import TaskGroup, TriggerRule, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
+
+from slipway import workers
+from slipway.airflow import runbooks
+from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, record, request_from
+from slipway.airflow.sensors import NodesReadySensor
+from slipway.kube import nodes as kube_nodes
+from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node, plan_drain
+
+GROUP = "workers"
+
+
+def _v(version: str) -> str:
+    return version if version.startswith("v") else f"v{version}"
+
+
+def _quarantined(node: str) -> bool:
+    """A quarantined node is left alone by every later step (read from the node itself)."""
+    from kubernetes import client
+
+    return kube_nodes.is_quarantined(client.CoreV1Api(orchestrator_api()).read_node(node))
+
+
+@task(doc_md=runbooks.PRE_DRAIN, retries=2)
+def pre_drain_check(node: str, request: dict[str, Any]) -> dict[str, Any]:
+    req = request_from(request)
+    api = orchestrator_api()
+    plan = plan_drain(api, node, workers.drain_options(req))
+    if plan.refuse:
+        raise AirflowFailException("; ".join(s.message for s in plan.refuse))
+    if plan.blocked:
+        blockers = "; ".join(str(b) for b in plan.blocked)
+        if req.blocked_drain_policy == "quarantine":
+            kube_nodes.quarantine(api, node, f"drain blocked: {blockers}")
+            record().event("quarantined", f"node {node} quarantined (left cordoned): {blockers}", node=node)
+            return plan.to_dict() | {"quarantined": True}
+        if req.blocked_drain_policy == "rollback":
+            raise AirflowFailException(f"drain of {node} would be blocked: {blockers}")
+    return plan.to_dict()
+
+
+@task(doc_md=runbooks.CORDON, retries=3)
+def cordon_node(node: str) -> bool:
+    api = orchestrator_api()
+    if _quarantined(node):
+        return False
+    changed = kube_nodes.cordon(api, node, current_run_id())
+    kube_nodes.set_step(api, node, current_run_id(), "cordoned")
+    return changed
+
+
+@task(doc_md=runbooks.DRAIN, retries=1)
+def drain(node: str, request: dict[str, Any]) -> dict[str, Any]:
+    req = request_from(request)
+    api = orchestrator_api()
+    if _quarantined(node):
+        return {"node": node, "quarantined": True}
+    try:
+        result = drain_node(api, node, workers.drain_options(req), run_id=current_run_id())
+    except DrainRefused as err:
+        raise AirflowFailException(str(err)) from err
+    except DrainBlocked as err:
+        if req.blocked_drain_policy == "quarantine":
+            kube_nodes.quarantine(api, node, str(err))
+            record().event("quarantined", f"node {node} quarantined (left cordoned): {err}", node=node)
+            return {"node": node, "quarantined": True, "blockers": [b.to_dict() for b in err.blockers]}
+        raise AirflowFailException(str(err)) from err
+    kube_nodes.set_step(api, node, current_run_id(), "drained")
+    return result.to_dict()
+
+
+@task(doc_md=runbooks.UPGRADE_NODE, retries=2)
+def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
+    req = request_from(request)
+    if _quarantined(node):
+        return {"nodes": [], "version": _v(str(req.target))}
+    upgrader = platform().node_upgrader(req.strategy)
+    result = upgrader.upgrade_node(node, str(req.target))
+    kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "upgraded")
+    record().event("node-upgraded", f"node {node}: {result.action} {result.version}", node=node)
+    return {"nodes": upgrader.nodes_to_wait_for([node]), "version": _v(str(req.target))}
+
+
+@task(doc_md=runbooks.UNCORDON, retries=3)
+def uncordon_node(node: str, request: dict[str, Any]) -> bool:
+    if request_from(request).strategy == "surge" or _quarantined(node):
+        return False  # a surge's old node stays cordoned until retired; quarantine stays too
+    return kube_nodes.uncordon(orchestrator_api(), node, current_run_id())
+
+
+@task(doc_md=runbooks.POST_CHECKS, retries=2)
+def post_checks(node: str, request: dict[str, Any]) -> str:
+    if _quarantined(node):
+        return node
+    kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "done")
+    return node
+
+
+@task_group
+def upgrade_one_node(node: str, request: dict[str, Any]) -> Any:
+    """pre-drain checks → cordon → drain → upgrade → wait Ready → uncordon → post-checks."""
+    checked = pre_drain_check(node, request)
+    cordoned = cordon_node(node)
+    drained = drain(node, request)
+    waiting_for = upgrade_node(node, request)
+    ready = NodesReadySensor(task_id="wait_node_ready", nodes=waiting_for["nodes"],
+                             version=waiting_for["version"], doc_md=runbooks.WAIT_READY)
+    uncordoned = uncordon_node(node, request)
+    done = post_checks(node, request)
+    checked >> cordoned >> drained >> waiting_for >> ready >> uncordoned >> done
+    return done
+
+
+def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
+    """One batch: select → (per node) → validate → pass/rollback. Returns entry and exits."""
+    with TaskGroup(group_id=f"batch_{index}") as group:
+        prefix = group.group_id
+
+        @task(doc_md=runbooks.SELECT_BATCH, retries=2)
+        def select_batch(request: dict[str, Any]) -> dict[str, Any]:
+            selection = workers.select_batch(orchestrator_api(), record(), request_from(request), index)
+            return selection.to_dict()
+
+        @task.branch(doc_md=runbooks.SELECT_BATCH)
+        def route_batch(selection: dict[str, Any]) -> str:
+            return f"{prefix}.prepare_batch" if selection["nodes"] else f"{prefix}.no_more_batches"
+
+        @task
+        def no_more_batches(selection: dict[str, Any]) -> str:
+            return str(selection["reason"])
+
+        @task(doc_md=runbooks.UPGRADE_NODE, retries=2)
+        def prepare_batch(selection: dict[str, Any], request: dict[str, Any]) -> list[str]:
+            req = request_from(request)
+            added = platform().node_upgrader(req.strategy).prepare_batch(selection["nodes"], str(req.target))
+            if added:
+                record().event("surge-added", f"batch {index}: surge nodes {', '.join(added)}", batch=index)
+            return list(selection["nodes"])
+
+        @task(doc_md=runbooks.VALIDATE_BATCH, trigger_rule=TriggerRule.NONE_SKIPPED)
+        def validate_batch(selection: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+            req = request_from(request)
+            api = orchestrator_api()
+            upgrader = platform().node_upgrader(req.strategy)
+            check_nodes = upgrader.nodes_to_wait_for(selection["nodes"]) or selection["nodes"]
+            verdict = workers.validate_batch(api, req, check_nodes)
+            rec = record()
+            workers.record_verdict(rec, index, verdict, workers.batch_seconds_per_node(rec, index))
+            if verdict.passed:
+                upgrader.finalize_batch(selection["nodes"])
+            return verdict.to_dict()
+
+        @task.branch(doc_md=runbooks.VALIDATE_BATCH)
+        def pass_or_rollback(verdict: dict[str, Any]) -> str:
+            return f"{prefix}.batch_passed" if verdict["passed"] else f"{prefix}.rollback_batch"
+
+        @task
+        def batch_passed() -> int:
+            return index
+
+        @task(doc_md=runbooks.ROLLBACK_BATCH, retries=2)
+        def rollback_batch(request: dict[str, Any]) -> list[dict[str, str]]:
+            req = request_from(request)
+            return workers.rollback_batch(orchestrator_api(), record(), index,
+                                          platform().node_upgrader(req.strategy))
+
+        selection = select_batch(request)
+        routed = route_batch(selection)
+        ended = no_more_batches(selection)
+        nodes = prepare_batch(selection, request)
+        routed >> [ended, nodes]
+        per_node = upgrade_one_node.partial(request=request).expand(node=nodes)
+        verdict = validate_batch(selection, request)
+        [nodes, per_node] >> verdict
+        decision = pass_or_rollback(verdict)
+        ok, back = batch_passed(), rollback_batch(request)
+        decision >> [ok, back]
+    return selection, ok, ended, back
+
+
+@task_group(group_id=GROUP)
+def worker_phase(request: Any, max_batches: int) -> None:
+    """Batches strictly in order; the first slot with nothing to do ends the phase."""
+    ends, rollbacks = [], []
+    previous_ok = None
+    for index in range(max_batches):
+        entry, ok, ended, back = batch_slot(index, request)
+        if previous_ok is not None:
+            previous_ok >> entry
+        previous_ok = ok
+        ends.append(ended)
+        rollbacks.append(back)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, doc_md=runbooks.SELECT_BATCH)
+    def workers_done(request: dict[str, Any]) -> dict[str, Any]:
+        summary = workers.phase_summary(orchestrator_api(), record(), request_from(request))
+        if summary["remaining"] and summary["reason"] == "slots-exhausted":
+            raise AirflowFailException(
+                f"{summary['remaining']} nodes still need the upgrade after {max_batches} batches: "
+                "trigger the run again to continue (it resumes from the cluster's state)"
+            )
+        return summary
+
+    @task(trigger_rule=TriggerRule.ONE_SUCCESS, doc_md=runbooks.ROLLBACK_BATCH)
+    def worker_phase_rolled_back() -> None:
+        raise AirflowFailException("a batch failed validation and was rolled back; remaining batches stopped")
+
+    done = workers_done(request)
+    [*ends, previous_ok] >> done  # type: ignore[list-item]
+    rollbacks >> worker_phase_rolled_back()

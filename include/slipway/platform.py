@@ -1,0 +1,71 @@
+"""Where the cluster differs: which node upgrader, control-plane upgrader and reader a run uses.
+
+The platform is described by the Airflow connection ``slipway_platform`` (its extras),
+so the DAGs stay the same for the local cluster and for kubeadm clusters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kubernetes import client
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slipway.kube.client import api_client
+from slipway.upgraders.nodes import LocalInPlaceUpgrader, LocalSurgeUpgrader, NodeUpgrader
+
+
+class PlatformSettings(BaseModel):
+    """The ``slipway_platform`` connection's extras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platform: Literal["local", "kubeadm"] = "local"
+    cluster_name: str = "slipway"
+    state_root: str | None = None
+    admin_kubeconfig: str | None = None
+    kubeadm_image: str = "registry.k8s.io/kubeadm-upgrader:latest"
+
+
+class PlatformError(ValueError):
+    pass
+
+
+def parse_settings(extra: dict[str, Any]) -> PlatformSettings:
+    try:
+        return PlatformSettings.model_validate(extra)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise PlatformError(f"connection slipway_platform extras refused: {problems}") from err
+
+
+@dataclass
+class Platform:
+    """Factories for the platform-specific parts; Slipway's own steps use ``api`` (orchestrator)."""
+
+    settings: PlatformSettings
+    api: client.ApiClient
+
+    def _admin_api(self) -> client.ApiClient:
+        if not self.settings.admin_kubeconfig:
+            raise PlatformError("slipway_platform: admin_kubeconfig is required for the local platform")
+        return api_client(Path(self.settings.admin_kubeconfig))
+
+    def local_cluster(self) -> Any:
+        from slipway.localcluster.cluster import LocalCluster
+        from slipway.localcluster.config import ClusterConfig
+
+        root = Path(self.settings.state_root) if self.settings.state_root else None
+        return LocalCluster(ClusterConfig.load(self.settings.cluster_name, root))
+
+    def node_upgrader(self, strategy: str) -> NodeUpgrader:
+        if self.settings.platform == "local":
+            admin = self._admin_api()
+            if strategy == "surge":
+                return LocalSurgeUpgrader(admin)
+            return LocalInPlaceUpgrader(admin)
+        from slipway.upgraders.kubeadm_nodes import KubeadmNodeUpgrader
+
+        return KubeadmNodeUpgrader(self.api, image=self.settings.kubeadm_image)

@@ -1,0 +1,131 @@
+"""The evidence pack of one run, rendered from its run record."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+GREEN_VERDICTS = ("upgraded", "paused", "dry-run", "preflight-passed", "preflight-needs-approval")
+
+
+def reports_root() -> Path:
+    return Path(os.environ.get("SLIPWAY_REPORTS_DIR", "reports"))
+
+
+def run_verdict(data: dict[str, Any]) -> str:
+    """One word for how a run ended, derived from its record (never from task states)."""
+    batches = data.get("batches", [])
+    events = {e["kind"] for e in data.get("events", [])}
+    if "control-plane-rolled-back" in events or any(b.get("state") == "rolled-back" for b in batches):
+        return "rolled-back"
+    risk = data.get("risk", {})
+    if risk.get("decision") == "refuse":
+        return "refused"
+    if "approval-rejected" in events:
+        return "rejected"
+    request = data.get("request", {})
+    if data.get("dag_id") == "k8s_upgrade_preflight":
+        return "preflight-passed" if risk.get("decision") == "proceed" else "preflight-needs-approval"
+    if request.get("dry_run"):
+        return "dry-run"
+    phase = data.get("worker_phase")
+    if not phase:
+        return "failed"
+    if phase["reason"] == "done":
+        return "upgraded"
+    return "paused" if phase["reason"] == "paused" else "incomplete"
+
+
+def _dir(dag_id: str, run_id: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    return reports_root() / dag_id / safe
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    return lines
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    if not start or not end:
+        return ""
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return f"{seconds:.0f}s"
+
+
+def render_markdown(data: dict[str, Any], verdict: str) -> str:
+    request = data.get("request", {})
+    out = [f"# Slipway run report: {data.get('run_id', '')}", "",
+           f"- DAG: `{data.get('dag_id', '')}`", f"- Verdict: **{verdict}**",
+           f"- Target: `{request.get('target_version', '?')}` strategy `{request.get('strategy', '?')}`, "
+           f"batch policy `{request.get('batch_policy', '?')}`, max unavailable {request.get('max_unavailable_percent', '?')} %",
+           ""]
+    plan = data.get("plan")
+    if plan:
+        out += ["## Upgrade path", ""]
+        out += _table([[str(h.get("step", i + 1)), h["kind"], h["from_version"], h["to_version"], h["risk"],
+                        h["testing"]] for i, h in enumerate(plan.get("hops", []))],
+                      ["step", "kind", "from", "to", "risk", "testing"])
+        out.append("")
+    checks = data.get("checks", [])
+    if checks:
+        out += ["## Preflight checks", ""]
+        out += _table([[c["name"], c["severity"], "yes" if c["passed"] else "NO", c["summary"],
+                        c.get("mitigation", "")] for c in checks],
+                      ["check", "severity", "passed", "summary", "mitigation"])
+        out.append("")
+    risk = data.get("risk")
+    if risk:
+        out += ["## Risk assessment", "", f"Decision: **{risk.get('decision')}**", ""]
+        out += [f"- {r}" for r in risk.get("reasons", [])] + [""]
+        out += _table([[i["category"], i["name"], str(i["probability"]), str(i["impact"]), str(i["score"]),
+                        i["level"], "; ".join(i.get("mitigations", []))] for i in risk.get("items", [])],
+                      ["category", "risk", "probability", "impact", "score", "level", "mitigations"])
+        out.append("")
+    control_plane = data.get("control_plane", {})
+    if control_plane:
+        out += ["## Control plane", ""]
+        out += _table([[name, step.get("from", ""), step.get("to", ""), f"{step.get('seconds', 0):.1f}s",
+                        step.get("action", "")] for name, step in control_plane.get("steps", {}).items()],
+                      ["component", "from", "to", "time", "action"])
+        probe = control_plane.get("probe")
+        if probe:
+            out += ["", f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
+                        f"**{probe.get('failures', 0)} failed**, p99 {probe.get('p99_ms', 0):.1f} ms "
+                        f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, ratio {probe.get('p99_ratio', 0):.2f})"]
+        out.append("")
+    batches = data.get("batches", [])
+    if batches:
+        out += ["## Worker batches", ""]
+        out += _table([[str(b["index"]), b.get("pool", ""), ", ".join(b["nodes"]), b["state"],
+                        _duration(b.get("started_at"), b.get("finished_at")),
+                        "; ".join(b.get("verdict", {}).get("problems", []))] for b in batches],
+                      ["batch", "pool", "nodes", "state", "time", "problems"])
+        out.append("")
+    phase = data.get("worker_phase")
+    if phase:
+        out += [f"Worker phase: {phase['reason']}, {phase['passed']}/{phase['batches']} batches passed, "
+                f"{phase['remaining']} nodes remaining, quarantined: {', '.join(phase['quarantined']) or 'none'}", ""]
+    events = data.get("events", [])
+    if events:
+        out += ["## Timeline", ""]
+        out += [f"- `{e['at']}` **{e['kind']}** {e['message']}" for e in events]
+        out.append("")
+    return "\n".join(out)
+
+
+def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[str, Path]:
+    """Write ``upgrade-report.json`` and ``upgrade-report.md``; returns their paths."""
+    folder = _dir(dag_id, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    verdict = run_verdict(data)
+    json_path = folder / "upgrade-report.json"
+    json_path.write_text(json.dumps({"verdict": verdict, **data}, indent=2, sort_keys=True, default=str))
+    md_path = folder / "upgrade-report.md"
+    md_path.write_text(render_markdown(data, verdict))
+    return {"json": json_path, "markdown": md_path}

@@ -1,0 +1,216 @@
+"""Node upgraders: what "upgrade this node to version V" means on each platform.
+
+- :class:`LocalInPlaceUpgrader` plays the kubelet's part on the local cluster: the
+  kwok node comes back reporting the new kubelet version.
+- :class:`LocalSurgeUpgrader` upgrades the way cloud node pools do: a replacement node
+  joins at the new version before the old one is drained, and the old one is retired
+  (deleted) only after the batch passed validation.
+- :class:`KubeadmNodeUpgrader` runs ``kubeadm upgrade node`` and the kubelet package
+  upgrade on a real node through a privileged pod (see ``upgraders/kubeadm.py``).
+
+Local upgraders act for the kubelet or the cloud, so they may hold admin credentials;
+Slipway's own steps (cordon, drain, checks) always use the orchestrator identity.
+Every method is idempotent: the node's reported kubelet version is the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from slipway.kube.nodes import kubelet_version
+
+SIMULATE_LABEL = "slipway.dev/simulate"
+NOT_READY = "not-ready"  # the kubelet fails to come back after its upgrade
+REPLACES = "slipway.dev/replaces"
+RETIRE = "slipway.dev/retire"
+NOT_FOUND = 404
+
+
+@dataclass(frozen=True)
+class NodeStepResult:
+    node: str
+    action: str  # "upgraded", "already-at-version", "replaced", "rolled-back", "retired"
+    version: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"node": self.node, "action": self.action, "version": self.version, "detail": self.detail}
+
+
+class NodeUpgrader(Protocol):
+    """One small interface; the DAG calls it the same way on every platform."""
+
+    name: str
+
+    def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
+        """Before cordon: add surge capacity if the strategy uses it; returns the nodes it added."""
+
+    def upgrade_node(self, node: str, version: str) -> NodeStepResult:
+        """After drain: move one node to ``version``."""
+
+    def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
+        """Which nodes must be Ready at the new version before the batch is validated."""
+
+    def finalize_batch(self, nodes: list[str]) -> list[str]:
+        """After validation passed: retire what the strategy replaced."""
+
+    def rollback_node(self, node: str, version: str) -> NodeStepResult:
+        """Return one node to ``version`` (or undo its surge replacement)."""
+
+
+def _v(version: str) -> str:
+    return version if version.startswith("v") else f"v{version}"
+
+
+class LocalInPlaceUpgrader:
+    """Bumps the kubelet version kwok reports, as a package upgrade + kubelet restart would."""
+
+    name = "in-place"
+
+    def __init__(self, admin_api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(admin_api)
+
+    def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
+        return []
+
+    def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
+        return list(nodes)
+
+    def finalize_batch(self, nodes: list[str]) -> list[str]:
+        return []
+
+    def upgrade_node(self, node: str, version: str) -> NodeStepResult:
+        return self._set_version(node, version, "upgraded")
+
+    def rollback_node(self, node: str, version: str) -> NodeStepResult:
+        return self._set_version(node, version, "rolled-back")
+
+    def _set_version(self, node: str, version: str, action: str) -> NodeStepResult:
+        current = self.core.read_node(node)
+        broken = (current.metadata.labels or {}).get(SIMULATE_LABEL) == NOT_READY
+        if kubelet_version(current) == version.removeprefix("v") and not broken:
+            return NodeStepResult(node, "already-at-version", _v(version))
+        status: dict[str, Any] = {"nodeInfo": {"kubeletVersion": _v(version)}}
+        if broken:
+            # kwok leaves nodes with this label alone, so the node stays NotReady: the
+            # kubelet that never came back after its upgrade.
+            status["conditions"] = [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "KubeletNotReady",
+                    "message": "kubelet did not come back after the upgrade (simulated)",
+                }
+            ]
+        self.core.patch_node_status(node, {"status": status})
+        return NodeStepResult(
+            node, action, _v(version), "simulated kubelet restart" if not broken else "left NotReady"
+        )
+
+
+class LocalSurgeUpgrader:
+    """A replacement node per upgraded node (max surge), old nodes retired after validation."""
+
+    name = "surge"
+
+    def __init__(self, admin_api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(admin_api)
+
+    @staticmethod
+    def replacement_name(node: str, version: str) -> str:
+        return f"{node}-v{version.replace('.', '-')}"
+
+    def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
+        added = []
+        for node in nodes:
+            name = self.replacement_name(node, version)
+            try:
+                self.core.read_node(name)
+                continue  # already joined on an earlier try
+            except ApiException as err:
+                if err.status != NOT_FOUND:
+                    raise
+            old = self.core.read_node(node)
+            self.core.create_node(self._replacement(old, name, version))
+            added.append(name)
+        return added
+
+    def _replacement(self, old: client.V1Node, name: str, version: str) -> dict[str, Any]:
+        labels = dict(old.metadata.labels or {}) | {"kubernetes.io/hostname": name}
+        labels.pop(SIMULATE_LABEL, None)
+        resources = {k: str(v) for k, v in (old.status.allocatable or {}).items()}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": {
+                    "kwok.x-k8s.io/node": "fake",
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    REPLACES: old.metadata.name,
+                },
+            },
+            "spec": {
+                "taints": [
+                    t.to_dict()
+                    for t in (old.spec.taints or [])
+                    if t.key != "node.kubernetes.io/unschedulable"
+                ]
+            },
+            "status": {
+                "allocatable": resources,
+                "capacity": resources,
+                "nodeInfo": {
+                    "kubeletVersion": _v(version),
+                    "architecture": "amd64",
+                    "operatingSystem": "linux",
+                    "containerRuntimeVersion": "containerd://2.1.4",
+                    "kernelVersion": "6.1.0-slipway",
+                    "osImage": "Slipway simulated node (kwok)",
+                    "bootID": "",
+                    "machineID": "",
+                    "systemUUID": "",
+                },
+            },
+        }
+
+    def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
+        replacements = {
+            n.metadata.annotations.get(REPLACES): n.metadata.name
+            for n in self.core.list_node().items
+            if (n.metadata.annotations or {}).get(REPLACES)
+        }
+        return [replacements[n] for n in nodes if n in replacements]
+
+    def upgrade_node(self, node: str, version: str) -> NodeStepResult:
+        # The old node stays (cordoned, drained) until validation passes: it is the fast
+        # way back. Mark it for retirement.
+        self.core.patch_node(node, {"metadata": {"annotations": {RETIRE: "true"}}})
+        return NodeStepResult(node, "replaced", _v(version), self.replacement_name(node, version))
+
+    def finalize_batch(self, nodes: list[str]) -> list[str]:
+        retired = []
+        for node in nodes:
+            try:
+                self.core.delete_node(node)
+                retired.append(node)
+            except ApiException as err:
+                if err.status != NOT_FOUND:
+                    raise
+        return retired
+
+    def rollback_node(self, node: str, version: str) -> NodeStepResult:
+        removed = []
+        for candidate in self.core.list_node().items:
+            if (candidate.metadata.annotations or {}).get(REPLACES) == node:
+                self.core.delete_node(candidate.metadata.name)
+                removed.append(candidate.metadata.name)
+        self.core.patch_node(node, {"metadata": {"annotations": {RETIRE: None}}})
+        return NodeStepResult(
+            node, "rolled-back", _v(version), f"removed surge node(s) {', '.join(removed) or 'none'}"
+        )

@@ -1,0 +1,252 @@
+"""The worker phase's decisions, as plain functions over the cluster and the run record.
+
+The Airflow tasks are thin wrappers around these, so the same logic is tested without
+a scheduler and every decision is re-derived from the cluster on a retry:
+
+- :func:`select_batch` opens batch *k* (or returns the one already opened by an earlier
+  try), never before batch *k-1* passed, and not when it cannot finish in the window;
+- :func:`validate_batch` decides whether a finished batch is healthy;
+- :func:`rollback_batch` returns a batch's nodes to the old version and uncordons them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+
+from slipway.batching import AdaptiveBatcher, next_batch, plan_batches
+from slipway.kube import nodes as kube_nodes
+from slipway.kube.drain import DrainOptions
+from slipway.kube.readiness import pending_pods, workloads_available
+from slipway.models import NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
+from slipway.runrecord import RunRecord
+from slipway.upgraders.nodes import REPLACES, RETIRE, NodeUpgrader
+from slipway.versions import Version
+from slipway.windows import predict_duration
+
+PASSED, FAILED, RUNNING, ROLLED_BACK = "passed", "failed", "running", "rolled-back"
+# Seconds per node assumed before any history exists (drain + upgrade + readiness).
+DEFAULT_NODE_SECONDS = 120.0
+
+
+@dataclass
+class Selection:
+    """What a batch slot does: upgrade ``nodes``, or nothing for ``reason``."""
+
+    index: int
+    nodes: list[str] = field(default_factory=list)
+    pool: str = ""
+    reason: str = ""  # "done", "paused", "stopped" when nodes is empty
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "nodes": self.nodes, "pool": self.pool, "reason": self.reason}
+
+
+def drain_options(request: UpgradeRequest) -> DrainOptions:
+    """The drain the request asked for (the seed's defaults unless the form changed them)."""
+    return DrainOptions(
+        grace_period_seconds=request.drain_grace_period_seconds,
+        timeout_seconds=float(request.drain_timeout_seconds),
+        delete_emptydir_data=request.delete_emptydir_data,
+        force=request.force_bare_pods,
+    )
+
+
+def node_info(node: client.V1Node) -> NodeInfo:
+    labels = node.metadata.labels or {}
+    alloc = node.status.allocatable or {}
+    return NodeInfo(
+        name=node.metadata.name,
+        pool=labels.get("slipway.dev/node-pool", labels.get("node.kubernetes.io/instance-type", "default")),
+        kubelet_version=kube_nodes.kubelet_version(node),
+        ready=kube_nodes.node_ready(node),
+        unschedulable=bool(node.spec.unschedulable),
+        control_plane=kube_nodes.CONTROL_PLANE_LABEL in labels,
+        allocatable=Resources(cpu_millis=parse_cpu(alloc.get("cpu", "0")),
+                              memory_bytes=parse_memory(alloc.get("memory", "0")),
+                              pods=int(alloc.get("pods", "0"))),
+        labels=labels,
+        taints=[Taint(key=t.key, value=t.value or "", effect=t.effect) for t in (node.spec.taints or [])],
+    )
+
+
+def _upgradable(api: client.ApiClient) -> tuple[list[NodeInfo], dict[str, str]]:
+    """Workers Slipway may upgrade (not quarantined, not surge leftovers or replacements),
+    and each one's current kubelet version (what a rollback returns it to)."""
+    keep, versions = [], {}
+    for node in kube_nodes.list_workers(api):
+        annotations = node.metadata.annotations or {}
+        if kube_nodes.is_quarantined(node) or annotations.get(RETIRE) or annotations.get(REPLACES):
+            continue
+        keep.append(node_info(node))
+        versions[node.metadata.name] = kube_nodes.kubelet_version(node)
+    return keep, versions
+
+
+def select_batch(api: client.ApiClient, record: RunRecord, request: UpgradeRequest, index: int,
+                 *, now: datetime | None = None) -> Selection:
+    """Open batch ``index`` from what the cluster still needs; idempotent per index."""
+    data = record.load()
+    batches: list[dict[str, Any]] = data.get("batches", [])
+    if index < len(batches):
+        opened = batches[index]
+        return Selection(index, list(opened["nodes"]), opened.get("pool", ""))
+    if any(b["state"] in (FAILED, ROLLED_BACK) for b in batches):
+        return Selection(index, reason="stopped")
+    if batches and batches[-1]["state"] != PASSED:
+        raise RuntimeError(
+            f"batch {index} cannot open: batch {len(batches) - 1} is {batches[-1]['state']}, not passed"
+        )
+    if index != len(batches):
+        raise RuntimeError(f"batch {index} cannot open before batch {len(batches)}")
+    candidates, versions = _upgradable(api)
+    plan = plan_batches(candidates, request)
+    batcher = None
+    if request.batch_policy == "adaptive":
+        state = data.get("adaptive")
+        batcher = AdaptiveBatcher.from_state(state) if state else AdaptiveBatcher.for_plan(plan)
+    batch = next_batch(plan, done=(), batcher=batcher)
+    if batch is None:
+        return Selection(index, reason="done")
+    if request.window_end is not None:
+        history = [float(s) for s in data.get("seconds_per_node", [])] or [DEFAULT_NODE_SECONDS]
+        predicted = predict_duration(history, len(batch.nodes), len(batch.nodes), request.soak_seconds)
+        moment = now or datetime.now(UTC)
+        if moment + predicted > request.window_end:
+            record.event("paused", f"batch {index} ({len(batch.nodes)} nodes, ~{predicted}) would not finish "
+                         f"before the window closes at {request.window_end.isoformat()}")
+            return Selection(index, reason="paused")
+    entry = {"index": index, "pool": batch.pool, "nodes": batch.nodes, "state": RUNNING,
+             "from_versions": {n: versions[n] for n in batch.nodes},
+             "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    record.update(batches=[*batches, entry], **({"adaptive": batcher.to_state()} if batcher else {}))
+    record.event("batch-opened", f"batch {index}: {', '.join(batch.nodes)}", batch=index)
+    return Selection(index, list(batch.nodes), batch.pool)
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "problems": self.problems, "checked": self.checked}
+
+
+def node_problems(api: client.ApiClient, node_names: list[str], target: str) -> list[str]:
+    """Why any of these nodes is not done: NotReady, wrong kubelet, still cordoned by Slipway."""
+    core = client.CoreV1Api(api)
+    problems = []
+    wanted = Version.parse(target)
+    for name in node_names:
+        node = core.read_node(name)
+        if kube_nodes.is_quarantined(node):
+            continue  # left cordoned on purpose; reported, not a batch failure
+        if not kube_nodes.node_ready(node):
+            problems.append(f"node {name} is not Ready")
+        if Version.parse(kube_nodes.kubelet_version(node)) != wanted:
+            problems.append(f"node {name} reports kubelet {kube_nodes.kubelet_version(node)}, expected {wanted}")
+        if kube_nodes.is_cordoned(node) and kube_nodes.cordon_owner(node) not in (None, kube_nodes.EXTERNAL_CORDON):
+            problems.append(f"node {name} is still cordoned by {kube_nodes.cordon_owner(node)}")
+    return problems
+
+
+def validate_batch(api: client.ApiClient, request: UpgradeRequest, nodes_to_check: list[str],
+                   extra_checks: list[Callable[[], list[str]]] = (),  # type: ignore[assignment]
+                   ) -> Verdict:
+    """Soak for ``request.soak_seconds`` watching the SLOs; fail at the first lasting problem.
+
+    Workloads may legitimately be catching up right after the batch, so a problem only
+    counts if it is still there when the soak ends.
+    """
+    checked = ["nodes ready at target", "workloads available", "no pods pending"]
+    checked += [getattr(c, "__name__", "custom check") for c in extra_checks]
+
+    def problems() -> list[str]:
+        found = node_problems(api, nodes_to_check, str(request.target))
+        found += [f"{w} is below its desired availability" for w in workloads_available(api)]
+        found += [f"pod {p} is not scheduled" for p in pending_pods(api)]
+        for check in extra_checks:
+            found += check()
+        return found
+
+    deadline = time.monotonic() + request.soak_seconds
+    current = problems()
+    while current and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))  # soak: re-observe the SLOs
+        current = problems()
+    return Verdict(not current, current, checked)
+
+
+def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_node: float | None) -> None:
+    data = record.load()
+    batches = data.get("batches", [])
+    if index >= len(batches):
+        raise RuntimeError(f"batch {index} was never opened in run record {record.name}")
+    batches[index] = batches[index] | {"state": PASSED if verdict.passed else FAILED, "verdict": verdict.to_dict(),
+                                       "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    updates: dict[str, Any] = {"batches": batches}
+    if seconds_per_node is not None:
+        updates["seconds_per_node"] = [*data.get("seconds_per_node", []), round(seconds_per_node, 2)][-50:]
+    if "adaptive" in data:
+        updates["adaptive"] = AdaptiveBatcher.from_state(data["adaptive"]).record(verdict.passed).to_state()
+    record.update(**updates)
+    kind = "batch-passed" if verdict.passed else "batch-failed"
+    record.event(kind, f"batch {index}: " + ("passed" if verdict.passed else "; ".join(verdict.problems)), batch=index)
+
+
+def rollback_batch(api: client.ApiClient, record: RunRecord, index: int,
+                   upgrader: NodeUpgrader) -> list[dict[str, str]]:
+    """Return the batch's nodes to the versions they had when the batch opened and undo
+    Slipway's cordons; idempotent."""
+    batches = record.get("batches", [])
+    entry = batches[index] if index < len(batches) else {"nodes": [], "from_versions": {}}
+    nodes_in_batch: list[str] = entry["nodes"]
+    done = []
+    for name in nodes_in_batch:
+        result = upgrader.rollback_node(name, entry["from_versions"][name])
+        kube_nodes.uncordon(api, name, record.run_id)
+        kube_nodes.set_step(api, name, record.run_id, "rolled-back")
+        done.append(result.to_dict())
+    batches = record.get("batches", [])
+    if index < len(batches):
+        batches[index] = batches[index] | {"state": ROLLED_BACK}
+        record.update(batches=batches)
+    record.event("batch-rolled-back", f"batch {index}: {', '.join(nodes_in_batch)} rolled back", batch=index)
+    return done
+
+
+def batch_seconds_per_node(record: RunRecord, index: int) -> float | None:
+    """Wall time per node of an opened batch, for the duration prediction."""
+    batches = record.get("batches", [])
+    if index >= len(batches):
+        return None
+    started = datetime.fromisoformat(batches[index]["started_at"])
+    return (datetime.now(UTC) - started).total_seconds() / max(1, len(batches[index]["nodes"]))
+
+
+def phase_summary(api: client.ApiClient, record: RunRecord, request: UpgradeRequest) -> dict[str, Any]:
+    """Where the worker phase stands, from the cluster: done, paused, or out of slots."""
+    candidates, _ = _upgradable(api)
+    remaining = [n.name for n in candidates if Version.parse(n.kubelet_version) != request.target]
+    quarantined = [n.metadata.name for n in kube_nodes.list_workers(api) if kube_nodes.is_quarantined(n)]
+    data = record.load()
+    events = [e["kind"] for e in data.get("events", [])]
+    batches = data.get("batches", [])
+    if not remaining:
+        reason = "done"
+    elif any(b["state"] in (FAILED, ROLLED_BACK) for b in batches):
+        reason = "stopped"
+    else:
+        reason = "paused" if "paused" in events else "slots-exhausted"
+    summary = {"batches": len(batches), "passed": sum(b["state"] == PASSED for b in batches),
+               "remaining": len(remaining), "quarantined": quarantined, "reason": reason}
+    record.update(worker_phase=summary)
+    return summary
