@@ -20,7 +20,9 @@ from slipway.airflow.stage_workers import worker_phase
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 
 MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
-WINDOWS = [w.strip() for w in os.environ.get("SLIPWAY_WINDOWS", "Sat 01:00-05:00 UTC").split(";") if w.strip()]
+WINDOWS = [
+    w.strip() for w in os.environ.get("SLIPWAY_WINDOWS", "Sat 01:00-05:00 UTC").split(";") if w.strip()
+]
 BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";") if b.strip()]
 
 

@@ -14,14 +14,26 @@ KUBE_CONN_ID = "kubernetes_default"
 PLATFORM_CONN_ID = "slipway_platform"
 
 
-def airflow_env(airflow_home: Path, *, admin_kubeconfig: Path, orchestrator_kubeconfig: Path,
-                cluster_name: str, state_root: Path, reports_dir: Path, api_port: int = 28080) -> dict[str, str]:
+def airflow_env(
+    airflow_home: Path,
+    *,
+    admin_kubeconfig: Path,
+    orchestrator_kubeconfig: Path,
+    cluster_name: str,
+    state_root: Path,
+    reports_dir: Path,
+    api_port: int = 28080,
+) -> dict[str, str]:
     """Variables for `airflow standalone`/`dag.test()` on the local cluster."""
     platform = {
         "conn_type": "generic",
-        "extra": {"platform": "local", "cluster_name": cluster_name, "state_root": str(state_root),
-                  # The local node upgrader plays the kubelet's part and may act as admin.
-                  "admin_kubeconfig": str(admin_kubeconfig)},
+        "extra": {
+            "platform": "local",
+            "cluster_name": cluster_name,
+            "state_root": str(state_root),
+            # The local node upgrader plays the kubelet's part and may act as admin.
+            "admin_kubeconfig": str(admin_kubeconfig),
+        },
     }
     kube = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(orchestrator_kubeconfig)}}
     return {

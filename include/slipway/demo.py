@@ -8,6 +8,7 @@ stopped and purged first. ``--down`` only stops them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -36,9 +37,13 @@ TERMINAL_STATES = {"success", "failed"}
 
 def _api(method: str, path: str, token: str | None = None, body: Any = None) -> Any:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{API_PORT}{path}", method=method,
+        f"http://127.0.0.1:{API_PORT}{path}",
+        method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"null")
@@ -53,10 +58,8 @@ def _stop_airflow() -> None:
         os.killpg(pid, signal.SIGTERM)
         wait_until("airflow standalone stopped", lambda: not Path(f"/proc/{pid}").exists(), 60)
     except (ProcessLookupError, NotHealthy):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     pidfile.unlink(missing_ok=True)
 
 
@@ -68,8 +71,13 @@ def _start_airflow(env: dict[str, str]) -> subprocess.Popen[bytes]:
     AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     log = (DEMO_DIR / "airflow.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=full_env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "standalone"],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     (DEMO_DIR / "airflow.pid").write_text(str(proc.pid))
     return proc
 
@@ -81,7 +89,8 @@ def _password() -> str:
 
 def _token() -> str:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{API_PORT}/auth/token", method="POST",
+        f"http://127.0.0.1:{API_PORT}/auth/token",
+        method="POST",
         data=json.dumps({"username": "admin", "password": _password()}).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -140,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"local cluster up at {cluster.cfg.server_url} ({time.monotonic() - started:.0f}s)", flush=True)
-    env = airflow_env(AIRFLOW_HOME, admin_kubeconfig=cluster.admin_kubeconfig,
-                      orchestrator_kubeconfig=cluster.orchestrator_kubeconfig, cluster_name=cluster.cfg.name,
-                      state_root=cluster.cfg.state_root, reports_dir=REPORTS_DIR, api_port=API_PORT)
+    env = airflow_env(
+        AIRFLOW_HOME,
+        admin_kubeconfig=cluster.admin_kubeconfig,
+        orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
+        cluster_name=cluster.cfg.name,
+        state_root=cluster.cfg.state_root,
+        reports_dir=REPORTS_DIR,
+        api_port=API_PORT,
+    )
     _start_airflow(env)
     try:
         wait_until("airflow api-server", _api_up, 300, interval=2)

@@ -81,9 +81,12 @@ class RunRecord:
             data = {k: json.loads(v) for k, v in ((cm.data or {}) if cm else {}).items()}
             data.setdefault("run_id", self.run_id)
             change(data)
-            body = {
-                "metadata": {"name": self.name, "namespace": NAMESPACE,
-                             "labels": {"app.kubernetes.io/managed-by": "slipway"}},
+            body: dict[str, Any] = {
+                "metadata": {
+                    "name": self.name,
+                    "namespace": NAMESPACE,
+                    "labels": {"app.kubernetes.io/managed-by": "slipway"},
+                },
                 "data": {k: json.dumps(v, sort_keys=True) for k, v in data.items()},
             }
             try:

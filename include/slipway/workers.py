@@ -11,11 +11,10 @@ a scheduler and every decision is re-derived from the cluster on a retry:
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
@@ -68,9 +67,11 @@ def node_info(node: client.V1Node) -> NodeInfo:
         ready=kube_nodes.node_ready(node),
         unschedulable=bool(node.spec.unschedulable),
         control_plane=kube_nodes.CONTROL_PLANE_LABEL in labels,
-        allocatable=Resources(cpu_millis=parse_cpu(alloc.get("cpu", "0")),
-                              memory_bytes=parse_memory(alloc.get("memory", "0")),
-                              pods=int(alloc.get("pods", "0"))),
+        allocatable=Resources(
+            cpu_millis=parse_cpu(alloc.get("cpu", "0")),
+            memory_bytes=parse_memory(alloc.get("memory", "0")),
+            pods=int(alloc.get("pods", "0")),
+        ),
         labels=labels,
         taints=[Taint(key=t.key, value=t.value or "", effect=t.effect) for t in (node.spec.taints or [])],
     )
@@ -89,8 +90,14 @@ def _upgradable(api: client.ApiClient) -> tuple[list[NodeInfo], dict[str, str]]:
     return keep, versions
 
 
-def select_batch(api: client.ApiClient, record: RunRecord, request: UpgradeRequest, index: int,
-                 *, now: datetime | None = None) -> Selection:
+def select_batch(
+    api: client.ApiClient,
+    record: RunRecord,
+    request: UpgradeRequest,
+    index: int,
+    *,
+    now: datetime | None = None,
+) -> Selection:
     """Open batch ``index`` from what the cluster still needs; idempotent per index."""
     data = record.load()
     batches: list[dict[str, Any]] = data.get("batches", [])
@@ -119,12 +126,20 @@ def select_batch(api: client.ApiClient, record: RunRecord, request: UpgradeReque
         predicted = predict_duration(history, len(batch.nodes), len(batch.nodes), request.soak_seconds)
         moment = now or datetime.now(UTC)
         if moment + predicted > request.window_end:
-            record.event("paused", f"batch {index} ({len(batch.nodes)} nodes, ~{predicted}) would not finish "
-                         f"before the window closes at {request.window_end.isoformat()}")
+            record.event(
+                "paused",
+                f"batch {index} ({len(batch.nodes)} nodes, ~{predicted}) would not finish "
+                f"before the window closes at {request.window_end.isoformat()}",
+            )
             return Selection(index, reason="paused")
-    entry = {"index": index, "pool": batch.pool, "nodes": batch.nodes, "state": RUNNING,
-             "from_versions": {n: versions[n] for n in batch.nodes},
-             "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    entry = {
+        "index": index,
+        "pool": batch.pool,
+        "nodes": batch.nodes,
+        "state": RUNNING,
+        "from_versions": {n: versions[n] for n in batch.nodes},
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     record.update(batches=[*batches, entry], **({"adaptive": batcher.to_state()} if batcher else {}))
     record.event("batch-opened", f"batch {index}: {', '.join(batch.nodes)}", batch=index)
     return Selection(index, list(batch.nodes), batch.pool)
@@ -152,15 +167,23 @@ def node_problems(api: client.ApiClient, node_names: list[str], target: str) -> 
         if not kube_nodes.node_ready(node):
             problems.append(f"node {name} is not Ready")
         if Version.parse(kube_nodes.kubelet_version(node)) != wanted:
-            problems.append(f"node {name} reports kubelet {kube_nodes.kubelet_version(node)}, expected {wanted}")
-        if kube_nodes.is_cordoned(node) and kube_nodes.cordon_owner(node) not in (None, kube_nodes.EXTERNAL_CORDON):
+            problems.append(
+                f"node {name} reports kubelet {kube_nodes.kubelet_version(node)}, expected {wanted}"
+            )
+        if kube_nodes.is_cordoned(node) and kube_nodes.cordon_owner(node) not in (
+            None,
+            kube_nodes.EXTERNAL_CORDON,
+        ):
             problems.append(f"node {name} is still cordoned by {kube_nodes.cordon_owner(node)}")
     return problems
 
 
-def validate_batch(api: client.ApiClient, request: UpgradeRequest, nodes_to_check: list[str],
-                   extra_checks: list[Callable[[], list[str]]] = (),  # type: ignore[assignment]
-                   ) -> Verdict:
+def validate_batch(
+    api: client.ApiClient,
+    request: UpgradeRequest,
+    nodes_to_check: list[str],
+    extra_checks: list[Callable[[], list[str]]] = (),  # type: ignore[assignment]
+) -> Verdict:
     """Soak for ``request.soak_seconds`` watching the SLOs; fail at the first lasting problem.
 
     Workloads may legitimately be catching up right after the batch, so a problem only
@@ -190,8 +213,11 @@ def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_
     batches = data.get("batches", [])
     if index >= len(batches):
         raise RuntimeError(f"batch {index} was never opened in run record {record.name}")
-    batches[index] = batches[index] | {"state": PASSED if verdict.passed else FAILED, "verdict": verdict.to_dict(),
-                                       "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    batches[index] = batches[index] | {
+        "state": PASSED if verdict.passed else FAILED,
+        "verdict": verdict.to_dict(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     updates: dict[str, Any] = {"batches": batches}
     if seconds_per_node is not None:
         updates["seconds_per_node"] = [*data.get("seconds_per_node", []), round(seconds_per_node, 2)][-50:]
@@ -199,11 +225,14 @@ def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_
         updates["adaptive"] = AdaptiveBatcher.from_state(data["adaptive"]).record(verdict.passed).to_state()
     record.update(**updates)
     kind = "batch-passed" if verdict.passed else "batch-failed"
-    record.event(kind, f"batch {index}: " + ("passed" if verdict.passed else "; ".join(verdict.problems)), batch=index)
+    record.event(
+        kind, f"batch {index}: " + ("passed" if verdict.passed else "; ".join(verdict.problems)), batch=index
+    )
 
 
-def rollback_batch(api: client.ApiClient, record: RunRecord, index: int,
-                   upgrader: NodeUpgrader) -> list[dict[str, str]]:
+def rollback_batch(
+    api: client.ApiClient, record: RunRecord, index: int, upgrader: NodeUpgrader
+) -> list[dict[str, str]]:
     """Return the batch's nodes to the versions they had when the batch opened and undo
     Slipway's cordons; idempotent."""
     batches = record.get("batches", [])
@@ -246,7 +275,12 @@ def phase_summary(api: client.ApiClient, record: RunRecord, request: UpgradeRequ
         reason = "stopped"
     else:
         reason = "paused" if "paused" in events else "slots-exhausted"
-    summary = {"batches": len(batches), "passed": sum(b["state"] == PASSED for b in batches),
-               "remaining": len(remaining), "quarantined": quarantined, "reason": reason}
+    summary = {
+        "batches": len(batches),
+        "passed": sum(b["state"] == PASSED for b in batches),
+        "remaining": len(remaining),
+        "quarantined": quarantined,
+        "reason": reason,
+    }
     record.update(worker_phase=summary)
     return summary

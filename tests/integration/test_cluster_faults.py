@@ -20,16 +20,29 @@ FAULTS_BASE_PORT = TEST_BASE_PORT + 100
 
 @pytest.fixture
 def faults_cluster() -> Iterator[LocalCluster]:
-    cluster = LocalCluster(ClusterConfig(name="faults", base_port=FAULTS_BASE_PORT, nodes=1,
-                                         state_root=state_root_for_tests()))
+    cluster = LocalCluster(
+        ClusterConfig(name="faults", base_port=FAULTS_BASE_PORT, nodes=1, state_root=state_root_for_tests())
+    )
     yield cluster
     cluster.down(purge=True)
 
 
 def _cli(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "slipway.localcluster.cli", "--name", "faults", "--state-dir", str(state_dir), *args],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "slipway.localcluster.cli",
+            "--name",
+            "faults",
+            "--state-dir",
+            str(state_dir),
+            *args,
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
     )
 
 
@@ -38,7 +51,9 @@ def test_port_in_use_is_named_and_nothing_starts(faults_cluster: LocalCluster) -
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", cfg.apiserver_port(1)))
         holder.listen()
-        with pytest.raises(ClusterError, match=rf"port {cfg.apiserver_port(1)} \(kube-apiserver-1\) is already in use"):
+        with pytest.raises(
+            ClusterError, match=rf"port {cfg.apiserver_port(1)} \(kube-apiserver-1\) is already in use"
+        ):
             faults_cluster.up()
     assert faults_cluster.sup.names() == []
 
@@ -47,7 +62,9 @@ def test_half_started_cluster_is_refused_and_cleaned_up(faults_cluster: LocalClu
     cfg = faults_cluster.cfg
     cfg.save()
     faults_cluster._write_pki()
-    faults_cluster.sup.start(components.etcd_name(0), components.etcd_argv(cfg, 0, cfg.etcd_version, new_cluster=True))
+    faults_cluster.sup.start(
+        components.etcd_name(0), components.etcd_argv(cfg, 0, cfg.etcd_version, new_cluster=True)
+    )
     assert faults_cluster.sup.is_running("etcd-0")
     with pytest.raises(ClusterError, match="half-started"):
         faults_cluster.up()

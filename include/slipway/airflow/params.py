@@ -21,39 +21,72 @@ def known_versions() -> list[str]:
 
 def request_params(*, with_window: bool = True) -> dict[str, Param]:
     params: dict[str, Param] = {
-        "target_version": Param(known_versions()[0], type="string", enum=known_versions(),
-                                title="Target Kubernetes version",
-                                description="The control plane moves one minor at a time to the latest patch."),
-        "strategy": Param("in-place", type="string", enum=["in-place", "surge", "blue-green"],
-                          title="Worker strategy",
-                          description="in-place: upgrade each node; surge: add a new node, retire the old."),
-        "batch_policy": Param("fixed", type="string", enum=["fixed", "adaptive"], title="Batch policy",
-                              description="adaptive grows the batch after clean batches, shrinks after trouble."),
-        "batch_size": Param(None, type=["null", "integer"], minimum=1, title="Batch size",
-                            description="Empty: by cluster size (small 1-2, medium 3-5, large 5-10)."),
-        "max_unavailable_percent": Param(10.0, type="number", exclusiveMinimum=0, maximum=100,
-                                         title="Max unavailable (%)"),
+        "target_version": Param(
+            known_versions()[0],
+            type="string",
+            enum=known_versions(),
+            title="Target Kubernetes version",
+            description="The control plane moves one minor at a time to the latest patch.",
+        ),
+        "strategy": Param(
+            "in-place",
+            type="string",
+            enum=["in-place", "surge", "blue-green"],
+            title="Worker strategy",
+            description="in-place: upgrade each node; surge: add a new node, retire the old.",
+        ),
+        "batch_policy": Param(
+            "fixed",
+            type="string",
+            enum=["fixed", "adaptive"],
+            title="Batch policy",
+            description="adaptive grows the batch after clean batches, shrinks after trouble.",
+        ),
+        "batch_size": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Batch size",
+            description="Empty: by cluster size (small 1-2, medium 3-5, large 5-10).",
+        ),
+        "max_unavailable_percent": Param(
+            10.0, type="number", exclusiveMinimum=0, maximum=100, title="Max unavailable (%)"
+        ),
         "max_surge_percent": Param(0.0, type="number", minimum=0, maximum=100, title="Max surge (%)"),
         "drain_grace_period_seconds": Param(300, type="integer", minimum=0, title="Drain grace period (s)"),
         "drain_timeout_seconds": Param(600, type="integer", minimum=1, title="Drain timeout (s)"),
         "delete_emptydir_data": Param(False, type="boolean", title="Allow deleting emptyDir data"),
         "force_bare_pods": Param(False, type="boolean", title="Evict pods without a controller"),
-        "blocked_drain_policy": Param("wait", type="string", enum=["wait", "quarantine", "rollback"],
-                                      title="When a PDB blocks a drain",
-                                      description="wait until the drain timeout; quarantine: leave the node "
-                                                  "cordoned and labelled, continue; rollback the batch."),
+        "blocked_drain_policy": Param(
+            "wait",
+            type="string",
+            enum=["wait", "quarantine", "rollback"],
+            title="When a PDB blocks a drain",
+            description="wait until the drain timeout; quarantine: leave the node "
+            "cordoned and labelled, continue; rollback the batch.",
+        ),
         "dry_run": Param(False, type="boolean", title="Dry run (plan and check only)"),
-        "approval": Param("auto", type="string", enum=["auto", "always", "never"], title="Human approval",
-                          description="auto: the risk assessment decides."),
+        "approval": Param(
+            "auto",
+            type="string",
+            enum=["auto", "always", "never"],
+            title="Human approval",
+            description="auto: the risk assessment decides.",
+        ),
         "soak_seconds": Param(30, type="integer", minimum=1, title="Soak between batches (s)"),
         "node_pools": Param([], type="array", items={"type": "string"}, title="Node pool order"),
-        "critical_labels": Param([], type="array", items={"type": "string"},
-                                 title="Critical workload labels (key=value)"),
+        "critical_labels": Param(
+            [], type="array", items={"type": "string"}, title="Critical workload labels (key=value)"
+        ),
     }
     if with_window:
-        params["window_end"] = Param(None, type=["null", "string"], format="date-time",
-                                     title="Window closes at (UTC)",
-                                     description="No batch starts that cannot finish before this.")
+        params["window_end"] = Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window closes at (UTC)",
+            description="No batch starts that cannot finish before this.",
+        )
     return params
 
 

@@ -9,4 +9,4 @@ from slipway.airflow.timetable import MaintenanceWindowTimetable
 
 class SlipwayPlugin(AirflowPlugin):
     name = "slipway"
-    timetables = [MaintenanceWindowTimetable]
+    timetables = [MaintenanceWindowTimetable]  # noqa: RUF012 (AirflowPlugin declares it so)

@@ -23,8 +23,14 @@ class NodesReadySensor(BaseSensorOperator):
 
     template_fields = ("nodes", "version")
 
-    def __init__(self, *, nodes: Any, version: Any,
-                 node_startup_timeout: float = NODE_STARTUP_TIMEOUT_SECONDS, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        nodes: Any,
+        version: Any,
+        node_startup_timeout: float = NODE_STARTUP_TIMEOUT_SECONDS,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.nodes = nodes
         self.version = version

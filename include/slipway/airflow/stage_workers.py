@@ -20,6 +20,7 @@ from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, 
 from slipway.airflow.sensors import NodesReadySensor
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node, plan_drain
+from slipway.kube.pdb import blocking_pdbs
 
 GROUP = "workers"
 
@@ -42,8 +43,12 @@ def pre_drain_check(node: str, request: dict[str, Any]) -> dict[str, Any]:
     plan = plan_drain(api, node, workers.drain_options(req))
     if plan.refuse:
         raise AirflowFailException("; ".join(s.message for s in plan.refuse))
-    if plan.blocked:
-        blockers = "; ".join(str(b) for b in plan.blocked)
+    # Only a PDB that can never allow a disruption is worth acting on before the drain;
+    # a transient block (replacement pods still starting) is what the drain's retries are for.
+    permanent = {e["pdb"] for e in blocking_pdbs(api) if e["permanent"]}
+    stuck = [b for b in plan.blocked if b.pdb in permanent]
+    if stuck:
+        blockers = "; ".join(str(b) for b in stuck)
         if req.blocked_drain_policy == "quarantine":
             kube_nodes.quarantine(api, node, f"drain blocked: {blockers}")
             record().event("quarantined", f"node {node} quarantined (left cordoned): {blockers}", node=node)
@@ -116,9 +121,13 @@ def upgrade_one_node(node: str, request: dict[str, Any]) -> Any:
     checked = pre_drain_check(node, request)
     cordoned = cordon_node(node)
     drained = drain(node, request)
-    waiting_for = upgrade_node(node, request)
-    ready = NodesReadySensor(task_id="wait_node_ready", nodes=waiting_for["nodes"],
-                             version=waiting_for["version"], doc_md=runbooks.WAIT_READY)
+    waiting_for: Any = upgrade_node(node, request)
+    ready = NodesReadySensor(
+        task_id="wait_node_ready",
+        nodes=waiting_for["nodes"],
+        version=waiting_for["version"],
+        doc_md=runbooks.WAIT_READY,
+    )
     uncordoned = uncordon_node(node, request)
     done = post_checks(node, request)
     checked >> cordoned >> drained >> waiting_for >> ready >> uncordoned >> done
@@ -175,16 +184,17 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         @task(doc_md=runbooks.ROLLBACK_BATCH, retries=2)
         def rollback_batch(request: dict[str, Any]) -> list[dict[str, str]]:
             req = request_from(request)
-            return workers.rollback_batch(orchestrator_api(), record(), index,
-                                          platform().node_upgrader(req.strategy))
+            return workers.rollback_batch(
+                orchestrator_api(), record(), index, platform().node_upgrader(req.strategy)
+            )
 
-        selection = select_batch(request)
+        selection: Any = select_batch(request)
         routed = route_batch(selection)
         ended = no_more_batches(selection)
         nodes = prepare_batch(selection, request)
         routed >> [ended, nodes]
         per_node = upgrade_one_node.partial(request=request).expand(node=nodes)
-        verdict = validate_batch(selection, request)
+        verdict: Any = validate_batch(selection, request)
         [nodes, per_node] >> verdict
         decision = pass_or_rollback(verdict)
         ok, back = batch_passed(), rollback_batch(request)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pendulum import UTC, DateTime, instance
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction, Timetable
+from pendulum import UTC, DateTime, instance
 
 from slipway.windows import MaintenanceSchedule, parse_blackouts, parse_windows
 

@@ -20,8 +20,15 @@ def _ready_at(node: Any, version: str) -> bool:
 class NodesReadyTrigger(BaseTrigger):
     """Fires when every named node is Ready at ``version`` (or when ``timeout`` passes)."""
 
-    def __init__(self, nodes: list[str], version: str, timeout: float, poll_interval: float = 2.0,
-                 conn_id: str = KUBE_CONN_ID, started: float | None = None) -> None:
+    def __init__(
+        self,
+        nodes: list[str],
+        version: str,
+        timeout: float,
+        poll_interval: float = 2.0,
+        conn_id: str = KUBE_CONN_ID,
+        started: float | None = None,
+    ) -> None:
         super().__init__()
         self.nodes = list(nodes)
         self.version = version
@@ -33,8 +40,14 @@ class NodesReadyTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"nodes": self.nodes, "version": self.version, "timeout": self.timeout,
-             "poll_interval": self.poll_interval, "conn_id": self.conn_id, "started": self.started},
+            {
+                "nodes": self.nodes,
+                "version": self.version,
+                "timeout": self.timeout,
+                "poll_interval": self.poll_interval,
+                "conn_id": self.conn_id,
+                "started": self.started,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

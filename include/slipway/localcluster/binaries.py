@@ -111,10 +111,12 @@ def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = log.read_text().splitlines()[-15:]
-        raise BinaryError(f"`{' '.join(cmd[:3])} …` failed in {cwd}; last lines of {log}:\n" + "\n".join(tail))
+        raise BinaryError(
+            f"`{' '.join(cmd[:3])} …` failed in {cwd}; last lines of {log}:\n" + "\n".join(tail)
+        )
 
 
 def _go_env() -> dict[str, str]:
@@ -126,7 +128,11 @@ def _go_env() -> dict[str, str]:
 def _module_gomod(go: str, module: str, version: str, env: dict[str, str]) -> str:
     out = subprocess.run(
         [go, "list", "-m", "-json", f"{module}@{version}"],
-        capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(),
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
     )
     if out.returncode != 0:
         raise BinaryError(f"the Go module proxy does not serve {module}@{version}: {out.stderr.strip()}")

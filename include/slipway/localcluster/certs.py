@@ -64,9 +64,15 @@ def make_ca(directory: Path, stem: str, common_name: str) -> KeyPair:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -141,7 +147,9 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: KeyPair, user_name
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "slipway-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "slipway-local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [
             {
                 "name": user_name,

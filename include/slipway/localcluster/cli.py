@@ -36,10 +36,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"({', '.join(KUBERNETES_VERSIONS)})"
         )
     if args.etcd_version not in ETCD_VERSIONS:
-        raise ClusterError(f"--etcd-version {args.etcd_version!r} is not in the local kit ({', '.join(ETCD_VERSIONS)})")
+        raise ClusterError(
+            f"--etcd-version {args.etcd_version!r} is not in the local kit ({', '.join(ETCD_VERSIONS)})"
+        )
     cfg = ClusterConfig(
-        name=args.name, state_root=root, base_port=args.base_port, nodes=args.nodes,
-        kubernetes_version=args.kubernetes_version, etcd_version=args.etcd_version,
+        name=args.name,
+        state_root=root,
+        base_port=args.base_port,
+        nodes=args.nodes,
+        kubernetes_version=args.kubernetes_version,
+        etcd_version=args.etcd_version,
     )
     cluster = LocalCluster(cfg)
     started = time.monotonic()
@@ -87,13 +93,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="slipway-local", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="slipway-local", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     p.add_argument("--name", default="slipway", help="cluster name (default: slipway)")
-    p.add_argument("--state-dir", default=None, help="state root (default: $SLIPWAY_STATE_DIR or ~/.local/state/slipway)")
+    p.add_argument(
+        "--state-dir", default=None, help="state root (default: $SLIPWAY_STATE_DIR or ~/.local/state/slipway)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the cluster (idempotent)")
     up.add_argument("--nodes", type=int, default=12, help="simulated worker nodes (default 12)")
-    up.add_argument("--base-port", type=int, default=31000, help="first of 100 loopback ports (default 31000)")
+    up.add_argument(
+        "--base-port", type=int, default=31000, help="first of 100 loopback ports (default 31000)"
+    )
     up.add_argument("--kubernetes-version", default=KUBERNETES_VERSIONS[0])
     up.add_argument("--etcd-version", default=ETCD_VERSIONS[0])
     up.add_argument("--workloads", action="store_true", help="also install the sample workloads")

@@ -104,11 +104,16 @@ class LocalCluster:
             self._start_all(node_timeout)
         except (NotHealthy, ProcessError, haproxy.HAProxyMissing, binaries.BinaryError, OSError) as err:
             self.sup.stop_all()
-            raise ClusterError(f"cluster {self.cfg.name!r} did not start: {err} (logs: {self.cfg.log_dir})") from err
+            raise ClusterError(
+                f"cluster {self.cfg.name!r} did not start: {err} (logs: {self.cfg.log_dir})"
+            ) from err
 
     def _check_binaries(self) -> None:
-        wanted = {etcd_release(self._default_version(components.etcd_name(0))),
-                  kubernetes_release(self._default_version("kube-apiserver-0")), kwok_release()}
+        wanted = {
+            etcd_release(self._default_version(components.etcd_name(0))),
+            kubernetes_release(self._default_version("kube-apiserver-0")),
+            kwok_release(),
+        }
         missing = [r.key for r in wanted if not binaries.is_available(r)]
         if missing:
             raise ClusterError(f"binaries not built: {', '.join(sorted(missing))}; run `make binaries`")
@@ -146,15 +151,34 @@ class LocalCluster:
         pki.mkdir(parents=True, exist_ok=True)
         etcd_ca = certs.make_ca(pki, "etcd-ca", "slipway-etcd-ca")
         for i in range(self.cfg.etcd_members):
-            certs.issue(etcd_ca, pki, f"etcd-server-{i}", components.etcd_name(i),
-                        dns=("localhost",), ips=("127.0.0.1",), server=True)
+            certs.issue(
+                etcd_ca,
+                pki,
+                f"etcd-server-{i}",
+                components.etcd_name(i),
+                dns=("localhost",),
+                ips=("127.0.0.1",),
+                server=True,
+            )
         certs.issue(etcd_ca, pki, "apiserver-etcd-client", "kube-apiserver-etcd-client")
         certs.issue(etcd_ca, pki, "etcd-admin", "slipway-etcd-admin")
         ca = certs.make_ca(pki, "ca", "slipway-kubernetes-ca")
-        certs.issue(ca, pki, "apiserver", "kube-apiserver", server=True, client=False,
-                    dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                         "kubernetes.default.svc.cluster.local"),
-                    ips=("127.0.0.1", "10.96.0.1"))
+        certs.issue(
+            ca,
+            pki,
+            "apiserver",
+            "kube-apiserver",
+            server=True,
+            client=False,
+            dns=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
+            ips=("127.0.0.1", "10.96.0.1"),
+        )
         certs.make_service_account_keys(pki)
         identities = {
             "admin": ("kubernetes-admin", "system:masters"),
@@ -167,8 +191,9 @@ class LocalCluster:
         }
         for stem, (cn, org) in identities.items():
             pair = certs.issue(ca, pki, stem, cn, organization=org)
-            certs.write_kubeconfig(self.cfg.state_dir / f"{stem}.kubeconfig", self.cfg.server_url,
-                                   ca.cert, pair, stem)
+            certs.write_kubeconfig(
+                self.cfg.state_dir / f"{stem}.kubeconfig", self.cfg.server_url, ca.cert, pair, stem
+            )
 
     # ---- components ----------------------------------------------------------------
     def _start_etcd(self, i: int, version: str, *, new_cluster: bool) -> None:
@@ -182,8 +207,13 @@ class LocalCluster:
 
     def etcd_healthy(self, i: int) -> bool:
         pki = self.cfg.pki_dir
-        return probe("127.0.0.1", self.cfg.etcd_client_port(i), "/health", ca=pki / "etcd-ca.crt",
-                     cert=(pki / "etcd-admin.crt", pki / "etcd-admin.key"))
+        return probe(
+            "127.0.0.1",
+            self.cfg.etcd_client_port(i),
+            "/health",
+            ca=pki / "etcd-ca.crt",
+            cert=(pki / "etcd-admin.crt", pki / "etcd-admin.key"),
+        )
 
     def apiserver_ready(self, i: int) -> bool:
         return probe("127.0.0.1", self.cfg.apiserver_port(i), "/readyz", ca=self.cfg.pki_dir / "ca.crt")
@@ -207,8 +237,12 @@ class LocalCluster:
             wait_until(name, lambda: self.apiserver_ready(i), timeout, alive=alive)
         elif name == "kube-controller-manager":
             self.sup.start(name, components.controller_manager_argv(cfg, version))
-            wait_until(name, lambda: probe("127.0.0.1", cfg.controller_manager_port, "/healthz"), timeout,
-                       alive=alive)
+            wait_until(
+                name,
+                lambda: probe("127.0.0.1", cfg.controller_manager_port, "/healthz"),
+                timeout,
+                alive=alive,
+            )
         elif name == "kube-scheduler":
             self.sup.start(name, components.scheduler_argv(cfg, version))
             wait_until(name, lambda: probe("127.0.0.1", cfg.scheduler_port, "/healthz"), timeout, alive=alive)
@@ -240,8 +274,11 @@ class LocalCluster:
         nodes.create_nodes(api, planned)
         names = {n["metadata"]["name"] for n in planned}
         wait_until(
-            f"{len(names)} nodes Ready", lambda: nodes.count_ready(api, names) == len(names), timeout,
-            alive=lambda: self.sup.is_running("kwok"), interval=1.0,
+            f"{len(names)} nodes Ready",
+            lambda: nodes.count_ready(api, names) == len(names),
+            timeout,
+            alive=lambda: self.sup.is_running("kwok"),
+            interval=1.0,
         )
 
     def down(self, *, purge: bool = False) -> list[str]:

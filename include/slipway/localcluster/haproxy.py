@@ -33,7 +33,7 @@ def render_config(cfg: ClusterConfig) -> str:
     )
     return f"""global
     maxconn 4000
-    stats socket {cfg.run_dir / 'haproxy.sock'} mode 600 level admin
+    stats socket {cfg.run_dir / "haproxy.sock"} mode 600 level admin
 
 defaults
     mode tcp

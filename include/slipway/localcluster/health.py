@@ -14,7 +14,12 @@ class NotHealthy(RuntimeError):
 
 
 def https_get(
-    host: str, port: int, path: str, *, ca: Path | None = None, cert: tuple[Path, Path] | None = None,
+    host: str,
+    port: int,
+    path: str,
+    *,
+    ca: Path | None = None,
+    cert: tuple[Path, Path] | None = None,
     timeout: float = 3.0,
 ) -> tuple[int, str]:
     ctx = ssl.create_default_context(cafile=str(ca)) if ca else ssl._create_unverified_context()
@@ -38,7 +43,11 @@ def probe(host: str, port: int, path: str, **kwargs: object) -> bool:
 
 
 def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, *, alive: Callable[[], bool] | None = None,
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    *,
+    alive: Callable[[], bool] | None = None,
     interval: float = 0.25,
 ) -> None:
     """Poll ``check`` until it holds; fail early when ``alive`` says the process died."""

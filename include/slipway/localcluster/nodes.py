@@ -14,8 +14,9 @@ CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 ZONES = ("zone-a", "zone-b", "zone-c")
 
 
-def _node(name: str, pool: str, shape: tuple[int, int, int], version: str, index: int,
-          control_plane: bool) -> dict[str, Any]:
+def _node(
+    name: str, pool: str, shape: tuple[int, int, int], version: str, index: int, control_plane: bool
+) -> dict[str, Any]:
     cpu, memory, pods = shape
     resources = {"cpu": f"{cpu}m", "memory": str(memory), "pods": str(pods), "ephemeral-storage": "100Gi"}
     labels = {

@@ -21,9 +21,12 @@ def install_samples(api: client.ApiClient, timeout: float = 180) -> list[str]:
     # Pods are refused until the controller-manager has made the namespace's default account.
     for ns in namespaces:
         name = ns["metadata"]["name"]
-        wait_until(f"default service account in {name}",
-                   lambda n=name: bool(core.list_namespaced_service_account(n, field_selector="metadata.name=default").items),
-                   60)
+
+        def has_default_account(namespace: str = name) -> bool:
+            accounts = core.list_namespaced_service_account(namespace, field_selector="metadata.name=default")
+            return bool(accounts.items)
+
+        wait_until(f"default service account in {name}", has_default_account, 60)
     applied += apply_manifest(api, [d for d in docs if d["kind"] != "Namespace"])
     wait_until("sample workloads available", lambda: not unavailable_samples(api), timeout, interval=1.0)
     return applied

@@ -47,7 +47,9 @@ def _dir(dag_id: str, run_id: str) -> Path:
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows
+    ]
     return lines
 
 
@@ -60,57 +62,122 @@ def _duration(start: str | None, end: str | None) -> str:
 
 def render_markdown(data: dict[str, Any], verdict: str) -> str:
     request = data.get("request", {})
-    out = [f"# Slipway run report: {data.get('run_id', '')}", "",
-           f"- DAG: `{data.get('dag_id', '')}`", f"- Verdict: **{verdict}**",
-           f"- Target: `{request.get('target_version', '?')}` strategy `{request.get('strategy', '?')}`, "
-           f"batch policy `{request.get('batch_policy', '?')}`, max unavailable {request.get('max_unavailable_percent', '?')} %",
-           ""]
+    out = [
+        f"# Slipway run report: {data.get('run_id', '')}",
+        "",
+        f"- DAG: `{data.get('dag_id', '')}`",
+        f"- Verdict: **{verdict}**",
+        f"- Target: `{request.get('target_version', '?')}` strategy `{request.get('strategy', '?')}`, "
+        f"batch policy `{request.get('batch_policy', '?')}`, "
+        f"max unavailable {request.get('max_unavailable_percent', '?')} %",
+        "",
+    ]
     plan = data.get("plan")
     if plan:
         out += ["## Upgrade path", ""]
-        out += _table([[str(h.get("step", i + 1)), h["kind"], h["from_version"], h["to_version"], h["risk"],
-                        h["testing"]] for i, h in enumerate(plan.get("hops", []))],
-                      ["step", "kind", "from", "to", "risk", "testing"])
+        out += _table(
+            [
+                [
+                    str(h.get("step", i + 1)),
+                    h["kind"],
+                    h["from_version"],
+                    h["to_version"],
+                    h["risk"],
+                    h["testing"],
+                ]
+                for i, h in enumerate(plan.get("hops", []))
+            ],
+            ["step", "kind", "from", "to", "risk", "testing"],
+        )
         out.append("")
     checks = data.get("checks", [])
     if checks:
         out += ["## Preflight checks", ""]
-        out += _table([[c["name"], c["severity"], "yes" if c["passed"] else "NO", c["summary"],
-                        c.get("mitigation", "")] for c in checks],
-                      ["check", "severity", "passed", "summary", "mitigation"])
+        out += _table(
+            [
+                [
+                    c["name"],
+                    c["severity"],
+                    "yes" if c["passed"] else "NO",
+                    c["summary"],
+                    c.get("mitigation", ""),
+                ]
+                for c in checks
+            ],
+            ["check", "severity", "passed", "summary", "mitigation"],
+        )
         out.append("")
     risk = data.get("risk")
     if risk:
         out += ["## Risk assessment", "", f"Decision: **{risk.get('decision')}**", ""]
         out += [f"- {r}" for r in risk.get("reasons", [])] + [""]
-        out += _table([[i["category"], i["name"], str(i["probability"]), str(i["impact"]), str(i["score"]),
-                        i["level"], "; ".join(i.get("mitigations", []))] for i in risk.get("items", [])],
-                      ["category", "risk", "probability", "impact", "score", "level", "mitigations"])
+        out += _table(
+            [
+                [
+                    i["category"],
+                    i["name"],
+                    str(i["probability"]),
+                    str(i["impact"]),
+                    str(i["score"]),
+                    i["level"],
+                    "; ".join(i.get("mitigations", [])),
+                ]
+                for i in risk.get("items", [])
+            ],
+            ["category", "risk", "probability", "impact", "score", "level", "mitigations"],
+        )
         out.append("")
     control_plane = data.get("control_plane", {})
     if control_plane:
         out += ["## Control plane", ""]
-        out += _table([[name, step.get("from", ""), step.get("to", ""), f"{step.get('seconds', 0):.1f}s",
-                        step.get("action", "")] for name, step in control_plane.get("steps", {}).items()],
-                      ["component", "from", "to", "time", "action"])
+        out += _table(
+            [
+                [
+                    name,
+                    step.get("from", ""),
+                    step.get("to", ""),
+                    f"{step.get('seconds', 0):.1f}s",
+                    step.get("action", ""),
+                ]
+                for name, step in control_plane.get("steps", {}).items()
+            ],
+            ["component", "from", "to", "time", "action"],
+        )
         probe = control_plane.get("probe")
         if probe:
-            out += ["", f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
-                        f"**{probe.get('failures', 0)} failed**, p99 {probe.get('p99_ms', 0):.1f} ms "
-                        f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, ratio {probe.get('p99_ratio', 0):.2f})"]
+            out += [
+                "",
+                f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
+                f"**{probe.get('failures', 0)} failed**, p99 {probe.get('p99_ms', 0):.1f} ms "
+                f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, "
+                f"ratio {probe.get('p99_ratio', 0):.2f})",
+            ]
         out.append("")
     batches = data.get("batches", [])
     if batches:
         out += ["## Worker batches", ""]
-        out += _table([[str(b["index"]), b.get("pool", ""), ", ".join(b["nodes"]), b["state"],
-                        _duration(b.get("started_at"), b.get("finished_at")),
-                        "; ".join(b.get("verdict", {}).get("problems", []))] for b in batches],
-                      ["batch", "pool", "nodes", "state", "time", "problems"])
+        out += _table(
+            [
+                [
+                    str(b["index"]),
+                    b.get("pool", ""),
+                    ", ".join(b["nodes"]),
+                    b["state"],
+                    _duration(b.get("started_at"), b.get("finished_at")),
+                    "; ".join(b.get("verdict", {}).get("problems", [])),
+                ]
+                for b in batches
+            ],
+            ["batch", "pool", "nodes", "state", "time", "problems"],
+        )
         out.append("")
     phase = data.get("worker_phase")
     if phase:
-        out += [f"Worker phase: {phase['reason']}, {phase['passed']}/{phase['batches']} batches passed, "
-                f"{phase['remaining']} nodes remaining, quarantined: {', '.join(phase['quarantined']) or 'none'}", ""]
+        out += [
+            f"Worker phase: {phase['reason']}, {phase['passed']}/{phase['batches']} batches passed, "
+            f"{phase['remaining']} nodes remaining, quarantined: {', '.join(phase['quarantined']) or 'none'}",
+            "",
+        ]
     events = data.get("events", [])
     if events:
         out += ["## Timeline", ""]
