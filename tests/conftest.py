@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Airflow reads its configuration when first imported: point it at a throwaway home first.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="slipway-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# Tests upgrade small clusters: a dozen batch slots is plenty and keeps dag.test() quick.
+os.environ.setdefault("SLIPWAY_MAX_BATCHES", "12")
 
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
@@ -30,3 +42,12 @@ def local_cluster() -> Iterator[LocalCluster]:
     install_samples(cluster.admin_client())
     yield cluster
     cluster.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database: dag.test() needs one."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=dict(os.environ))
+    return home

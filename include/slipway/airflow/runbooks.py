@@ -135,3 +135,25 @@ FINAL_VERDICT = runbook(
     "Read the upgrade report named in the log.",
     "Safe.",
 )
+NO_MORE_BATCHES = runbook(
+    "Marks the end of the worker phase: nothing left to upgrade, the window is closing (paused), or an "
+    "earlier batch was rolled back (stopped). The returned reason says which.",
+    "It does not fail.",
+    "Safe.",
+)
+BATCH_PASSED = runbook(
+    "Marks a batch that passed validation; the next batch may open.",
+    "It does not fail.",
+    "Safe.",
+)
+WORKERS_DONE = runbook(
+    "Summarises the worker phase from the cluster: batches passed, nodes remaining, nodes quarantined.",
+    "It fails when nodes remain after the last batch slot: trigger the DAG again, it resumes from the "
+    "cluster's state.",
+    "Safe: read-only apart from the run record.",
+)
+WORKER_PHASE_ROLLED_BACK = runbook(
+    "Fails the worker phase on purpose after a batch was rolled back, so the run ends red.",
+    "Read the rollback task's log and the report for the failed validation.",
+    "Clearing it only fails again; fix the cause and trigger a new run.",
+)

@@ -148,7 +148,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         def route_batch(selection: dict[str, Any]) -> str:
             return f"{prefix}.prepare_batch" if selection["nodes"] else f"{prefix}.no_more_batches"
 
-        @task
+        @task(doc_md=runbooks.NO_MORE_BATCHES)
         def no_more_batches(selection: dict[str, Any]) -> str:
             return str(selection["reason"])
 
@@ -177,7 +177,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         def pass_or_rollback(verdict: dict[str, Any]) -> str:
             return f"{prefix}.batch_passed" if verdict["passed"] else f"{prefix}.rollback_batch"
 
-        @task
+        @task(doc_md=runbooks.BATCH_PASSED)
         def batch_passed() -> int:
             return index
 
@@ -215,7 +215,7 @@ def worker_phase(request: Any, max_batches: int) -> None:
         ends.append(ended)
         rollbacks.append(back)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, doc_md=runbooks.SELECT_BATCH)
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, doc_md=runbooks.WORKERS_DONE)
     def workers_done(request: dict[str, Any]) -> dict[str, Any]:
         summary = workers.phase_summary(orchestrator_api(), record(), request_from(request))
         if summary["remaining"] and summary["reason"] == "slots-exhausted":
@@ -225,7 +225,7 @@ def worker_phase(request: Any, max_batches: int) -> None:
             )
         return summary
 
-    @task(trigger_rule=TriggerRule.ONE_SUCCESS, doc_md=runbooks.ROLLBACK_BATCH)
+    @task(trigger_rule=TriggerRule.ONE_SUCCESS, doc_md=runbooks.WORKER_PHASE_ROLLED_BACK)
     def worker_phase_rolled_back() -> None:
         raise AirflowFailException("a batch failed validation and was rolled back; remaining batches stopped")
 

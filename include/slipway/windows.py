@@ -1,0 +1,295 @@
+"""Maintenance windows and blackouts (§2.1 timing): when work may start, and whether it fits.
+
+Windows are wall-clock times in a named timezone, so ``Sat 01:00-05:00 Europe/Berlin`` always
+opens at 01:00 Berlin time; on a DST night it is an hour shorter or longer in real time.
+A window edge inside a DST gap moves to the instant the clocks jump; an ambiguous edge
+(clocks going back) is its first occurrence. All instants returned are timezone-aware UTC;
+naive inputs are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_MAX_DURATION = timedelta(days=7)
+# A window may open up to a week before the instant asked about and still be open.
+_LOOKBACK = timedelta(days=8)
+SEARCH_DAYS = 400
+# With no history, assume a drain that runs to its 600 s timeout plus 300 s to upgrade and
+# become Ready: better to wait for a longer window than to overrun this one.
+DEFAULT_SECONDS_PER_NODE = 900.0
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r} (use an IANA name like UTC or Europe/Berlin)") from None
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The UTC instant a naive wall-clock time in ``zone`` stands for.
+
+    An ambiguous time (clocks going back) is its first occurrence. A time inside a DST gap
+    never happens; the clocks jump over it, so the instant is that jump.
+    """
+    first = wall.replace(tzinfo=zone).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == wall:
+        return first
+    # fold=1 reads the gap time with the new offset, fold=0 with the old one: the jump lies
+    # between the two. Bisect on whole seconds, as zone transitions are.
+    low = int(wall.replace(tzinfo=zone, fold=1).timestamp())
+    high = int(first.timestamp())
+    new_offset = first.astimezone(zone).utcoffset()
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == new_offset:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _utc(moment: datetime, what: str = "time") -> datetime:
+    if moment.utcoffset() is None:
+        raise ValueError(f"{what} {moment.isoformat()} has no timezone; pass an aware datetime")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """A weekly window: on ``weekdays`` (0 = Monday) from ``start`` for ``duration``, in ``timezone``."""
+
+    weekdays: frozenset[int]
+    start: time
+    duration: timedelta
+    timezone: str
+
+    def __post_init__(self) -> None:
+        if not self.weekdays or not self.weekdays <= set(range(7)):
+            raise ValueError(f"weekdays must be a non-empty subset of 0-6, got {sorted(self.weekdays)}")
+        if not timedelta(0) < self.duration <= _MAX_DURATION:
+            raise ValueError(f"duration must be above 0 and at most 7 days, got {self.duration}")
+        _zone(self.timezone)
+
+    def occurrences(self, first: date, last: date) -> Iterator[tuple[datetime, datetime]]:
+        """``(start, end)`` in UTC of every occurrence opening on a local date in ``[first, last]``."""
+        zone = _zone(self.timezone)
+        day = first
+        while day <= last:
+            if day.weekday() in self.weekdays:
+                # Both edges are wall-clock times: the window closes at local start + duration.
+                wall = datetime.combine(day, self.start)
+                yield _instant(wall, zone), _instant(wall + self.duration, zone)
+            day += timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Blackout:
+    """Dates (``first`` to ``last`` inclusive, local to ``timezone``) on which no window opens."""
+
+    first: date
+    last: date
+    timezone: str = "UTC"
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            raise ValueError(f"blackout ends ({self.last}) before it starts ({self.first})")
+        _zone(self.timezone)
+
+    def span(self) -> tuple[datetime, datetime]:
+        """The blackout as a UTC ``[start, end)`` interval."""
+        zone = _zone(self.timezone)
+        start = datetime.combine(self.first, time(0))
+        return _instant(start, zone), _instant(datetime.combine(self.last + timedelta(days=1), time(0)), zone)
+
+
+@dataclass(frozen=True)
+class MaintenanceSchedule:
+    """Windows minus blackouts. Overlapping or touching windows count as one open stretch."""
+
+    windows: tuple[MaintenanceWindow, ...]
+    blackouts: tuple[Blackout, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.windows:
+            raise ValueError("a maintenance schedule needs at least one window")
+
+    def _open_stretches(self, after: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Merged, blackout-free stretches that end after ``after``, in order."""
+        first = (after - _LOOKBACK).date()
+        last = (after + timedelta(days=SEARCH_DAYS)).date()
+        closed = [blackout.span() for blackout in self.blackouts]
+        # A window touching a blackout is dropped whole: a change freeze means no work at all.
+        # One lying wholly inside a DST gap has no length and is dropped too.
+        spans = sorted(
+            (start, end)
+            for window in self.windows
+            for start, end in window.occurrences(first, last)
+            if start < end and not any(start < b_end and b_start < end for b_start, b_end in closed)
+        )
+        current: tuple[datetime, datetime] | None = None
+        for start, end in spans:
+            if current is not None and start <= current[1]:
+                current = (current[0], max(current[1], end))
+                continue
+            if current is not None and current[1] > after:
+                yield current
+            current = (start, end)
+        if current is not None and current[1] > after:
+            yield current
+
+    def next_window(self, after: datetime) -> tuple[datetime, datetime]:
+        """The open stretch containing ``after``, or else the next one, as UTC ``(start, end)``.
+
+        :raises LookupError: when no window opens within :data:`SEARCH_DAYS` days.
+        """
+        moment = _utc(after, "after")
+        for stretch in self._open_stretches(moment):
+            return stretch
+        raise LookupError(f"no maintenance window opens within {SEARCH_DAYS} days of {moment.isoformat()}")
+
+    def is_inside(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls inside an open window (start inclusive, end exclusive)."""
+        return self.remaining(moment) > timedelta(0)
+
+    def remaining(self, moment: datetime) -> timedelta:
+        """Time left in the window open at ``moment``; zero when none is open."""
+        moment = _utc(moment)
+        start, end = self.next_window(moment)
+        return end - moment if start <= moment else timedelta(0)
+
+    def fits(self, moment: datetime, predicted: timedelta, margin: timedelta = timedelta(minutes=10)) -> bool:
+        """Whether work of ``predicted`` length plus ``margin`` can start at ``moment`` and finish in time."""
+        return self.is_inside(moment) and predicted + margin <= self.remaining(moment)
+
+    def next_start(
+        self, after: datetime, predicted: timedelta, margin: timedelta = timedelta(minutes=10)
+    ) -> datetime:
+        """The earliest instant at or after ``after`` where :meth:`fits` holds.
+
+        :raises LookupError: when no window within :data:`SEARCH_DAYS` days is long enough.
+        """
+        moment = _utc(after, "after")
+        for start, end in self._open_stretches(moment):
+            begin = max(start, moment)
+            if predicted + margin <= end - begin:
+                return begin
+        raise LookupError(
+            f"no maintenance window within {SEARCH_DAYS} days is long enough for {predicted} "
+            f"plus {margin} margin"
+        )
+
+
+_SPAN = re.compile(r"^(?P<start>\d{1,2}:\d{2})(?:-(?P<end>\d{1,2}:\d{2})|\+(?P<duration>.+))$")
+_DURATION = re.compile(r"^(?:(?P<days>\d+)d)?(?:(?P<hours>\d+)h)?(?:(?P<minutes>\d+)m)?$")
+
+
+def _clock(text: str) -> timedelta:
+    hours, _, minutes = text.partition(":")
+    if int(minutes) > 59 or int(hours) > 24 or (int(hours) == 24 and int(minutes) > 0):
+        raise ValueError(f"{text} is not a time of day")
+    return timedelta(hours=int(hours), minutes=int(minutes))
+
+
+def _weekdays(text: str) -> frozenset[int]:
+    if text.lower() in ("daily", "*"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in text.lower().split(","):
+        first, dash, last = part.partition("-")
+        if first not in _DAYS or (dash and last not in _DAYS):
+            raise ValueError(f"{part!r} is not a day or day range (Mon..Sun, Mon-Fri, Sat,Sun, daily)")
+        begin, end = _DAYS.index(first), _DAYS.index(last if dash else first)
+        # Fri-Mon wraps over the weekend.
+        days.update((begin + step) % 7 for step in range((end - begin) % 7 + 1))
+    return frozenset(days)
+
+
+def _parse_window(entry: str) -> MaintenanceWindow:
+    parts = entry.split()
+    if len(parts) != 3:
+        raise ValueError("expected 'DAYS HH:MM-HH:MM TIMEZONE' or 'DAYS HH:MM+3h TIMEZONE'")
+    days, span, zone = parts
+    match = _SPAN.match(span)
+    if match is None:
+        raise ValueError(f"{span!r} is not HH:MM-HH:MM or HH:MM+DURATION")
+    start = _clock(match["start"])
+    if start >= timedelta(days=1):
+        raise ValueError("a window cannot start at 24:00; write 00:00 on the next day")
+    if match["end"] is not None:
+        end = _clock(match["end"])
+        if end == start:
+            raise ValueError("start and end are equal; write DAYS HH:MM+24h for a whole day")
+        # An end before the start means the window runs past midnight.
+        duration = end - start if end > start else end - start + timedelta(days=1)
+    else:
+        found = _DURATION.match(match["duration"])
+        if found is None or not any(found.groups()):
+            raise ValueError(f"duration {match['duration']!r} is not like 3h, 90m, 1h30m or 2d")
+        duration = timedelta(**{unit: int(value) for unit, value in found.groupdict().items() if value})
+    return MaintenanceWindow(
+        weekdays=_weekdays(days),
+        start=time(start.seconds // 3600, start.seconds // 60 % 60),
+        duration=duration,
+        timezone=zone,
+    )
+
+
+def parse_windows(entries: Sequence[str]) -> tuple[MaintenanceWindow, ...]:
+    """Parse compact window entries such as ``"Sat 01:00-05:00 Europe/Berlin"`` or ``"Sun 02:00+3h UTC"``.
+
+    Days may be ``Mon``, ``Mon-Fri``, ``Fri-Mon``, ``Sat,Sun`` or ``daily``.
+
+    :raises ValueError: naming the bad entry and why it is wrong.
+    """
+    windows = []
+    for entry in entries:
+        try:
+            windows.append(_parse_window(entry))
+        except ValueError as exc:
+            raise ValueError(f"maintenance window {entry!r}: {exc}") from None
+    return tuple(windows)
+
+
+def parse_blackouts(entries: Sequence[str]) -> tuple[Blackout, ...]:
+    """Parse blackout entries: ``"2026-12-24"``, ``"2026-12-24..2027-01-01 Europe/Berlin"``.
+
+    :raises ValueError: naming the bad entry and why it is wrong.
+    """
+    blackouts = []
+    for entry in entries:
+        dates, _, zone = entry.strip().partition(" ")
+        first, _, last = dates.partition("..")
+        try:
+            start = date.fromisoformat(first)
+            end = date.fromisoformat(last) if last else start
+            blackouts.append(Blackout(start, end, zone.strip() or "UTC"))
+        except ValueError as exc:
+            raise ValueError(f"blackout {entry!r}: {exc}") from None
+    return tuple(blackouts)
+
+
+def predict_duration(history: Sequence[float], nodes: int, batch_size: int, soak_seconds: int) -> timedelta:
+    """Predict how long upgrading ``nodes`` workers takes, from past seconds-per-node figures.
+
+    Nodes in a batch are upgraded together, so a batch takes about one node's time (the median
+    of ``history``, or :data:`DEFAULT_SECONDS_PER_NODE` without history) plus its soak.
+    """
+    if nodes < 0 or batch_size < 1 or soak_seconds < 0:
+        raise ValueError(
+            f"need nodes >= 0, batch_size >= 1, soak_seconds >= 0; got {nodes}, {batch_size}, {soak_seconds}"
+        )
+    if any(not math.isfinite(seconds) or seconds <= 0 for seconds in history):
+        raise ValueError("history must hold positive, finite seconds per node")
+    per_node = statistics.median(history) if history else DEFAULT_SECONDS_PER_NODE
+    batches = math.ceil(nodes / batch_size)
+    return timedelta(seconds=batches * (per_node + soak_seconds))
