@@ -13,6 +13,8 @@ from typing import Any, Literal
 from kubernetes import client
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from slipway.etcd import EtcdEndpoints
+from slipway.inventory import ControlPlaneReader, KubeadmControlPlaneReader, LocalControlPlaneReader
 from slipway.kube.client import api_client
 from slipway.upgraders.nodes import LocalInPlaceUpgrader, LocalSurgeUpgrader, NodeUpgrader
 
@@ -27,6 +29,12 @@ class PlatformSettings(BaseModel):
     state_root: str | None = None
     admin_kubeconfig: str | None = None
     kubeadm_image: str = "registry.k8s.io/kubeadm-upgrader:latest"
+    # etcd access for kubeadm clusters (files on the Airflow worker, never their contents).
+    etcd_endpoints: list[str] = []
+    etcd_bin_dir: str = "/usr/local/bin"
+    etcd_cacert: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
 
 
 class PlatformError(ValueError):
@@ -59,6 +67,26 @@ class Platform:
 
         root = Path(self.settings.state_root) if self.settings.state_root else None
         return LocalCluster(ClusterConfig.load(self.settings.cluster_name, root))
+
+    def control_plane_reader(self) -> ControlPlaneReader:
+        if self.settings.platform == "local":
+            return LocalControlPlaneReader(self.local_cluster())
+        return KubeadmControlPlaneReader(self.api)
+
+    def etcd(self) -> EtcdEndpoints:
+        if self.settings.platform == "local":
+            cluster = self.local_cluster()
+            etcd_version = cluster.versions().get("etcd-0")
+            return EtcdEndpoints.for_local_cluster(cluster.cfg, etcd_version)
+        if not self.settings.etcd_endpoints:
+            raise PlatformError("slipway_platform: etcd_endpoints are required for the kubeadm platform")
+        return EtcdEndpoints(
+            endpoints=tuple(self.settings.etcd_endpoints),
+            bin_dir=Path(self.settings.etcd_bin_dir),
+            cacert=Path(self.settings.etcd_cacert) if self.settings.etcd_cacert else None,
+            cert=Path(self.settings.etcd_cert) if self.settings.etcd_cert else None,
+            key=Path(self.settings.etcd_key) if self.settings.etcd_key else None,
+        )
 
     def node_upgrader(self, strategy: str) -> NodeUpgrader:
         if self.settings.platform == "local":

@@ -80,8 +80,8 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
                 [
                     str(h.get("step", i + 1)),
                     h["kind"],
-                    h["from_version"],
-                    h["to_version"],
+                    h["from"],
+                    h["to"],
                     h["risk"],
                     h["testing"],
                 ]

@@ -1,0 +1,65 @@
+"""The preparation stage (§4.1): plan, one task per preflight check, risk assessment.
+
+Shared by ``k8s_upgrade_preflight`` (which stops after the report) and
+``k8s_cluster_upgrade`` (which goes on through the risk gate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import get_current_context, task, task_group
+
+from slipway.airflow import runbooks
+from slipway.airflow.runtime import platform, record, request_from
+from slipway.preflight import CHECK_TASKS, Preflight, assess_run
+from slipway.reports import reports_root
+
+GROUP = "prepare"
+
+
+def artefacts_dir() -> Path:
+    """Where this run's big artefacts (etcd snapshot, reports) go; only paths travel in XCom."""
+    context = get_current_context()
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in context["run_id"])
+    return reports_root() / context["dag"].dag_id / safe
+
+
+def _preflight(request: dict[str, Any]) -> Preflight:
+    return Preflight(platform(), request_from(request), artefacts_dir())
+
+
+@task(doc_md=runbooks.PLAN_UPGRADE, retries=2)
+def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
+    summary = _preflight(request).plan_summary()
+    record().update(plan=summary)
+    return summary
+
+
+def check_task(name: str) -> Any:
+    @task(task_id=f"check_{name.replace('-', '_')}", doc_md=runbooks.CHECK, retries=2)
+    def run_check(request: dict[str, Any]) -> list[dict[str, Any]]:
+        results = _preflight(request).run(name)
+        return [r.model_dump(mode="json") for r in results]
+
+    return run_check
+
+
+@task(doc_md=runbooks.ASSESS_RISK)
+def assess_risk(request: dict[str, Any], plan: dict[str, Any], results: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    flat = [r for family in results for r in family]
+    risk = assess_run(flat, plan, request_from(request)).model_dump(mode="json")
+    rec = record()
+    rec.update(checks=flat, risk=risk)
+    failed = [r["name"] for r in flat if not r["passed"]]
+    rec.event("risk-assessed", f"decision {risk['decision']}; findings: {', '.join(failed) or 'none'}")
+    return {"decision": risk["decision"], "reasons": risk["reasons"]}
+
+
+@task_group(group_id=GROUP)
+def preparation(request: Any) -> Any:
+    """plan → every check (in parallel, each its own task) → risk decision."""
+    plan = plan_upgrade(request)
+    results = [check_task(name)(request) for name in CHECK_TASKS]
+    return assess_risk(request, plan, results)
