@@ -9,6 +9,8 @@ Nothing changes in the cluster except the etcd snapshot taken for the proof.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import dag
 
@@ -24,12 +26,12 @@ from slipway.airflow.stage_prepare import preparation
     catchup=False,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "preflight"],
-    default_args={"owner": "platform", "retries": 1},
+    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
 )
 def k8s_upgrade_preflight() -> None:
     request = validate_request()
-    risk = preparation(request)
+    _, risk = preparation(request)
     report = write_upgrade_report()
     risk >> report >> final_verdict()
 

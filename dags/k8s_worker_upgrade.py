@@ -10,6 +10,7 @@ cluster's state.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
@@ -34,7 +35,7 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
     max_active_runs=1,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "workers"],
-    default_args={"owner": "platform", "retries": 1},
+    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
 )
 def k8s_worker_upgrade() -> None:

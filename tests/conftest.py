@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.config import ClusterConfig
+from slipway.localcluster.workloads import install_samples
+
 REPO = Path(__file__).resolve().parents[1]
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="slipway-airflow-"))
@@ -20,10 +24,6 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 # Tests upgrade small clusters: a dozen batch slots is plenty and keeps dag.test() quick.
 os.environ.setdefault("SLIPWAY_MAX_BATCHES", "12")
-
-from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.config import ClusterConfig
-from slipway.localcluster.workloads import install_samples
 
 TEST_BASE_PORT = int(os.environ.get("SLIPWAY_TEST_BASE_PORT", "32000"))
 

@@ -198,6 +198,7 @@ class UpgradeRequest(BaseModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
     node_pools: list[str] = Field(default_factory=list)
     soak_seconds: int = Field(default=30, gt=0)
+    node_ready_timeout_seconds: int = Field(default=600, gt=0)
 
     @field_validator("target_version")
     @classmethod

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slipway.etcd import EtcdEndpoints
 from slipway.inventory import ControlPlaneReader, KubeadmControlPlaneReader, LocalControlPlaneReader
 from slipway.kube.client import api_client
-from slipway.upgraders.nodes import LocalInPlaceUpgrader, LocalSurgeUpgrader, NodeUpgrader
+from slipway.upgraders.controlplane import ControlPlaneUpgrader
+from slipway.upgraders.nodes import (
+    KubeadmNodeUpgrader,
+    LocalInPlaceUpgrader,
+    LocalSurgeUpgrader,
+    NodeUpgrader,
+)
 
 
 class PlatformSettings(BaseModel):
@@ -55,6 +61,8 @@ class Platform:
 
     settings: PlatformSettings
     api: client.ApiClient
+    # Runs a kubeadm pod to its end; the Airflow adapter passes the provider-backed runner.
+    run_pod: Any = None
 
     def _admin_api(self) -> client.ApiClient:
         if not self.settings.admin_kubeconfig:
@@ -88,12 +96,21 @@ class Platform:
             key=Path(self.settings.etcd_key) if self.settings.etcd_key else None,
         )
 
+    def control_plane_upgrader(self) -> ControlPlaneUpgrader:
+        if self.settings.platform == "local":
+            from slipway.upgraders.local_controlplane import LocalControlPlaneUpgrader
+
+            return LocalControlPlaneUpgrader(self.local_cluster())
+        from slipway.upgraders.kubeadm import KubeadmControlPlaneUpgrader
+
+        return KubeadmControlPlaneUpgrader(
+            client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image
+        )
+
     def node_upgrader(self, strategy: str) -> NodeUpgrader:
         if self.settings.platform == "local":
             admin = self._admin_api()
             if strategy == "surge":
                 return LocalSurgeUpgrader(admin)
             return LocalInPlaceUpgrader(admin)
-        from slipway.upgraders.kubeadm_nodes import KubeadmNodeUpgrader
-
-        return KubeadmNodeUpgrader(self.api, image=self.settings.kubeadm_image)
+        return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from slipway import checks
 from slipway.batching import plan_batches
@@ -63,8 +63,9 @@ class Preflight:
 
     @cached_property
     def path(self) -> UpgradePath:
-        return plan_upgrade(cluster_versions(self.inventory), self.request.target,
-                            allow_downgrade=self.request.rollback)
+        return plan_upgrade(
+            cluster_versions(self.inventory), self.request.target, allow_downgrade=self.request.rollback
+        )
 
     @cached_property
     def worker_plan(self) -> WorkerPlan:
@@ -78,6 +79,7 @@ class Preflight:
             hop["nodes"] = len(hop.get("nodes", []))  # counts only: XCom stays small at 1,000 nodes
         return summary | {
             "current": str(self.current),
+            "etcd": min(self.inventory.etcd_versions.values(), key=Version.parse, default=""),
             "batches": len(plan.batches),
             "worker_nodes": plan.node_count,
             "pools": [p.pool for p in plan.pools],
@@ -87,22 +89,27 @@ class Preflight:
         """Run one named check family; unknown names are refused."""
         api, target = self.platform.api, self.request.target
         runners = {
-            "upgrade-path": lambda: [checks.check_upgrade_path(self.inventory, target,
-                                                               allow_downgrade=self.request.rollback)],
+            "upgrade-path": lambda: [
+                checks.check_upgrade_path(self.inventory, target, allow_downgrade=self.request.rollback)
+            ],
             "version-skew": lambda: [checks.check_version_skew(self.inventory)],
             "removed-apis": lambda: checks.check_removed_apis(api, self.current, target),
             "feature-gates": lambda: [checks.check_feature_gates(self.reader, self.current, target)],
             "pod-disruption-budgets": lambda: [checks.check_pod_disruption_budgets(api, self.request)],
             "workloads": lambda: checks.check_workloads(api, self.request),
             "capacity": lambda: [checks.check_capacity(api, self.inventory, self.request)],
-            "etcd-health": lambda: [checks.check_etcd_health(self.platform.etcd()),
-                                    checks.check_etcd_consistency(self.platform.etcd())],
-            "etcd-backup": lambda: [checks.check_etcd_backup(self.platform.etcd(), self.backup_path(),
-                                                             overwrite=True)],
+            "etcd-health": lambda: [
+                checks.check_etcd_health(self.platform.etcd()),
+                checks.check_etcd_consistency(self.platform.etcd()),
+            ],
+            "etcd-backup": lambda: [
+                checks.check_etcd_backup(self.platform.etcd(), self.backup_path(), overwrite=True)
+            ],
             "node-readiness": lambda: [checks.check_node_readiness(self.inventory)],
             "control-plane-health": lambda: [checks.check_control_plane_health(self.reader)],
-            "maintenance-window": lambda: [checks.check_maintenance_window(self.request, self.worker_plan,
-                                                                           self.now)],
+            "maintenance-window": lambda: [
+                checks.check_maintenance_window(self.request, self.worker_plan, self.now)
+            ],
         }
         if name not in runners:
             raise ValueError(f"unknown preflight check {name!r}: one of {', '.join(CHECK_TASKS)}")
@@ -113,9 +120,12 @@ class Preflight:
         return self.artefacts / "etcd-pre-upgrade.db"
 
 
-def assess_run(results: list[dict[str, Any]], plan: dict[str, Any], request: UpgradeRequest) -> RiskAssessment:
+def assess_run(
+    results: list[dict[str, Any]], plan: dict[str, Any], request: UpgradeRequest
+) -> RiskAssessment:
     """The §3.2 matrix from the checks' JSON results and the plan summary."""
     parsed = [CheckResult.model_validate(r) for r in results]
-    path_risk = "high" if plan.get("risk") in ("medium", "high") else "low"
-    return assess(parsed, path_risk, int(plan.get("minors_crossed", 0)), int(plan.get("worker_nodes", 0)),
-                  request)
+    path_risk: Literal["low", "high"] = "high" if plan.get("risk") in ("medium", "high") else "low"
+    return assess(
+        parsed, path_risk, int(plan.get("minors_crossed", 0)), int(plan.get("worker_nodes", 0)), request
+    )

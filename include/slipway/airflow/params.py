@@ -74,6 +74,13 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
             description="auto: the risk assessment decides.",
         ),
         "soak_seconds": Param(30, type="integer", minimum=1, title="Soak between batches (s)"),
+        "node_ready_timeout_seconds": Param(
+            600,
+            type="integer",
+            minimum=1,
+            title="Node startup timeout (s)",
+            description="How long an upgraded node may take to be Ready.",
+        ),
         "node_pools": Param([], type="array", items={"type": "string"}, title="Node pool order"),
         "critical_labels": Param(
             [], type="array", items={"type": "string"}, title="Critical workload labels (key=value)"

@@ -157,3 +157,31 @@ WORKER_PHASE_ROLLED_BACK = runbook(
     "Read the rollback task's log and the report for the failed validation.",
     "Clearing it only fails again; fix the cause and trigger a new run.",
 )
+START_PROBE = runbook(
+    "Starts the API probe in its own process (reads and writes through the load balancer at a steady "
+    "rate) and waits until its baseline is measured.",
+    "The probe's log is next to the run's report (probe/probe.log).",
+    "Safe: a probe already running for this run is reused.",
+)
+STOP_PROBE = runbook(
+    "Stops the API probe (teardown: it runs even if the control plane failed) and records requests, "
+    "failures and p99 latency against the baseline.",
+    "If no probe ran, the log says so; the report then has no downtime figures.",
+    "Safe: a stopped probe's saved report is read again.",
+)
+RISK_GATE_REFUSED = runbook(
+    "Stops a run the risk assessment refused (a blocker check).",
+    "Read the preflight section of the report: each blocker names the object and the mitigation.",
+    "Clearing it only fails again; fix the blockers and trigger a new run.",
+)
+VALIDATE_CLUSTER = runbook(
+    "Final smoke checks (§4.1 validation): every node Ready, every workload available, no pending pods, "
+    "control plane healthy, apiserver latency against the pre-upgrade baseline.",
+    "The verdict lists each problem with the object.",
+    "Safe: read-only.",
+)
+NOTIFY = runbook(
+    "Announces the outcome (log, run record; the `slipway_notify` Airflow notifier hook if configured).",
+    "Check the notifier's connection.",
+    "Safe.",
+)

@@ -28,8 +28,11 @@ def orchestrator_api() -> client.ApiClient:
 def platform() -> Platform:
     from airflow.sdk import BaseHook
 
+    from slipway.airflow.pods import ProviderPodRunner
+
     extra = BaseHook.get_connection(PLATFORM_CONN_ID).extra_dejson
-    return Platform(parse_settings(extra), orchestrator_api())
+    api = orchestrator_api()
+    return Platform(parse_settings(extra), api, run_pod=ProviderPodRunner(api))
 
 
 def current_run_id() -> str:

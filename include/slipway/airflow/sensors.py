@@ -21,7 +21,7 @@ class NodesReadySensor(BaseSensorOperator):
     :param node_startup_timeout: seconds before the wait fails and names the nodes.
     """
 
-    template_fields = ("nodes", "version")
+    template_fields = ("nodes", "version", "node_startup_timeout")
 
     def __init__(
         self,
@@ -41,14 +41,14 @@ class NodesReadySensor(BaseSensorOperator):
         if not nodes:
             return
         self.defer(
-            trigger=NodesReadyTrigger(nodes, self.version, self.node_startup_timeout),
+            trigger=NodesReadyTrigger(nodes, self.version, float(self.node_startup_timeout)),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
         if event["status"] != "ready":
             raise AirflowException(
-                f"nodes not Ready at {self.version} after {self.node_startup_timeout:.0f}s: "
+                f"nodes not Ready at {self.version} after {float(self.node_startup_timeout):.0f}s: "
                 f"{', '.join(event['waiting'])}"
             )
         self.log.info("nodes Ready at %s: %s", self.version, ", ".join(event["nodes"]))

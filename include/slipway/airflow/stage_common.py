@@ -15,6 +15,26 @@ from slipway.kube import nodes as kube_nodes
 from slipway.models import RequestError, parse_request
 from slipway.versions import Version
 
+WORKERS_ONLY_DAG = "k8s_worker_upgrade"
+
+
+def _refuse_kubelets_newer_than_control_plane(api: Any, request: Any) -> None:
+    """The skew policy forbids a kubelet newer than the apiserver: the worker-only DAG
+    cannot be the one that moves the cluster forward."""
+    from kubernetes import client
+
+    served = Version.parse(client.VersionApi(api).get_code().git_version)
+    if request.target > served:
+        raise RequestError(
+            [
+                (
+                    "target_version",
+                    f"{request.target} is newer than the control plane ({served}); kubelets may not be newer "
+                    "than the apiserver: run k8s_cluster_upgrade, which upgrades the control plane first",
+                )
+            ]
+        )
+
 
 @task(doc_md=runbooks.VALIDATE_REQUEST, retries=0)
 def validate_request() -> dict[str, Any]:
@@ -26,10 +46,13 @@ def validate_request() -> dict[str, Any]:
         conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
     try:
         request = parse_request(conf)
-        workers = kube_nodes.list_workers(orchestrator_api())
+        api = orchestrator_api()
+        workers = kube_nodes.list_workers(api)
         versions = [Version.parse(kube_nodes.kubelet_version(n)) for n in workers]
         if versions:
             request.validate_against(min(versions), len(workers))
+        if context["dag"].dag_id == WORKERS_ONLY_DAG:
+            _refuse_kubelets_newer_than_control_plane(api, request)
     except RequestError as err:
         raise AirflowFailException(str(err)) from err
     rec = record()
@@ -56,3 +79,59 @@ def final_verdict() -> str:
         where = data.get("report", {}).get("markdown", "no report written")
         raise AirflowFailException(f"run ended {verdict}; report: {where}")
     return verdict
+
+
+@task.branch(doc_md=runbooks.RISK_GATE)
+def risk_gate(risk: dict[str, Any], request: dict[str, Any], proceed_to: str) -> str:
+    """dry run → stop; refuse → stop red; approval → a human decides; proceed → go on."""
+    if request.get("dry_run"):
+        return "dry_run_done"
+    decision = risk["decision"]
+    if decision == "refuse":
+        return "refused"
+    if decision == "approval":
+        return "approve_upgrade"
+    return proceed_to
+
+
+@task(doc_md=runbooks.RISK_GATE_REFUSED)
+def refused(risk: dict[str, Any]) -> None:
+    raise AirflowFailException("the risk assessment refused the upgrade: " + "; ".join(risk["reasons"]))
+
+
+@task(doc_md=runbooks.RISK_GATE)
+def dry_run_done() -> str:
+    record().event("dry-run", "dry run: planned and checked, nothing changed")
+    return "dry-run"
+
+
+@task(doc_md=runbooks.VALIDATE_CLUSTER, retries=1)
+def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
+    """§4.1 validation: the whole cluster healthy at the end, or the run fails naming why."""
+    from slipway import workers
+
+    api = orchestrator_api()
+    req = parse_request(request)
+    upgraded = [n.metadata.name for n in kube_nodes.list_workers(api) if not kube_nodes.is_quarantined(n)]
+    verdict = workers.validate_batch(api, req, upgraded)
+    rec = record()
+    rec.update(validation=verdict.to_dict())
+    rec.event(
+        "validated" if verdict.passed else "validation-failed",
+        "cluster healthy" if verdict.passed else "; ".join(verdict.problems),
+    )
+    if not verdict.passed:
+        raise AirflowFailException("post-upgrade validation failed: " + "; ".join(verdict.problems))
+    return verdict.to_dict()
+
+
+@task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE)
+def notify() -> str:
+    rec = record()
+    data = rec.load()
+    verdict = reports.run_verdict(data)
+    where = data.get("report", {}).get("markdown", "")
+    message = f"Slipway run {data.get('run_id')}: {verdict}. Report: {where}"
+    rec.event("notified", message)
+    print(message)
+    return message

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import get_current_context, task, task_group
+from airflow.sdk import TaskGroup, get_current_context, task
 
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import platform, record, request_from
@@ -47,7 +47,9 @@ def check_task(name: str) -> Any:
 
 
 @task(doc_md=runbooks.ASSESS_RISK)
-def assess_risk(request: dict[str, Any], plan: dict[str, Any], results: list[list[dict[str, Any]]]) -> dict[str, Any]:
+def assess_risk(
+    request: dict[str, Any], plan: dict[str, Any], results: list[list[dict[str, Any]]]
+) -> dict[str, Any]:
     flat = [r for family in results for r in family]
     risk = assess_run(flat, plan, request_from(request)).model_dump(mode="json")
     rec = record()
@@ -57,9 +59,10 @@ def assess_risk(request: dict[str, Any], plan: dict[str, Any], results: list[lis
     return {"decision": risk["decision"], "reasons": risk["reasons"]}
 
 
-@task_group(group_id=GROUP)
-def preparation(request: Any) -> Any:
-    """plan → every check (in parallel, each its own task) → risk decision."""
-    plan = plan_upgrade(request)
-    results = [check_task(name)(request) for name in CHECK_TASKS]
-    return assess_risk(request, plan, results)
+def preparation(request: Any) -> tuple[Any, Any]:
+    """plan → every check (in parallel, each its own task) → risk decision; returns (plan, risk)."""
+    with TaskGroup(group_id=GROUP):
+        plan: Any = plan_upgrade(request)
+        results = [check_task(name)(request) for name in CHECK_TASKS]
+        risk = assess_risk(request, plan, results)
+    return plan, risk

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import TaskGroup, TriggerRule, task, task_group
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from slipway import workers
 from slipway.airflow import runbooks
@@ -34,6 +34,20 @@ def _quarantined(node: str) -> bool:
     from kubernetes import client
 
     return kube_nodes.is_quarantined(client.CoreV1Api(orchestrator_api()).read_node(node))
+
+
+def _adopt_cordon_of_earlier_run(node: str) -> None:
+    """A run that died mid-batch left its cordon: the run resuming the work takes it over,
+    so its own uncordon undoes it. An operator's (external) cordon is never adopted."""
+    from kubernetes import client
+
+    api = orchestrator_api()
+    core = client.CoreV1Api(api)
+    current = core.read_node(node)
+    owner = kube_nodes.cordon_owner(current)
+    if kube_nodes.is_cordoned(current) and owner not in (None, kube_nodes.EXTERNAL_CORDON, current_run_id()):
+        core.patch_node(node, {"metadata": {"annotations": {kube_nodes.CORDONED_BY: current_run_id()}}})
+        record().event("cordon-adopted", f"node {node}: cordon of run {owner} taken over", node=node)
 
 
 @task(doc_md=runbooks.PRE_DRAIN, retries=2)
@@ -63,6 +77,7 @@ def cordon_node(node: str) -> bool:
     api = orchestrator_api()
     if _quarantined(node):
         return False
+    _adopt_cordon_of_earlier_run(node)
     changed = kube_nodes.cordon(api, node, current_run_id())
     kube_nodes.set_step(api, node, current_run_id(), "cordoned")
     return changed
@@ -92,12 +107,16 @@ def drain(node: str, request: dict[str, Any]) -> dict[str, Any]:
 def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
     req = request_from(request)
     if _quarantined(node):
-        return {"nodes": [], "version": _v(str(req.target))}
+        return {"nodes": [], "version": _v(str(req.target)), "timeout": req.node_ready_timeout_seconds}
     upgrader = platform().node_upgrader(req.strategy)
     result = upgrader.upgrade_node(node, str(req.target))
     kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "upgraded")
     record().event("node-upgraded", f"node {node}: {result.action} {result.version}", node=node)
-    return {"nodes": upgrader.nodes_to_wait_for([node]), "version": _v(str(req.target))}
+    return {
+        "nodes": upgrader.nodes_to_wait_for([node]),
+        "version": _v(str(req.target)),
+        "timeout": req.node_ready_timeout_seconds,
+    }
 
 
 @task(doc_md=runbooks.UNCORDON, retries=3)
@@ -126,6 +145,7 @@ def upgrade_one_node(node: str, request: dict[str, Any]) -> Any:
         task_id="wait_node_ready",
         nodes=waiting_for["nodes"],
         version=waiting_for["version"],
+        node_startup_timeout=waiting_for["timeout"],
         doc_md=runbooks.WAIT_READY,
     )
     uncordoned = uncordon_node(node, request)
@@ -162,6 +182,9 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
 
         @task(doc_md=runbooks.VALIDATE_BATCH, trigger_rule=TriggerRule.NONE_SKIPPED)
         def validate_batch(selection: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+            if not selection or not selection.get("nodes"):
+                # Upstream failed before this batch opened (e.g. the control plane): nothing to judge.
+                raise AirflowSkipException(f"batch {index} never opened")
             req = request_from(request)
             api = orchestrator_api()
             upgrader = platform().node_upgrader(req.strategy)

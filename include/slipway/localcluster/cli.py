@@ -46,6 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         kubernetes_version=args.kubernetes_version,
         etcd_version=args.etcd_version,
+        kubelet_version=args.kubelet_version,
     )
     cluster = LocalCluster(cfg)
     started = time.monotonic()
@@ -108,6 +109,9 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--kubernetes-version", default=KUBERNETES_VERSIONS[0])
     up.add_argument("--etcd-version", default=ETCD_VERSIONS[0])
+    up.add_argument(
+        "--kubelet-version", default=None, help="simulated kubelets' version (default: control plane's)"
+    )
     up.add_argument("--workloads", action="store_true", help="also install the sample workloads")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop every process")

@@ -35,6 +35,8 @@ class ClusterConfig:
     pools: tuple[str, ...] = DEFAULT_POOLS
     kubernetes_version: str = KUBERNETES_OLD
     etcd_version: str = ETCD_OLD
+    # Simulated kubelets may lag the control plane (up to three minors, as the skew policy allows).
+    kubelet_version: str | None = None
     state_root: Path = field(default_factory=default_state_root)
 
     @property

@@ -61,7 +61,7 @@ def _node(
 
 def planned_nodes(cfg: ClusterConfig) -> list[dict[str, Any]]:
     """Control-plane nodes first, then workers spread over the pools round-robin."""
-    version = cfg.kubernetes_version
+    version = cfg.kubelet_version or cfg.kubernetes_version
     nodes = [
         _node(f"control-plane-{i}", "control-plane", CONTROL_PLANE_SHAPE, version, i, True)
         for i in range(cfg.control_plane_nodes)

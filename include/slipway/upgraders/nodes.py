@@ -214,3 +214,45 @@ class LocalSurgeUpgrader:
         return NodeStepResult(
             node, "rolled-back", _v(version), f"removed surge node(s) {', '.join(removed) or 'none'}"
         )
+
+
+class KubeadmNodeUpgrader:
+    """``kubeadm upgrade node`` plus the kubelet/kubectl package upgrade, run on the node by a
+    privileged pod (see :func:`slipway.upgraders.kubeadm.kubeadm_upgrade_pod`)."""
+
+    name = "kubeadm"
+
+    def __init__(self, api: client.ApiClient, run_pod: Any, image: str) -> None:
+        self.core = client.CoreV1Api(api)
+        self.run_pod = run_pod
+        self.image = image
+
+    def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
+        return []
+
+    def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
+        return list(nodes)
+
+    def finalize_batch(self, nodes: list[str]) -> list[str]:
+        return []
+
+    def upgrade_node(self, node: str, version: str) -> NodeStepResult:
+        return self._run(node, version, downgrade=False)
+
+    def rollback_node(self, node: str, version: str) -> NodeStepResult:
+        return self._run(node, version, downgrade=True)
+
+    def _run(self, node: str, version: str, *, downgrade: bool) -> NodeStepResult:
+        from slipway.upgraders.kubeadm import kubeadm_upgrade_pod
+
+        if kubelet_version(self.core.read_node(node)) == version.removeprefix("v"):
+            return NodeStepResult(node, "already-at-version", _v(version))
+        pod = kubeadm_upgrade_pod(node, version.removeprefix("v"), "node", self.image, downgrade=downgrade)
+        outcome = self.run_pod(pod)
+        if outcome.phase != "Succeeded":
+            raise RuntimeError(
+                f"kubeadm upgrade of node {node} to {version} ended {outcome.phase}: "
+                f"{outcome.log_tail[-500:]}"
+            )
+        action = "rolled-back" if downgrade else "upgraded"
+        return NodeStepResult(node, action, _v(version), f"pod {pod['metadata']['name']}")

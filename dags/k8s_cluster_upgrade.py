@@ -1,0 +1,98 @@
+"""Upgrade a Kubernetes cluster end to end, control plane first, with rollback branches.
+
+prepare (plan, every preflight check, risk matrix) → risk gate (proceed / human approval /
+refuse / dry run) → proven etcd backup → control plane (etcd → kube-apiserver →
+kube-controller-manager → kube-scheduler, one instance at a time, an API probe measuring
+downtime throughout) → verification (rollback branch) → workers in ordered batches
+(rollback branch after every batch) → cluster validation → report → notification.
+A rolled-back or refused run ends red.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import TaskGroup, dag
+
+from slipway.airflow import runbooks
+from slipway.airflow.params import request_params
+from slipway.airflow.stage_common import (
+    dry_run_done,
+    final_verdict,
+    notify,
+    refused,
+    risk_gate,
+    validate_cluster,
+    validate_request,
+    write_upgrade_report,
+)
+from slipway.airflow.stage_control_plane import (
+    GROUP,
+    KINDS,
+    backup_etcd,
+    control_plane_failed,
+    probe_tasks,
+    rollback_control_plane,
+    upgrade_kind,
+    verify_control_plane,
+)
+from slipway.airflow.stage_prepare import preparation
+from slipway.airflow.stage_workers import worker_phase
+
+MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
+
+
+@dag(
+    dag_id="k8s_cluster_upgrade",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=request_params(),
+    tags=["slipway", "kubernetes", "upgrade"],
+    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+)
+def k8s_cluster_upgrade() -> None:
+    request = validate_request()
+    plan, risk = preparation(request)
+    gate = risk_gate(risk, request, proceed_to="backup_etcd")
+    approve = ApprovalOperator(
+        task_id="approve_upgrade",
+        subject="Approve the Kubernetes upgrade to {{ params.target_version }}",
+        body="The risk assessment asks for a human decision. Read the preflight report before approving.",
+        response_timeout=timedelta(hours=12),
+        fail_on_reject=True,
+        doc_md=runbooks.RISK_GATE,
+    )
+    backup = backup_etcd()
+    gate >> [approve, backup, refused(risk), dry_run_done()]
+    approve >> backup
+
+    with TaskGroup(group_id=GROUP):
+        probe, stopped = probe_tasks()
+        steps = [upgrade_kind(kind)(plan) for kind in KINDS]
+        verdict = verify_control_plane(plan, next_task="workers.batch_0.select_batch")
+        backup >> probe >> steps[0]
+        for earlier, later in itertools.pairwise(steps):
+            earlier >> later
+        steps[-1] >> verdict
+        steps[-1] >> stopped
+        probe >> stopped
+        rolled_back = rollback_control_plane(plan, backup)
+        verdict >> rolled_back >> control_plane_failed()
+
+    workers = worker_phase(request, MAX_BATCHES)
+    verdict >> workers
+    validated = validate_cluster(request)
+    workers >> validated
+    report = write_upgrade_report()
+    [validated, rolled_back] >> report
+    report >> notify() >> final_verdict()
+
+
+k8s_cluster_upgrade()

@@ -1,0 +1,194 @@
+"""The control-plane stage (§2.2): proven etcd backup, then etcd → kube-apiserver →
+kube-controller-manager → kube-scheduler one instance at a time, with an API probe
+measuring downtime across all of it, and a rollback branch after verification.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import TriggerRule, setup, task, teardown
+from airflow.sdk.exceptions import AirflowFailException
+
+from slipway import probe_process
+from slipway.airflow import runbooks
+from slipway.airflow.runtime import orchestrator_api, platform, record
+from slipway.airflow.stage_prepare import artefacts_dir
+from slipway.etcd import back_up_and_prove
+from slipway.upgraders.controlplane import ControlPlaneTarget
+from slipway.upgraders.controlplane import rollback_control_plane as restore_previous_versions
+
+GROUP = "control_plane"
+# Upgrade order of component kinds; kubeadm upgrades whole control-plane nodes instead.
+KINDS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "control-plane-node")
+# A game-day switch: this ConfigMap in slipway-system makes verification fail on purpose,
+# so teams can rehearse the control-plane rollback on a staging cluster.
+CHAOS_CONFIGMAP = "slipway-chaos"
+CHAOS_KEY = "fail-control-plane-verification"
+
+
+def targets(plan: dict[str, Any]) -> tuple[ControlPlaneTarget, ControlPlaneTarget]:
+    """(target, previous) of this run's control-plane hop, from the plan summary."""
+    hops = plan.get("hops", [])
+    cp = [h for h in hops if h["kind"] == "control-plane"]
+    etcd = [h for h in hops if h["kind"] == "etcd"]
+    current = plan["current"]
+    previous_etcd = etcd[0]["from"] if etcd else plan.get("etcd", "")
+    target_k8s = cp[0]["to"] if cp else current
+    target_etcd = etcd[0]["to"] if etcd else previous_etcd
+    return ControlPlaneTarget(target_k8s, target_etcd), ControlPlaneTarget(current, previous_etcd)
+
+
+def _kubeconfig_for_probe() -> Path:
+    """The orchestrator kubeconfig from the connection, as a file the probe process can read."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    hook = KubernetesHook(conn_id="kubernetes_default")
+    path = hook._get_field("kube_config_path")
+    if path:
+        return Path(path)
+    content = hook._get_field("kube_config")
+    if not content:
+        raise AirflowFailException("kubernetes_default has neither kube_config_path nor kube_config")
+    fd, name = tempfile.mkstemp(prefix="slipway-probe-", suffix=".kubeconfig")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content if isinstance(content, str) else __import__("json").dumps(content))
+    return Path(name)
+
+
+@task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+def backup_etcd() -> dict[str, Any]:
+    proof = back_up_and_prove(
+        platform().etcd(), artefacts_dir() / "etcd-before-control-plane.db", overwrite=True
+    )
+    data = proof.to_dict()
+    rec = record()
+    rec.update(backup=data)
+    if not data.get("restore_ok"):
+        rec.event("backup-failed", f"etcd backup not proven: {data.get('problem')}")
+        raise AirflowFailException(
+            f"etcd backup not proven, refusing to touch the control plane: {data.get('problem')}"
+        )
+    rec.event(
+        "backup-proven",
+        f"etcd snapshot {data['path']} restored in a drill: revision {data['revision']}, {data['keys']} keys",
+    )
+    return {"path": str(data["path"]), "revision": data["revision"]}
+
+
+def probe_tasks() -> tuple[Any, Any]:
+    """The probe's setup/teardown pair. Built per DAG parse: Airflow's setup/teardown
+    decorators mark the decorated object, so a module-level one cannot serve two parses."""
+
+    @setup
+    @task(doc_md=runbooks.START_PROBE)
+    def start_api_probe() -> int:
+        return probe_process.start(_kubeconfig_for_probe(), artefacts_dir() / "probe")
+
+    @teardown
+    @task(doc_md=runbooks.STOP_PROBE)
+    def stop_api_probe() -> dict[str, Any]:
+        figures = probe_process.summary(probe_process.stop(artefacts_dir() / "probe"))
+        rec = record()
+        control_plane = rec.get("control_plane", {})
+        rec.update(control_plane=control_plane | {"probe": figures})
+        rec.event(
+            "probe",
+            f"API probe: {figures['requests']} requests, {figures['failures']} failed, "
+            f"p99 {figures['p99_ms']:.1f} ms vs baseline {figures['baseline_p99_ms']:.1f} ms",
+        )
+        return figures
+
+    return start_api_probe(), stop_api_probe()
+
+
+def upgrade_kind(kind: str) -> Any:
+    @task(task_id=f"upgrade_{kind.replace('-', '_')}", doc_md=runbooks.UPGRADE_COMPONENT, retries=1)
+    def upgrade(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        target, previous = targets(plan)
+        upgrader = platform().control_plane_upgrader()
+        rec = record()
+        done = []
+        for ref in [r for r in upgrader.components() if r.kind == kind]:
+            result = upgrader.upgrade(ref, target.version_for(ref))
+            step = {
+                "from": result.from_version or "",
+                "to": result.to_version,
+                "seconds": result.duration_seconds,
+                "action": "upgraded" if result.changed else "already at target",
+            }
+            control_plane = rec.get("control_plane", {})
+            steps = control_plane.get("steps", {}) | {ref.name: step}
+            rec.update(control_plane=control_plane | {"steps": steps, "previous": previous.__dict__})
+            rec.event("component-upgraded", f"{ref.name}: {result.message}", component=ref.name)
+            done.append(step | {"component": ref.name})
+        return done
+
+    return upgrade
+
+
+def _chaos_requested() -> bool:
+    from kubernetes import client
+
+    try:
+        cm = client.CoreV1Api(orchestrator_api()).read_namespaced_config_map(
+            CHAOS_CONFIGMAP, "slipway-system"
+        )
+    except client.exceptions.ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return (cm.data or {}).get(CHAOS_KEY) == "true"
+
+
+@task.branch(doc_md=runbooks.VERIFY_CONTROL_PLANE)
+def verify_control_plane(plan: dict[str, Any], next_task: str) -> str:
+    target, _ = targets(plan)
+    upgrader = platform().control_plane_upgrader()
+    problems = []
+    for ref in upgrader.components():
+        version = upgrader.current_version(ref)
+        if version != target.version_for(ref):
+            problems.append(f"{ref.name} runs {version}, expected {target.version_for(ref)}")
+        if not upgrader.verify(ref):
+            problems.append(f"{ref.name} is not healthy")
+    consistency = getattr(upgrader, "etcd_hashes_agree", None)
+    if consistency is not None and not problems:
+        try:
+            consistency()
+        except Exception as err:  # any failure to prove consistency is a verification failure
+            problems.append(f"etcd data consistency not proven: {err}")
+    if _chaos_requested():
+        problems.append(f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({CHAOS_KEY})")
+    rec = record()
+    rec.update(control_plane=rec.get("control_plane", {}) | {"verification": problems})
+    if problems:
+        rec.event("control-plane-verification-failed", "; ".join(problems))
+        return f"{GROUP}.rollback_control_plane"
+    rec.event(
+        "control-plane-verified", f"every component at {target.kubernetes} (etcd {target.etcd}), healthy"
+    )
+    return next_task
+
+
+@task(doc_md=runbooks.ROLLBACK_CONTROL_PLANE, retries=1)
+def rollback_control_plane(plan: dict[str, Any], backup: dict[str, Any]) -> list[str]:
+    _, previous = targets(plan)
+    upgrader = platform().control_plane_upgrader()
+    results = [f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous)]
+    rec = record()
+    verification = rec.get("control_plane", {}).get("verification", [])
+    restore = getattr(upgrader, "restore_etcd", None)
+    if restore is not None and any("consistency" in p for p in verification):
+        restored = restore(Path(backup["path"]))
+        rec.event("etcd-restored", f"etcd restored from the proven snapshot: {restored}")
+    rec.event("control-plane-rolled-back", "; ".join(results))
+    return results
+
+
+@task(doc_md=runbooks.FINAL_VERDICT)
+def control_plane_failed() -> None:
+    raise AirflowFailException("control-plane verification failed; the control plane was rolled back")

@@ -1,0 +1,1 @@
+"""Validation during and after an upgrade: the zero-downtime probe and the latency baseline."""

@@ -1,0 +1,342 @@
+"""Zero-downtime probe: a steady stream of API reads and writes through the load balancer.
+
+While the control plane is upgraded, a background thread sends GET, LIST (with a limit),
+CREATE and DELETE of ConfigMaps in a namespace of its own at a fixed rate, with an
+ApiClient of its own, and records every request's latency and every failure. The report
+compares the latency during the upgrade with a baseline phase measured just before it.
+
+What counts as a failure is what a correct client could not complete. Two transport
+events are retried, once, and always reported (``retries``):
+
+- a kept-alive connection closed before any response came back. HTTP/1.1 cannot close
+  an idle connection without racing a request the client is sending on it (RFC 9112
+  §9.3.1); an apiserver ending its graceful shutdown does exactly that to connections a
+  layer-4 load balancer pinned to it before the drain. RFC 9110 §9.2.2 lets a client
+  replay a request it knows to be idempotent, and every request here is: reads, a delete
+  by name, a create with a name unique to this probe (a replay that finds the object
+  means the first attempt landed);
+- ``503``/``429`` with ``Retry-After``: the apiserver's own graceful-shutdown answer
+  ("apiserver is shutting down") for a request it did not process, asking the client to
+  retry, which client-go does for every verb. The probe waits as told (capped).
+
+client-go meets neither on HTTP/2 (GOAWAY). Timeouts, refused connections and every
+other HTTP error are failures, never retried.
+
+Usage::
+
+    probe = ApiProbe.from_kubeconfig(kubeconfig)
+    probe.start()                              # baseline phase
+    ...                                        # wait until probe.count("baseline") is enough
+    probe.end_baseline()                       # from here on: the upgrade phase
+    ...                                        # upgrade
+    report = probe.stop()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import BaseModel, ConfigDict, Field
+from urllib3.exceptions import HTTPError, ProtocolError
+
+Phase = Literal["baseline", "upgrade"]
+Verb = Literal["get", "list", "create", "delete"]
+
+PROBE_LABEL = "slipway.dev/probe"
+READ_CONFIGMAP = "slipway-probe-read"
+NOT_FOUND = 404
+CONFLICT = 409
+RETRY_AFTER_STATUSES = (429, 503)
+MAX_RETRY_AFTER_SECONDS = 5.0
+ERROR_TEXT_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How hard and how long the probe works; defaults suit a control-plane upgrade."""
+
+    namespace: str = "slipway-probe"
+    rate_per_second: float = 20.0
+    max_duration_seconds: float = 3600.0
+    request_timeout_seconds: float = 10.0
+    list_limit: int = 50
+    max_samples: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate_per_second <= 1000:
+            raise ValueError(f"rate_per_second: {self.rate_per_second} must be in (0, 1000]")
+        if self.max_duration_seconds <= 0:
+            raise ValueError(f"max_duration_seconds: {self.max_duration_seconds} must be positive")
+
+
+class ProbeEvent(BaseModel):
+    """One failed or retried request: when, in which phase, which verb and what the client saw."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    phase: Phase
+    verb: Verb
+    error: str
+
+
+class ProbeReport(BaseModel):
+    """What the probe saw; ``requests``/``failures``/percentiles are for the upgrade phase."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    failure_samples: list[ProbeEvent] = Field(default_factory=list)
+    retries: int = Field(ge=0, description="requests replayed after a closed connection or a Retry-After")
+    retry_samples: list[ProbeEvent] = Field(default_factory=list)
+    p50_seconds: float | None = None
+    p95_seconds: float | None = None
+    p99_seconds: float | None = None
+    baseline_requests: int = Field(ge=0)
+    baseline_failures: int = Field(ge=0)
+    baseline_p99_seconds: float | None = None
+    p99_ratio: float | None = Field(default=None, description="upgrade p99 / baseline p99")
+    rate_per_second: float
+    duration_seconds: float = Field(ge=0)
+    stopped_by: Literal["stop", "max-duration"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..1) of ``values``; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def describe_error(err: Exception) -> str:
+    """A short text of what the client saw: HTTP status and reason, or the connection error."""
+    if isinstance(err, ApiException):
+        text = f"HTTP {err.status} {err.reason}: {(err.body or '').strip()}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return text[:ERROR_TEXT_LIMIT]
+
+
+class ApiProbe:
+    """Background reads and writes at a fixed rate; see the module docstring for the rules."""
+
+    def __init__(self, configuration: client.Configuration, settings: ProbeSettings | None = None) -> None:
+        """:param configuration: where and as whom to connect (the load balancer's URL); copied."""
+        self.settings = settings or ProbeSettings()
+        own = copy.deepcopy(configuration)
+        # The probe decides what to retry (see the module docstring), so urllib3 must not.
+        own.retries = False
+        self._api = client.ApiClient(configuration=own)
+        self._core = client.CoreV1Api(self._api)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._phase: Phase = "baseline"
+        self._latencies: dict[Phase, list[float]] = {"baseline": [], "upgrade": []}
+        self._failures: list[ProbeEvent] = []
+        self._retries: list[ProbeEvent] = []
+        self._created: deque[str] = deque()
+        self._pending_create = ""
+        self._names = itertools.count()
+        # Unique per probe, so a create can only collide with its own earlier attempt.
+        self._prefix = f"slipway-probe-{secrets.token_hex(3)}"
+        self._started = 0.0
+        self._finished = 0.0
+        self._stopped_by: Literal["stop", "max-duration"] = "stop"
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path | str, settings: ProbeSettings | None = None) -> ApiProbe:
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        return cls(configuration, settings)
+
+    # ---- control -------------------------------------------------------------------
+    def start(self) -> None:
+        """Make the namespace and the ConfigMap to read, then start sending (baseline phase)."""
+        if self._thread is not None:
+            raise RuntimeError("probe already started: a probe runs once; make a new one")
+        self._prepare()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="slipway-api-probe", daemon=True)
+        self._thread.start()
+
+    def end_baseline(self) -> None:
+        """From now on requests count towards the upgrade phase."""
+        self._phase = "upgrade"
+
+    def count(self, phase: Phase) -> int:
+        """Requests sent so far in ``phase`` (successful or not)."""
+        return len(self._latencies[phase]) + sum(1 for f in self._failures if f.phase == phase)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> ProbeReport:
+        """Stop sending, remove what the probe created, and report."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.settings.request_timeout_seconds * 3)
+        self._cleanup()
+        self._api.close()
+        return self.report()
+
+    def report(self) -> ProbeReport:
+        upgrade, baseline = self._latencies["upgrade"], self._latencies["baseline"]
+        p99, base_p99 = percentile(upgrade, 0.99), percentile(baseline, 0.99)
+        end = self._finished or time.monotonic()
+        samples = self.settings.max_samples
+        return ProbeReport(
+            requests=self.count("upgrade"),
+            failures=sum(1 for f in self._failures if f.phase == "upgrade"),
+            failure_samples=self._failures[:samples],
+            retries=len(self._retries),
+            retry_samples=self._retries[:samples],
+            p50_seconds=_round(percentile(upgrade, 0.50)),
+            p95_seconds=_round(percentile(upgrade, 0.95)),
+            p99_seconds=_round(p99),
+            baseline_requests=self.count("baseline"),
+            baseline_failures=sum(1 for f in self._failures if f.phase == "baseline"),
+            baseline_p99_seconds=_round(base_p99),
+            p99_ratio=round(p99 / base_p99, 2) if p99 is not None and base_p99 else None,
+            rate_per_second=self.settings.rate_per_second,
+            duration_seconds=round(max(0.0, end - self._started), 1) if self._started else 0.0,
+            stopped_by=self._stopped_by,
+        )
+
+    # ---- the loop ------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = 1.0 / self.settings.rate_per_second
+        verbs: tuple[Verb, ...] = ("get", "list", "create", "delete")
+        next_at = time.monotonic()
+        for verb in itertools.cycle(verbs):
+            if time.monotonic() - self._started >= self.settings.max_duration_seconds:
+                self._stopped_by = "max-duration"
+                break
+            self._send(verb)
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay < 0:
+                # Behind schedule (a slow request): carry on at the rate, never in a burst.
+                next_at = time.monotonic()
+            elif self._stop.wait(delay):
+                break
+            if self._stop.is_set():
+                break
+        self._finished = time.monotonic()
+
+    def _send(self, verb: Verb) -> None:
+        if verb == "delete" and not self._created:
+            verb = "get"  # the matching create failed: keep the rate with a read
+        phase = self._phase
+        began = time.perf_counter()
+        try:
+            try:
+                self._request(verb, replay=False)
+            except (ProtocolError, ApiException) as err:
+                delay = _retry_delay(err)
+                if delay is None:
+                    raise
+                self._retries.append(_event(phase, verb, err))
+                self._stop.wait(delay)
+                self._request(verb, replay=True)
+        except Exception as err:  # every failure is the measurement, never a crash of the probe
+            self._failures.append(_event(phase, verb, err))
+            return
+        self._latencies[phase].append(time.perf_counter() - began)
+
+    def _request(self, verb: Verb, *, replay: bool) -> None:
+        ns, timeout = self.settings.namespace, self.settings.request_timeout_seconds
+        if verb == "get":
+            self._core.read_namespaced_config_map(READ_CONFIGMAP, ns, _request_timeout=timeout)
+        elif verb == "list":
+            self._core.list_namespaced_config_map(
+                ns, limit=self.settings.list_limit, _request_timeout=timeout
+            )
+        elif verb == "create":
+            name = f"{self._prefix}-w{next(self._names)}" if not replay else self._pending_create
+            self._pending_create = name
+            try:
+                self._core.create_namespaced_config_map(
+                    ns, _configmap(name, "write"), _request_timeout=timeout
+                )
+            except ApiException as err:
+                if not (replay and err.status == CONFLICT):
+                    raise  # a replay finding its own object means the first attempt landed
+            self._created.append(name)
+        else:
+            try:
+                self._core.delete_namespaced_config_map(self._created[0], ns, _request_timeout=timeout)
+            except ApiException as err:
+                if not (replay and err.status == NOT_FOUND):
+                    raise
+            self._created.popleft()
+
+    # ---- setup and cleanup ---------------------------------------------------------
+    def _prepare(self) -> None:
+        ns = self.settings.namespace
+        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=ns, labels={PROBE_LABEL: "true"}))
+        try:
+            self._core.read_namespace(ns)  # the orchestrator identity may not create namespaces
+        except ApiException as err:
+            if err.status != NOT_FOUND:
+                raise
+            _create_if_missing(lambda: self._core.create_namespace(body))
+        _create_if_missing(
+            lambda: self._core.create_namespaced_config_map(ns, _configmap(READ_CONFIGMAP, "read"))
+        )
+
+    def _cleanup(self) -> None:
+        # Best effort and not measured: leftovers only cost a few ConfigMaps in our namespace.
+        with contextlib.suppress(ApiException, HTTPError, OSError):
+            self._core.delete_collection_namespaced_config_map(
+                self.settings.namespace, label_selector=f"{PROBE_LABEL}=write"
+            )
+
+
+def _retry_delay(err: Exception) -> float | None:
+    """Seconds to wait before the one replay the module docstring allows; None: do not retry."""
+    if isinstance(err, ProtocolError):
+        return 0.0
+    if isinstance(err, ApiException) and err.status in RETRY_AFTER_STATUSES:
+        retry_after = (err.headers or {}).get("Retry-After")
+        if retry_after is not None and retry_after.strip().isdigit():
+            return min(float(retry_after), MAX_RETRY_AFTER_SECONDS)
+    return None
+
+
+def _event(phase: Phase, verb: Verb, err: Exception) -> ProbeEvent:
+    return ProbeEvent(at=datetime.now(UTC), phase=phase, verb=verb, error=describe_error(err))
+
+
+def _configmap(name: str, role: Literal["read", "write"]) -> client.V1ConfigMap:
+    return client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name, labels={PROBE_LABEL: role}), data={"probe": role}
+    )
+
+
+def _create_if_missing(create: Callable[[], object]) -> None:
+    try:
+        create()
+    except ApiException as err:
+        if err.status != CONFLICT:
+            raise
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

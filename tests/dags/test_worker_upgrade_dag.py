@@ -1,0 +1,124 @@
+"""The worker phase end to end with dag.test() against a real local cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from slipway.kube import nodes as kube_nodes
+from slipway.kube.readiness import workloads_available
+from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.config import ClusterConfig
+from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
+from slipway.localcluster.workloads import install_samples
+from slipway.upgraders.nodes import NOT_READY, SIMULATE_LABEL
+from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.dags.dagrun import PdbWatcher, run_dag, verdict
+
+pytestmark = pytest.mark.cluster
+
+# Control plane already at the newer minor, kubelets one behind: the worker-only DAG's job.
+BASE_CONF = {
+    "target_version": KUBERNETES_NEW,
+    "soak_seconds": 3,
+    "force_bare_pods": True,
+    "delete_emptydir_data": True,
+}
+
+
+@pytest.fixture
+def worker_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
+    cfg = ClusterConfig(
+        name="workers",
+        base_port=TEST_BASE_PORT + 400,
+        nodes=6,
+        state_root=state_root_for_tests(),
+        kubernetes_version=KUBERNETES_NEW,
+        kubelet_version=KUBERNETES_OLD,
+    )
+    cluster = LocalCluster(cfg)
+    cluster.down(purge=True)
+    cluster.up()
+    install_samples(cluster.admin_client())
+    yield cluster
+    cluster.down(purge=True)
+
+
+def _workers(cluster: LocalCluster) -> list[client.V1Node]:
+    return kube_nodes.list_workers(cluster.admin_client())
+
+
+def test_full_worker_upgrade_never_drops_a_workload_below_its_pdb(
+    worker_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    with PdbWatcher(worker_cluster.admin_client()) as watcher:
+        state, record = run_dag(
+            "k8s_worker_upgrade", BASE_CONF | {"blocked_drain_policy": "quarantine"}, worker_cluster, tmp_path
+        )
+    assert state == "success", record.get("events")
+    assert verdict(record) == "upgraded"
+    assert watcher.events > 0
+    assert watcher.violations == []
+    quarantined = set(record["worker_phase"]["quarantined"])
+    for node in _workers(worker_cluster):
+        name = node.metadata.name
+        if name in quarantined:
+            assert kube_nodes.is_cordoned(node)  # left cordoned on purpose, with the reason recorded
+            continue
+        assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW, name
+        assert not kube_nodes.is_cordoned(node), name
+    # The quarantined nodes are exactly those holding a pod whose PDB never allows an eviction.
+    assert quarantined
+    # Every controller-managed workload is whole again (the bare pod was evicted on purpose).
+    assert workloads_available(worker_cluster.admin_client()) == []
+    assert (tmp_path / "k8s_worker_upgrade").exists()
+
+
+def test_node_that_never_becomes_ready_rolls_the_batch_back(
+    worker_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    first = sorted(
+        _workers(worker_cluster), key=lambda n: (n.metadata.labels["slipway.dev/node-pool"], n.metadata.name)
+    )[0].metadata.name
+    client.CoreV1Api(worker_cluster.admin_client()).patch_node(
+        first, {"metadata": {"labels": {SIMULATE_LABEL: NOT_READY}}}
+    )
+    state, record = run_dag(
+        "k8s_worker_upgrade",
+        BASE_CONF | {"blocked_drain_policy": "quarantine", "node_ready_timeout_seconds": 20},
+        worker_cluster,
+        tmp_path,
+    )
+    assert state == "failed"
+    assert verdict(record) == "rolled-back"
+    assert record["batches"][0]["nodes"] == [first]
+    assert record["batches"][0]["state"] == "rolled-back"
+    assert len(record["batches"]) == 1  # the remaining batches never started
+    core = client.CoreV1Api(worker_cluster.admin_client())
+    for node in _workers(worker_cluster):
+        assert not node.spec.unschedulable, f"{node.metadata.name} left cordoned"
+        assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD, node.metadata.name
+    assert kube_nodes.node_ready(core.read_node(first))
+
+
+@pytest.mark.parametrize("policy", ["rollback", "wait"])
+def test_blocking_pdb_policy_stops_the_run_and_rolls_back(
+    worker_cluster: LocalCluster, tmp_path: Path, policy: str
+) -> None:
+    """Only the PDB-blocked nodes' batch fails; with ``wait`` the drain times out first."""
+    conf = BASE_CONF | {
+        "blocked_drain_policy": policy,
+        "drain_grace_period_seconds": 0,
+        "drain_timeout_seconds": 5,
+    }
+    state, record = run_dag("k8s_worker_upgrade", conf, worker_cluster, tmp_path)
+    assert state == "failed"
+    assert verdict(record) == "rolled-back"
+    failed = [b for b in record["batches"] if b["state"] == "rolled-back"]
+    assert len(failed) == 1
+    for node in _workers(worker_cluster):
+        assert not node.spec.unschedulable, f"{node.metadata.name} left cordoned after the rollback"
+    assert workloads_available(worker_cluster.admin_client()) == []
