@@ -87,6 +87,10 @@ class LocalInPlaceUpgrader:
         return self._set_version(node, version, "upgraded")
 
     def rollback_node(self, node: str, version: str) -> NodeStepResult:
+        # The old kubelet package comes back and starts: whatever broke the new one is gone.
+        labels = self.core.read_node(node).metadata.labels or {}
+        if SIMULATE_LABEL in labels:
+            self.core.patch_node(node, {"metadata": {"labels": {SIMULATE_LABEL: None}}})
         return self._set_version(node, version, "rolled-back")
 
     def _set_version(self, node: str, version: str, action: str) -> NodeStepResult:
