@@ -22,8 +22,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
-# Tests upgrade small clusters: a dozen batch slots is plenty and keeps dag.test() quick.
-os.environ.setdefault("SLIPWAY_MAX_BATCHES", "12")
+# Tests upgrade clusters of at most 6 workers: 8 batch slots are plenty and keeps dag.test() quick.
+os.environ.setdefault("SLIPWAY_MAX_BATCHES", "8")
 
 TEST_BASE_PORT = int(os.environ.get("SLIPWAY_TEST_BASE_PORT", "32000"))
 

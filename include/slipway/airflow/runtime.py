@@ -17,9 +17,18 @@ from slipway.platform import Platform, parse_settings
 from slipway.runrecord import RunRecord
 
 
-@cache
 def orchestrator_api() -> client.ApiClient:
-    """One client per task process, built by the provider's hook from the connection."""
+    """One client per connection setting, built by the provider's hook from the connection."""
+    from airflow.sdk import BaseHook
+
+    extra = BaseHook.get_connection(KUBE_CONN_ID).extra
+    return _client_for(extra or "")
+
+
+@cache
+def _client_for(connection_extra: str) -> client.ApiClient:
+    # Keyed by the connection's settings: a long-lived process (dag.test, a test session)
+    # that sees the connection change must not keep talking to the old cluster.
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
     return KubernetesHook(conn_id=KUBE_CONN_ID).get_conn()
