@@ -7,6 +7,7 @@ credentials stay in Airflow Connections, never in DAG code, logs or XCom.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,15 @@ def airflow_env(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__API__PORT": str(api_port),
+        # Task processes report to the API server's execution API: it must name the same port.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        # Every task process parses its DAG file; on a 2-core machine under load that can
+        # take longer than the 30 s default, and a dozen parallel tasks only thrash.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__CORE__PARALLELISM": "6",
+        # The demo cluster's 12 workers need 12 batch slots at most.
+        "SLIPWAY_MAX_BATCHES": os.environ.get("SLIPWAY_MAX_BATCHES", "16"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}": json.dumps(kube),
         f"AIRFLOW_CONN_{PLATFORM_CONN_ID.upper()}": json.dumps(platform),

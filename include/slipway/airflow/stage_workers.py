@@ -180,17 +180,21 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
                 record().event("surge-added", f"batch {index}: surge nodes {', '.join(added)}", batch=index)
             return list(selection["nodes"])
 
+        # Runs even when node steps failed (that is what it judges), so it takes no XCom that
+        # a failed upstream would leave missing: the batch and the request come from the run record.
         @task(doc_md=runbooks.VALIDATE_BATCH, trigger_rule=TriggerRule.NONE_SKIPPED)
-        def validate_batch(selection: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-            if not selection or not selection.get("nodes"):
-                # Upstream failed before this batch opened (e.g. the control plane): nothing to judge.
-                raise AirflowSkipException(f"batch {index} never opened")
-            req = request_from(request)
+        def validate_batch() -> dict[str, Any]:
+            rec = record()
+            data = rec.load()
+            batches = data.get("batches", [])
+            if index >= len(batches) or "request" not in data:
+                raise AirflowSkipException(f"batch {index} never opened: nothing to validate")
+            selection = batches[index]
+            req = request_from(data["request"])
             api = orchestrator_api()
             upgrader = platform().node_upgrader(req.strategy)
             check_nodes = upgrader.nodes_to_wait_for(selection["nodes"]) or selection["nodes"]
             verdict = workers.validate_batch(api, req, check_nodes)
-            rec = record()
             workers.record_verdict(rec, index, verdict, workers.batch_seconds_per_node(rec, index))
             if verdict.passed:
                 upgrader.finalize_batch(selection["nodes"])
@@ -217,7 +221,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         nodes = prepare_batch(selection, request)
         routed >> [ended, nodes]
         per_node = upgrade_one_node.partial(request=request).expand(node=nodes)
-        verdict: Any = validate_batch(selection, request)
+        verdict: Any = validate_batch()
         [nodes, per_node] >> verdict
         decision = pass_or_rollback(verdict)
         ok, back = batch_passed(), rollback_batch(request)
