@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-trigger", action="store_true", help="start everything, trigger nothing")
     args = parser.parse_args(argv)
     _stop_airflow()
+    # A fresh metadata database too: runs left from an earlier demo must not resume
+    # against the new cluster.
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
     cluster = _cluster()
     cluster.down(purge=True)
     if args.down:
