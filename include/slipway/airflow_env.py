@@ -51,8 +51,8 @@ def airflow_env(
         # take longer than the 30 s default, and a dozen parallel tasks only thrash.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__CORE__PARALLELISM": "6",
-        # The demo cluster's 12 workers need 12 batch slots at most.
-        "SLIPWAY_MAX_BATCHES": os.environ.get("SLIPWAY_MAX_BATCHES", "16"),
+        # The demo's 12 workers go in six batches; fewer slots also parse faster.
+        "SLIPWAY_MAX_BATCHES": os.environ.get("SLIPWAY_MAX_BATCHES", "8"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}": json.dumps(kube),
         f"AIRFLOW_CONN_{PLATFORM_CONN_ID.upper()}": json.dumps(platform),

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from slipway.airflow_env import REPO, airflow_env
 from slipway.localcluster.cluster import ClusterError, LocalCluster
 from slipway.localcluster.config import ClusterConfig, default_state_root
@@ -55,12 +57,19 @@ def _stop_airflow() -> None:
     if not pidfile.exists():
         return
     pid = int(pidfile.read_text())
+    # standalone's scheduler, api-server, dag-processor and triggerer (and their task
+    # processes) do not all share its process group: stop the whole tree.
     try:
-        os.killpg(pid, signal.SIGTERM)
-        wait_until("airflow standalone stopped", lambda: not Path(f"/proc/{pid}").exists(), 60)
-    except (ProcessLookupError, NotHealthy):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
     pidfile.unlink(missing_ok=True)
 
 
@@ -174,7 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Airflow UI: {ui}  (login admin / {_password()})", flush=True)
     if args.no_trigger:
         return 0
-    conf = {"target_version": KUBERNETES_NEW, "blocked_drain_policy": "quarantine", "approval": "never"}
+    # Two nodes per pool at a time (50 % of a 4-node pool) keeps the demo to six batches;
+    # PDBs that never allow an eviction quarantine their nodes instead of stalling the run.
+    conf = {
+        "target_version": KUBERNETES_NEW,
+        "blocked_drain_policy": "quarantine",
+        "approval": "never",
+        "max_unavailable_percent": 50,
+        "soak_seconds": 10,
+        "force_bare_pods": True,
+        "delete_emptydir_data": True,
+    }
     run = _api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", token, {"logical_date": None, "conf": conf})
     print(f"triggered {DAG_ID} run {run['dag_run_id']} with {json.dumps(conf)}", flush=True)
     state = follow(token, run["dag_run_id"])
