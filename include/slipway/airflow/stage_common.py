@@ -36,6 +36,28 @@ def _refuse_kubelets_newer_than_control_plane(api: Any, request: Any) -> None:
         )
 
 
+FULL_UPGRADE_DAG = "k8s_cluster_upgrade"
+
+
+def _refuse_more_than_one_control_plane_minor(api: Any, request: Any) -> None:
+    """One run moves the control plane one minor (its workers follow in the same run);
+    a longer path is run hop by hop so the kubelets never fall outside the skew policy."""
+    from kubernetes import client
+
+    served = Version.parse(client.VersionApi(api).get_code().git_version)
+    if request.target.major == served.major and request.target.minor - served.minor > 1:
+        hop = f"{served.major}.{served.minor + 1}"
+        raise RequestError(
+            [
+                (
+                    "target_version",
+                    f"{request.target} is {request.target.minor - served.minor} minors above the control plane "
+                    f"({served}); this DAG moves one minor per run: upgrade to the latest {hop} patch first",
+                )
+            ]
+        )
+
+
 @task(doc_md=runbooks.VALIDATE_REQUEST, retries=0)
 def validate_request() -> dict[str, Any]:
     """Refuse a bad form before anything touches the cluster; one line per bad field."""
@@ -53,6 +75,8 @@ def validate_request() -> dict[str, Any]:
             request.validate_against(min(versions), len(workers))
         if context["dag"].dag_id == WORKERS_ONLY_DAG:
             _refuse_kubelets_newer_than_control_plane(api, request)
+        if context["dag"].dag_id == FULL_UPGRADE_DAG:
+            _refuse_more_than_one_control_plane_minor(api, request)
     except RequestError as err:
         raise AirflowFailException(str(err)) from err
     rec = record()
