@@ -32,13 +32,26 @@ def _node(
     if control_plane:
         labels[CONTROL_PLANE_LABEL] = ""
         taints.append({"key": CONTROL_PLANE_LABEL, "effect": "NoSchedule"})
+    return simulated_node(name, labels, taints, resources, version)
+
+
+def simulated_node(
+    name: str,
+    labels: dict[str, str],
+    taints: list[dict[str, Any]],
+    resources: dict[str, str],
+    version: str,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Node manifest kwok will keep alive, reporting ``version`` as its kubelet."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
+            | (annotations or {}),
         },
         "spec": {"taints": taints},
         "status": {
@@ -47,7 +60,7 @@ def _node(
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",
-                "kubeletVersion": f"v{version}",
+                "kubeletVersion": f"v{version.removeprefix('v')}",
                 "containerRuntimeVersion": "containerd://2.1.4",
                 "kernelVersion": "6.1.0-slipway",
                 "osImage": "Slipway simulated node (kwok)",

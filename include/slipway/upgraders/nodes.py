@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway.kube.nodes import kubelet_version
+from slipway.localcluster.nodes import simulated_node
 
 SIMULATE_LABEL = "slipway.dev/simulate"
 NOT_READY = "not-ready"  # the kubelet fails to come back after its upgrade
@@ -147,41 +148,8 @@ class LocalSurgeUpgrader:
         labels = dict(old.metadata.labels or {}) | {"kubernetes.io/hostname": name}
         labels.pop(SIMULATE_LABEL, None)
         resources = {k: str(v) for k, v in (old.status.allocatable or {}).items()}
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": labels,
-                "annotations": {
-                    "kwok.x-k8s.io/node": "fake",
-                    "node.alpha.kubernetes.io/ttl": "0",
-                    REPLACES: old.metadata.name,
-                },
-            },
-            "spec": {
-                "taints": [
-                    t.to_dict()
-                    for t in (old.spec.taints or [])
-                    if t.key != "node.kubernetes.io/unschedulable"
-                ]
-            },
-            "status": {
-                "allocatable": resources,
-                "capacity": resources,
-                "nodeInfo": {
-                    "kubeletVersion": _v(version),
-                    "architecture": "amd64",
-                    "operatingSystem": "linux",
-                    "containerRuntimeVersion": "containerd://2.1.4",
-                    "kernelVersion": "6.1.0-slipway",
-                    "osImage": "Slipway simulated node (kwok)",
-                    "bootID": "",
-                    "machineID": "",
-                    "systemUUID": "",
-                },
-            },
-        }
+        taints = [t.to_dict() for t in (old.spec.taints or []) if t.key != "node.kubernetes.io/unschedulable"]
+        return simulated_node(name, labels, taints, resources, version, {REPLACES: old.metadata.name})
 
     def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
         replacements = {
