@@ -52,7 +52,8 @@ def _refuse_more_than_one_control_plane_minor(api: Any, request: Any) -> None:
                 (
                     "target_version",
                     f"{request.target} is {request.target.minor - served.minor} minors above the "
-                    f"control plane ({served}); this DAG moves one minor per run: upgrade to the latest {hop} patch first",
+                    f"control plane ({served}); this DAG moves one minor per run: "
+                    f"upgrade to the latest {hop} patch first",
                 )
             ]
         )
