@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             cluster.up(node_timeout=1200)
             up_seconds = time.monotonic() - started
-            install_samples(cluster.admin_client())
+            install_samples(cluster.admin_client(), timeout=1200)
             seconds, findings = preflight(cluster, root / "artefacts")
             peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
