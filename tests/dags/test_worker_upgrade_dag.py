@@ -122,3 +122,36 @@ def test_blocking_pdb_policy_stops_the_run_and_rolls_back(
     for node in _workers(worker_cluster):
         assert not node.spec.unschedulable, f"{node.metadata.name} left cordoned after the rollback"
     assert workloads_available(worker_cluster.admin_client()) == []
+
+
+def test_run_killed_mid_batch_is_resumed_by_the_next_run(
+    worker_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """A run that died after cordoning and draining its first node (no uncordon, no upgrade)
+    is finished by the next run: it adopts the dead run's cordon and leaves nothing cordoned."""
+    from slipway import workers
+    from slipway.kube.drain import drain_node
+    from slipway.models import parse_request
+    from slipway.runrecord import RunRecord
+
+    api = worker_cluster.orchestrator_client()
+    dead = RunRecord(api, "manual__killed-mid-batch")
+    request = parse_request(BASE_CONF | {"blocked_drain_policy": "quarantine"})
+    batch = workers.select_batch(api, dead, request, 0)
+    node = batch.nodes[0]
+    kube_nodes.cordon(api, node, dead.run_id)
+    drain_node(api, node, workers.drain_options(request), run_id=dead.run_id)  # ...and the worker died here
+    assert kube_nodes.cordon_owner(client.CoreV1Api(api).read_node(node)) == dead.run_id
+
+    state, record = run_dag(
+        "k8s_worker_upgrade", BASE_CONF | {"blocked_drain_policy": "quarantine"}, worker_cluster, tmp_path
+    )
+    assert state == "success", record.get("events")
+    assert any(e["kind"] == "cordon-adopted" for e in record["events"])
+    resumed = client.CoreV1Api(api).read_node(node)
+    assert kube_nodes.kubelet_version(resumed) == KUBERNETES_NEW
+    assert not kube_nodes.is_cordoned(resumed)
+    quarantined = set(record["worker_phase"]["quarantined"])
+    for other in _workers(worker_cluster):
+        if other.metadata.name not in quarantined:
+            assert not kube_nodes.is_cordoned(other), other.metadata.name
