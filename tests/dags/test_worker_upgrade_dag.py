@@ -12,6 +12,7 @@ from slipway.kube import nodes as kube_nodes
 from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
+from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.localcluster.workloads import install_samples
 from slipway.upgraders.nodes import NOT_READY, SIMULATE_LABEL
@@ -101,7 +102,8 @@ def test_node_that_never_becomes_ready_rolls_the_batch_back(
     for node in _workers(worker_cluster):
         assert not node.spec.unschedulable, f"{node.metadata.name} left cordoned"
         assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD, node.metadata.name
-    assert kube_nodes.node_ready(core.read_node(first))
+    # The old kubelet reports Ready again on its own schedule (kwok plays it): wait for that.
+    wait_until(f"{first} Ready after the rollback", lambda: kube_nodes.node_ready(core.read_node(first)), 120)
 
 
 @pytest.mark.parametrize("policy", ["rollback", "wait"])
