@@ -100,13 +100,15 @@ def test_backup_proven_by_restore_drill(etcd: EtcdEndpoints, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("page", "is unreadable"),  # bolt's page check fails on a damaged page
-        ("checksum", "integrity hash does not match its content, the file is corrupted"),
-        ("truncate", "is unreadable"),
+        # A damaged page fails bolt's page check, or, when it lands on a page bolt does not
+        # read (free space), the appended sha256: either way the proof must fail and say why.
+        ("page", ("is unreadable", "integrity hash does not match its content")),
+        ("checksum", ("integrity hash does not match its content, the file is corrupted",)),
+        ("truncate", ("is unreadable",)),
     ],
 )
 def test_corrupted_snapshot_fails_the_proof(
-    etcd: EtcdEndpoints, tmp_path: Path, damage: str, message: str
+    etcd: EtcdEndpoints, tmp_path: Path, damage: str, message: tuple[str, ...]
 ) -> None:
     good = save_snapshot(etcd, tmp_path / "good.db")
     bad = tmp_path / f"{damage}.db"
@@ -122,7 +124,8 @@ def test_corrupted_snapshot_fails_the_proof(
     bad.write_bytes(bytes(data))
     proof = prove_backup(etcd, bad)
     assert not proof.restore_ok
-    assert str(bad) in proof.problem and message in proof.problem
+    assert str(bad) in proof.problem
+    assert any(m in proof.problem for m in message), proof.problem
     assert drill_processes() == []
 
 
