@@ -89,7 +89,9 @@ def k8s_cluster_upgrade() -> None:
     workers = worker_phase(request, MAX_BATCHES)
     verdict >> workers
     validated = validate_cluster(request)
-    workers >> validated
+    # Only after the phase summary: the phase's other leaf (rolled back) is skipped on a
+    # clean run and must not skip the validation, nor let the report run before the workers end.
+    workers.children["workers.workers_done"] >> validated
     report = write_upgrade_report()
     [validated, rolled_back] >> report
     report >> notify() >> final_verdict()
