@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client
@@ -188,3 +189,56 @@ def test_wait_node_ready_follows_a_node_becoming_ready(
     )
     assert readiness.wait_node_ready(orchestrator, probe_node, timeout=SETTLE_SECONDS) is True
     assert readiness.check_nodes_ready(orchestrator, [probe_node]) == {probe_node: True}
+
+
+def _ready_heartbeat(node: client.V1Node) -> datetime | None:
+    for cond in node.status.conditions or []:
+        if cond.type == "Ready":
+            return cond.last_heartbeat_time  # type: ignore[no-any-return]
+    return None
+
+
+def test_a_kubelet_marked_down_is_not_revived_by_a_heartbeat_queued_before(
+    local_cluster: LocalCluster, restore_node: str
+) -> None:
+    """kwok keeps at most one delayed job per node and replaces it only when another stage
+    matches: the down stage must match, or a heartbeat queued before the label would report
+    the broken kubelet Ready up to 45 s later (the batch would then pass by accident)."""
+    admin = client.CoreV1Api(local_cluster.admin_client())
+    other = next(
+        n.metadata.name for n in nodes.list_workers(local_cluster.admin_client()) if n.metadata.name != NODE
+    )
+    wait_until(
+        f"{NODE} Ready", lambda: readiness.check_nodes_ready(local_cluster.admin_client(), [NODE])[NODE], 60
+    )
+    labelled_at = datetime.now(UTC)
+    admin.patch_node(NODE, {"metadata": {"labels": {SIMULATE_LABEL: "not-ready"}}})
+    try:
+        wait_until(
+            "kwok reports the simulated kubelet down",
+            lambda: any(
+                e.reason == "KubeletDown"
+                for e in admin.list_event_for_all_namespaces(
+                    field_selector=f"involvedObject.name={NODE}"
+                ).items
+            ),
+            60,
+        )
+        down = {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "test"}
+        admin.patch_node_status(NODE, {"status": {"conditions": [down]}})
+        # Every heartbeat queued before the label is due by labelled_at + 20 s + 25 s jitter;
+        # another node's heartbeat passing that point shows kwok's queue has moved beyond it.
+        due = labelled_at + timedelta(seconds=45)
+        wait_until(
+            f"{other}'s heartbeat after {due:%H:%M:%S}",
+            lambda: (_ready_heartbeat(admin.read_node(other)) or labelled_at) > due,
+            SETTLE_SECONDS,
+        )
+        assert readiness.check_nodes_ready(local_cluster.admin_client(), [NODE]) == {NODE: False}
+    finally:
+        admin.patch_node(NODE, {"metadata": {"labels": {SIMULATE_LABEL: None}}})
+        wait_until(
+            f"{NODE} Ready again",
+            lambda: readiness.check_nodes_ready(local_cluster.admin_client(), [NODE])[NODE],
+            SETTLE_SECONDS,
+        )
