@@ -44,6 +44,8 @@ HEALTHY = "ok"
 ComponentVersions = dict[str, dict[str, str]]
 ComponentHealth = dict[str, dict[str, str]]
 ComponentFlags = dict[str, dict[str, list[str]]]
+# (apiserver instance → /metrics text, scheduler instance → /metrics text)
+LatencyTexts = tuple[dict[str, str], dict[str, str]]
 
 
 class ControlPlaneReader(Protocol):
@@ -60,6 +62,10 @@ class ControlPlaneReader(Protocol):
 
     def flags(self) -> ComponentFlags:
         """Kind → instance → its command-line flags (for the feature-gate check)."""
+        ...
+
+    def latency_metrics(self) -> LatencyTexts:
+        """``/metrics`` of every apiserver and scheduler instance that answers, by instance."""
         ...
 
 
@@ -274,6 +280,23 @@ class KubeadmControlPlaneReader:
     def flags(self) -> ComponentFlags:
         return static_pod_flags(self._pods())
 
+    def latency_metrics(self) -> LatencyTexts:
+        """Apiservers through the API endpoint, told apart by their process start time.
+
+        The load balancer picks the instance, so reads are repeated until every static pod's
+        instance has answered (or the tries run out). The scheduler's ``/metrics`` needs
+        credentials the API's pod proxy does not pass on, so it is not read here.
+        """
+        wanted = max(1, len(static_pod_versions(self._pods()).get("kube-apiserver", {})))
+        found: dict[str, str] = {}
+        for _ in range(4 * wanted):
+            text = read_api_metrics(self.api)
+            starts = [v for _, v in metric_samples(text, "process_start_time_seconds")]
+            found[f"started-{starts[0]:.0f}" if starts else VIA_API_ENDPOINT] = text
+            if len(found) >= wanted:
+                break
+        return found, {}
+
 
 # ---- the local cluster: ask every process directly --------------------------------------------
 
@@ -350,6 +373,19 @@ class LocalControlPlaneReader:
             found.setdefault(kind, {})[instance] = verdict
         return found
 
+    def latency_metrics(self) -> LatencyTexts:
+        texts: dict[str, dict[str, str]] = {"kube-apiserver": {}, "kube-scheduler": {}}
+        for kind, instance, port in self._endpoints():
+            if kind not in texts:
+                continue
+            try:
+                status, body = self._get(kind, port, "/metrics")
+            except (OSError, HTTPException):
+                continue  # a stopped instance: health() names it
+            if status == 200:
+                texts[kind][instance] = body
+        return texts["kube-apiserver"], texts["kube-scheduler"]
+
     def flags(self) -> ComponentFlags:
         found: ComponentFlags = {}
         for kind, instance, _ in self._endpoints():
@@ -362,3 +398,16 @@ class LocalControlPlaneReader:
 def _first_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if "[-]" in line] or text.strip().splitlines() or [""]
     return lines[0][:200]
+
+
+def read_api_metrics(api: client.ApiClient, path: str = "/metrics", timeout: float = 10.0) -> str:
+    """The Prometheus text at ``path`` of whichever apiserver the API endpoint reaches."""
+    response = api.call_api(
+        path,
+        "GET",
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+        _request_timeout=timeout,
+    )
+    return str(response.data.decode())

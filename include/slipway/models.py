@@ -198,6 +198,10 @@ class UpgradeRequest(BaseModel):
     health_checks: list[HealthCheck] = Field(default_factory=list)
     node_pools: list[str] = Field(default_factory=list)
     soak_seconds: int = Field(default=30, gt=0)
+    # Apiserver/scheduler p99 during a batch against the pre-upgrade baseline: always
+    # recorded; "enforce" also fails the batch when a p99 rises past the tolerance.
+    latency_policy: Literal["report", "enforce"] = "report"
+    latency_tolerance: float = Field(default=2.0, gt=1.0, le=100, allow_inf_nan=False)
     node_ready_timeout_seconds: int = Field(default=600, gt=0)
 
     @field_validator("target_version")

@@ -12,7 +12,7 @@ a scheduler and every decision is re-derived from the cluster on a retry:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,15 @@ from typing import Any
 from kubernetes import client
 
 from slipway.batching import AdaptiveBatcher, next_batch, plan_batches
+from slipway.inventory import ControlPlaneReader
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainOptions
 from slipway.kube.readiness import pending_pods, workloads_available
 from slipway.models import NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
 from slipway.runrecord import RunRecord
 from slipway.upgraders.nodes import REPLACES, RETIRE, NodeUpgrader
+from slipway.validation.baseline import Baseline, compare, ratios, raw_histograms, window_latency
+from slipway.validation.health import health_check
 from slipway.versions import Version
 from slipway.windows import predict_duration
 
@@ -150,9 +153,11 @@ class Verdict:
     passed: bool
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    latency: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "problems": self.problems, "checked": self.checked}
+        found = {"passed": self.passed, "problems": self.problems, "checked": self.checked}
+        return found | ({"latency": self.latency} if self.latency else {})
 
 
 def node_problems(api: client.ApiClient, node_names: list[str], target: str) -> list[str]:
@@ -182,21 +187,25 @@ def validate_batch(
     api: client.ApiClient,
     request: UpgradeRequest,
     nodes_to_check: list[str],
-    extra_checks: list[Callable[[], list[str]]] = (),  # type: ignore[assignment]
+    extra_checks: Sequence[Callable[[], list[str]]] = (),
+    *,
+    latency: Callable[[], tuple[list[str], dict[str, Any]]] | None = None,
 ) -> Verdict:
     """Soak for ``request.soak_seconds`` watching the SLOs; fail at the first lasting problem.
 
     Workloads may legitimately be catching up right after the batch, so a problem only
-    counts if it is still there when the soak ends.
+    counts if it is still there when the soak ends. The request's health checks run with
+    the SLOs; ``latency`` (the batch's p99 against the baseline) is judged once, at the end.
     """
+    checks = [*(health_check(api, c) for c in request.health_checks), *extra_checks]
     checked = ["nodes ready at target", "workloads available", "no pods pending"]
-    checked += [getattr(c, "__name__", "custom check") for c in extra_checks]
+    checked += [getattr(c, "__name__", "custom check") for c in checks]
 
     def problems() -> list[str]:
         found = node_problems(api, nodes_to_check, str(request.target))
         found += [f"{w} is below its desired availability" for w in workloads_available(api)]
         found += [f"pod {p} is not scheduled" for p in pending_pods(api)]
-        for check in extra_checks:
+        for check in checks:
             found += check()
         return found
 
@@ -205,7 +214,62 @@ def validate_batch(
     while current and time.monotonic() < deadline:
         time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))  # soak: re-observe the SLOs
         current = problems()
-    return Verdict(not current, current, checked)
+    figures: dict[str, Any] = {}
+    if latency is not None:
+        checked.append(f"apiserver/scheduler p99 within {request.latency_tolerance:g}x the baseline")
+        slow, figures = latency()
+        current += slow
+    return Verdict(not current, current, checked, figures)
+
+
+def record_latency_baseline(reader: ControlPlaneReader, record: RunRecord) -> Baseline:
+    """The pre-upgrade reference, taken once per run: p99 of everything the components
+    served before the first change (read again, it is never overwritten)."""
+    latency = record.get("latency", {})
+    if "baseline" not in latency:
+        raw = raw_histograms(*reader.latency_metrics())
+        latency["baseline"] = window_latency(raw).model_dump(mode="json")
+        record.update(latency=latency)
+    return Baseline.model_validate(latency["baseline"])
+
+
+def open_latency_window(reader: ControlPlaneReader, record: RunRecord, index: int) -> None:
+    """Remember the latency counters as batch ``index`` starts (once: a retry keeps the first)."""
+    record_latency_baseline(reader, record)
+    latency = record.get("latency", {})
+    if latency.get("window_batch") != index:
+        latency |= {"window_batch": index, "window_start": raw_histograms(*reader.latency_metrics())}
+        record.update(latency=latency)
+
+
+def latency_check(
+    reader: ControlPlaneReader, latency: dict[str, Any], request: UpgradeRequest
+) -> tuple[list[str], dict[str, Any]]:
+    """p99 since the batch started (``latency`` as the run record keeps it) against the
+    baseline: the problems, when the request enforces the tolerance, and the figures,
+    which are recorded either way."""
+    if "baseline" not in latency:
+        return [], {"skipped": "no baseline was recorded when the batch opened"}
+    now = raw_histograms(*reader.latency_metrics())
+    baseline = Baseline.model_validate(latency["baseline"])
+    during = window_latency(now, latency.get("window_start"))
+    degraded = compare(baseline, during, request.latency_tolerance)
+    signals = sorted(ratios(baseline, during), key=lambda r: -r[3])
+    figures = {
+        "signals": [
+            {
+                "signal": name,
+                "baseline_ms": round(old.p99_seconds * 1000, 1),
+                "batch_ms": round(new.p99_seconds * 1000, 1),
+                "ratio": round(ratio, 2),
+            }
+            for name, old, new, ratio in signals
+        ],
+        "degraded": [d.message for d in degraded],
+        "policy": request.latency_policy,
+    }
+    problems = [d.message for d in degraded] if request.latency_policy == "enforce" else []
+    return problems, figures
 
 
 def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_node: float | None) -> None:

@@ -81,6 +81,34 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
             title="Node startup timeout (s)",
             description="How long an upgraded node may take to be Ready.",
         ),
+        "latency_policy": Param(
+            "report",
+            type="string",
+            enum=["report", "enforce"],
+            title="Latency against the baseline",
+            description="report: record apiserver/scheduler p99 per batch; enforce: "
+            "also fail the batch when a p99 rises past the tolerance.",
+        ),
+        "latency_tolerance": Param(
+            2.0, type="number", exclusiveMinimum=1, maximum=100, title="Latency tolerance (x baseline p99)"
+        ),
+        "health_checks": Param(
+            [],
+            type="array",
+            items={
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["http", "deployment"]},
+                    "url": {"type": "string"},
+                    "namespace": {"type": "string"},
+                    "name": {"type": "string"},
+                },
+                "required": ["kind"],
+            },
+            title="Application health checks",
+            description='Run between batches, e.g. [{"kind": "http", "url": "https://shop.example/healthz"}, '
+            '{"kind": "deployment", "namespace": "shop", "name": "web"}].',
+        ),
         "node_pools": Param([], type="array", items={"type": "string"}, title="Node pool order"),
         "critical_labels": Param(
             [], type="array", items={"type": "string"}, title="Critical workload labels (key=value)"

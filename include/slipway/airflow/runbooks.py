@@ -20,7 +20,8 @@ COLLECT_INVENTORY = runbook(
 )
 PLAN_UPGRADE = runbook(
     "Computes the hop-by-hop path (control plane one minor at a time, etcd and kubelet catch-up hops) "
-    "and the worker batches.",
+    "and the worker batches, and records the performance baseline (apiserver and scheduler p99 from "
+    "their own /metrics) that every batch is compared with.",
     "The message names the version or field that makes the path impossible (downgrade, unknown target, "
     "a cluster already outside the skew policy).",
     "Safe: read-only.",
@@ -120,7 +121,9 @@ POST_CHECKS = runbook(
 )
 VALIDATE_BATCH = runbook(
     "Soaks the batch: node readiness, every workload back to its desired availability, no pending pods, "
-    "user health checks, apiserver latency against the baseline. Records the verdict in the run record.",
+    "the request's health checks (HTTP, Deployment availability); then apiserver (per verb class) and "
+    "scheduler p99 during the batch against the run's pre-upgrade baseline, which fails the batch only "
+    "with latency_policy=enforce. Records the verdict and the latency figures in the run record.",
     "The verdict lists each problem; the next task rolls the batch back.",
     "Safe: it re-evaluates the cluster.",
 )

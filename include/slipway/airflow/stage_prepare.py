@@ -6,11 +6,14 @@ Shared by ``k8s_upgrade_preflight`` (which stops after the report) and
 
 from __future__ import annotations
 
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import TaskGroup, get_current_context, task
+from kubernetes.client.exceptions import ApiException
 
+from slipway import workers
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import platform, record, request_from
 from slipway.preflight import CHECK_TASKS, Preflight, assess_run
@@ -33,7 +36,12 @@ def _preflight(request: dict[str, Any]) -> Preflight:
 @task(doc_md=runbooks.PLAN_UPGRADE, retries=2)
 def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
     summary = _preflight(request).plan_summary()
-    record().update(plan=summary)
+    rec = record()
+    rec.update(plan=summary)
+    try:  # the performance baseline, before anything changes; the batches compare against it
+        workers.record_latency_baseline(platform().control_plane_reader(), rec)
+    except (OSError, HTTPException, ApiException) as err:
+        rec.event("latency-unavailable", f"no performance baseline: metrics unreadable: {err}")
     return summary
 
 

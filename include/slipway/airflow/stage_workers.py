@@ -9,10 +9,12 @@ remain after the last slot the phase fails and says so, and a new run resumes th
 
 from __future__ import annotations
 
+from http.client import HTTPException
 from typing import Any
 
 from airflow.sdk import TaskGroup, TriggerRule, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from kubernetes.client.exceptions import ApiException
 
 from slipway import workers
 from slipway.airflow import runbooks
@@ -34,6 +36,15 @@ def _quarantined(node: str) -> bool:
     from kubernetes import client
 
     return kube_nodes.is_quarantined(client.CoreV1Api(orchestrator_api()).read_node(node))
+
+
+def _open_latency_window(index: int) -> None:
+    # Latency is an observation, not a precondition: unreadable metrics are recorded and
+    # the batch goes on (its verdict then says the comparison was skipped).
+    try:
+        workers.open_latency_window(platform().control_plane_reader(), record(), index)
+    except (OSError, HTTPException, ApiException) as err:
+        record().event("latency-unavailable", f"batch {index}: metrics unreadable: {err}", batch=index)
 
 
 def _adopt_cordon_of_earlier_run(node: str) -> None:
@@ -175,6 +186,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         @task(doc_md=runbooks.UPGRADE_NODE, retries=2)
         def prepare_batch(selection: dict[str, Any], request: dict[str, Any]) -> list[str]:
             req = request_from(request)
+            _open_latency_window(index)
             added = platform().node_upgrader(req.strategy).prepare_batch(selection["nodes"], str(req.target))
             if added:
                 record().event("surge-added", f"batch {index}: surge nodes {', '.join(added)}", batch=index)
@@ -194,7 +206,13 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
             api = orchestrator_api()
             upgrader = platform().node_upgrader(req.strategy)
             check_nodes = upgrader.nodes_to_wait_for(selection["nodes"]) or selection["nodes"]
-            verdict = workers.validate_batch(api, req, check_nodes)
+            reader = platform().control_plane_reader()
+            verdict = workers.validate_batch(
+                api,
+                req,
+                check_nodes,
+                latency=lambda: workers.latency_check(reader, rec.get("latency", {}), req),
+            )
             workers.record_verdict(rec, index, verdict, workers.batch_seconds_per_node(rec, index))
             if verdict.passed:
                 upgrader.finalize_batch(selection["nodes"])

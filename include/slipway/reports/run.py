@@ -164,11 +164,12 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
                     ", ".join(b["nodes"]),
                     b["state"],
                     _duration(b.get("started_at"), b.get("finished_at")),
+                    _latency_cell(b.get("verdict", {}).get("latency", {})),
                     "; ".join(b.get("verdict", {}).get("problems", [])),
                 ]
                 for b in batches
             ],
-            ["batch", "pool", "nodes", "state", "time", "problems"],
+            ["batch", "pool", "nodes", "state", "time", "p99 vs baseline", "problems"],
         )
         out.append("")
     phase = data.get("worker_phase")
@@ -184,6 +185,17 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
         out += [f"- `{e['at']}` **{e['kind']}** {e['message']}" for e in events]
         out.append("")
     return "\n".join(out)
+
+
+def _latency_cell(latency: dict[str, Any]) -> str:
+    """The batch's worst p99 against the baseline, e.g. ``1.4x apiserver mutating (31/22 ms)``."""
+    if "skipped" in latency:
+        return str(latency["skipped"])
+    signals = latency.get("signals")
+    if not signals:
+        return "not measured" if not latency else "too few requests to compare"
+    worst = signals[0]  # sorted worst first
+    return f"{worst['ratio']:.1f}x {worst['signal']} ({worst['batch_ms']:.0f}/{worst['baseline_ms']:.0f} ms)"
 
 
 def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[str, Path]:

@@ -115,6 +115,48 @@ def check_direction(ref: ComponentRef, current: str | None, version: str, action
         raise StepRefused(f"refusing to roll back {ref.name} from {current} to newer {version}: use upgrade")
 
 
+def move_component(
+    ref: ComponentRef,
+    version: str,
+    action: Action,
+    *,
+    subject: str,
+    read_version: Callable[[], str | None],
+    change: Callable[[str | None], tuple[str, dict[str, Any]]],
+    settle_seconds: float,
+    not_reached: Callable[[], str],
+    interval: float = 0.25,
+) -> StepResult:
+    """The skeleton every upgrader's step shares, so each is idempotent the same way.
+
+    Already at ``version`` → a no-op result; otherwise the direction is checked, ``change``
+    does the platform's work (and returns the step's message and evidence), and the step
+    only counts once ``read_version`` reports ``version`` — else :class:`StepFailed` with
+    ``not_reached()``.
+    """
+    from slipway.localcluster.health import NotHealthy, wait_until
+
+    started = time.monotonic()
+    current = read_version()
+    if current == version:
+        message = f"{subject} already runs {version}: nothing to do"
+        return step_result(ref, action, current, version, started, changed=False, message=message)
+    check_direction(ref, current, version, action)
+    message, evidence = change(current)
+    try:
+        wait_until(
+            f"{subject} reports {version}",
+            lambda: read_version() == version,
+            settle_seconds,
+            interval=interval,
+        )
+    except NotHealthy as err:
+        raise StepFailed(not_reached()) from err
+    return step_result(
+        ref, action, current, version, started, changed=True, message=message, evidence=evidence
+    )
+
+
 @runtime_checkable
 class ControlPlaneUpgrader(Protocol):
     """Upgrade or roll back a control plane one component at a time."""

@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from kubernetes import client
 
 from slipway.inventory import image_version
-from slipway.localcluster.health import NotHealthy, wait_until
 from slipway.upgraders.controlplane import (
     PAST_TENSE,
     Action,
@@ -33,8 +31,7 @@ from slipway.upgraders.controlplane import (
     StepFailed,
     StepRefused,
     StepResult,
-    check_direction,
-    step_result,
+    move_component,
 )
 from slipway.versions import Version, minor_gap
 
@@ -276,57 +273,42 @@ class KubeadmControlPlaneUpgrader:
         )
 
     def _move(self, ref: ComponentRef, version: str, action: Action) -> StepResult:
-        started = time.monotonic()
         node = ref.node or ref.name
-        current = self.current_version(ref)
-        if current == version:
-            return step_result(
-                ref,
-                action,
-                current,
-                version,
-                started,
-                changed=False,
-                message=f"node {node} already runs {version}",
+        pod_name: list[str] = []
+
+        def run_kubeadm(current: str | None) -> tuple[str, dict[str, Any]]:
+            if current is not None and abs(minor_gap(Version.parse(current), Version.parse(version))) > 1:
+                raise StepRefused(
+                    f"refusing to {action} node {node} from {current} to {version}: "
+                    "kubeadm moves one minor at a time"
+                )
+            phase = self.phase_for(ref)
+            pod = kubeadm_upgrade_pod(
+                node, version, phase, self.image, self.namespace, downgrade=action == "rollback"
             )
-        check_direction(ref, current, version, action)
-        if current is not None and abs(minor_gap(Version.parse(current), Version.parse(version))) > 1:
-            raise StepRefused(
-                f"refusing to {action} node {node} from {current} to {version}: "
-                "kubeadm moves one minor at a time"
-            )
-        phase = self.phase_for(ref)
-        pod = kubeadm_upgrade_pod(
-            node, version, phase, self.image, self.namespace, downgrade=action == "rollback"
-        )
-        outcome = self._run_pod(pod)
-        name = f"{self.namespace}/{pod['metadata']['name']}"
-        if outcome.phase != "Succeeded":
-            raise StepFailed(
-                f"kubeadm {phase} on node {node} to {version} failed (pod {name} {outcome.phase}): "
-                f"{outcome.log_tail[-500:]}"
-            )
-        try:
-            wait_until(
-                f"node {node} reports {version}",
-                lambda: self.current_version(ref) == version,
-                self.settle_seconds,
-                interval=5.0,
-            )
-        except NotHealthy as err:
-            raise StepFailed(
-                f"node {node} reports {self._node_versions(node)} after pod {name} succeeded; "
-                f"expected {version} everywhere"
-            ) from err
-        return step_result(
+            outcome = self._run_pod(pod)
+            name = f"{self.namespace}/{pod['metadata']['name']}"
+            pod_name.append(name)
+            if outcome.phase != "Succeeded":
+                raise StepFailed(
+                    f"kubeadm {phase} on node {node} to {version} failed (pod {name} {outcome.phase}): "
+                    f"{outcome.log_tail[-500:]}"
+                )
+            return f"node {node} {PAST_TENSE[action]} to {version} by pod {name}", {"pod": name}
+
+        return move_component(
             ref,
-            action,
-            current,
             version,
-            started,
-            changed=True,
-            message=f"node {node} {PAST_TENSE[action]} to {version} by pod {name}",
-            evidence={"pod": name},
+            action,
+            subject=f"node {node}",
+            read_version=lambda: self.current_version(ref),
+            change=run_kubeadm,
+            settle_seconds=self.settle_seconds,
+            interval=5.0,
+            not_reached=lambda: (
+                f"node {node} reports {self._node_versions(node)} after pod {pod_name[-1]} succeeded; "
+                f"expected {version} everywhere"
+            ),
         )
 
     def _static_pods(self, node: str) -> list[client.V1Pod]:

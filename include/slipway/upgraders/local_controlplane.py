@@ -67,8 +67,7 @@ from slipway.upgraders.controlplane import (
     StepFailed,
     StepRefused,
     StepResult,
-    check_direction,
-    step_result,
+    move_component,
 )
 from slipway.versions import Version, skew_violations
 
@@ -170,50 +169,32 @@ class LocalControlPlaneUpgrader:
 
     # ---- one step ------------------------------------------------------------------
     def _move(self, ref: ComponentRef, version: str, action: Action) -> StepResult:
-        started = time.monotonic()
-        current = self.current_version(ref)
-        if current == version:
-            return step_result(
-                ref,
-                action,
-                current,
-                version,
-                started,
-                changed=False,
-                message=f"{ref.name} already runs {version}: nothing to do",
-            )
-        check_direction(ref, current, version, action)
-        self._check_binaries(ref, version)
-        evidence: dict[str, Any]
-        if ref.kind == "etcd":
-            evidence = self._restart_etcd(ref, current, version, action)
-        else:
-            self._check_skew(ref, current, version, action)
-            if ref.kind == "kube-apiserver":
-                evidence = self._restart_apiserver(ref, current, version)
+        def restart(current: str | None) -> tuple[str, dict[str, Any]]:
+            self._check_binaries(ref, version)
+            evidence: dict[str, Any] = {}
+            if ref.kind == "etcd":
+                evidence = self._restart_etcd(ref, current, version, action)
             else:
-                self.cluster.restart_component(ref.name, version, self.timeouts.component_start)
-                evidence = {}
-        try:
-            # Read back from the component itself; its /metrics may need a moment to authorize us.
-            wait_until(
-                f"{ref.name} reports {version}",
-                lambda: self.current_version(ref) == version,
-                self.timeouts.version_report,
-            )
-        except NotHealthy as err:
-            running = self.current_version(ref) or "nothing"
-            raise StepFailed(f"{ref.name} runs {running} after its restart at {version}") from err
-        log.info("%s %s: %s -> %s", action, ref.name, current, version)
-        return step_result(
+                self._check_skew(ref, current, version, action)
+                if ref.kind == "kube-apiserver":
+                    evidence = self._restart_apiserver(ref, current, version)
+                else:
+                    self.cluster.restart_component(ref.name, version, self.timeouts.component_start)
+            log.info("%s %s: %s -> %s", action, ref.name, current, version)
+            return f"{ref.name} {PAST_TENSE[action]} from {current or 'stopped'} to {version}", evidence
+
+        # Read back from the component itself; its /metrics may need a moment to authorize us.
+        return move_component(
             ref,
-            action,
-            current,
             version,
-            started,
-            changed=True,
-            evidence=evidence,
-            message=f"{ref.name} {PAST_TENSE[action]} from {current or 'stopped'} to {version}",
+            action,
+            subject=ref.name,
+            read_version=lambda: self.current_version(ref),
+            change=restart,
+            settle_seconds=self.timeouts.version_report,
+            not_reached=lambda: (
+                f"{ref.name} runs {self.current_version(ref) or 'nothing'} after its restart at {version}"
+            ),
         )
 
     @staticmethod

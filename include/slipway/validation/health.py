@@ -1,0 +1,73 @@
+"""The application health checks a user declares in the request, run between batches.
+
+Each check returns the problems it found (an empty list when healthy), phrased for the
+run record and the report. An HTTP check is made from the Airflow worker, as a synthetic
+probe of a user-facing endpoint would be; a Deployment check reads the Deployment as the
+orchestrator identity.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from slipway.models import HealthCheck
+
+HTTP_TIMEOUT_SECONDS = 5.0
+HTTP_ERROR = 400
+NOT_FOUND = 404
+
+
+def check_http(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> list[str]:
+    """Healthy when ``url`` answers with a status below 400 within ``timeout``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # http(s) only: the model checks
+            status = int(response.status)
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (urllib.error.URLError, OSError) as err:
+        return [f"health check {url} failed: {getattr(err, 'reason', err)}"]
+    if status >= HTTP_ERROR:
+        return [f"health check {url} answered HTTP {status}"]
+    return []
+
+
+def check_deployment(api: client.ApiClient, namespace: str, name: str) -> list[str]:
+    """Healthy when the Deployment's current generation is rolled out and fully available."""
+    try:
+        dep = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except ApiException as err:
+        if err.status == NOT_FOUND:
+            return [f"health check deployment {namespace}/{name}: not found"]
+        raise
+    wanted = dep.spec.replicas if dep.spec.replicas is not None else 1
+    status = dep.status
+    available = status.available_replicas or 0
+    if (status.observed_generation or 0) < (dep.metadata.generation or 0):
+        return [f"health check deployment {namespace}/{name}: new generation not observed yet"]
+    if available < wanted:
+        return [f"health check deployment {namespace}/{name}: {available}/{wanted} replicas available"]
+    return []
+
+
+def health_check(api: client.ApiClient, check: HealthCheck) -> Callable[[], list[str]]:
+    """A zero-argument check for the soak loop, named after what it probes."""
+    if check.kind == "http":
+        url = str(check.url)
+
+        def probe() -> list[str]:
+            return check_http(url)
+
+        probe.__name__ = f"http {url}"
+        return probe
+    namespace, name = str(check.namespace), str(check.name)
+
+    def deployment() -> list[str]:
+        return check_deployment(api, namespace, name)
+
+    deployment.__name__ = f"deployment {namespace}/{name} available"
+    return deployment
