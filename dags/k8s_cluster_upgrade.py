@@ -35,6 +35,7 @@ from slipway.airflow.stage_control_plane import (
     KINDS,
     backup_etcd,
     control_plane_failed,
+    defragment_etcd,
     probe_tasks,
     rollback_control_plane,
     upgrade_kind,
@@ -77,7 +78,7 @@ def k8s_cluster_upgrade() -> None:
         probe, stopped = probe_tasks()
         steps = [upgrade_kind(kind)(plan) for kind in KINDS]
         verdict = verify_control_plane(plan, next_task="workers.batch_0.select_batch")
-        backup >> probe >> steps[0]
+        backup >> defragment_etcd() >> probe >> steps[0]
         for earlier, later in itertools.pairwise(steps):
             earlier >> later
         steps[-1] >> verdict

@@ -145,25 +145,42 @@ LabelSelectorItem = Annotated[str, AfterValidator(_check_label)]
 
 
 class HealthCheck(BaseModel):
-    """An application health probe run between batches: an HTTP URL or a Deployment's readiness."""
+    """An application health probe run between batches: an HTTP URL, a Deployment's
+    availability, or a custom PromQL query whose every sample must stay within bounds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["http", "deployment"]
+    kind: Literal["http", "deployment", "prometheus"]
     url: str | None = None
     namespace: str | None = None
     name: str | None = None
+    query: str | None = None
+    min_value: float | None = Field(default=None, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _target_matches_kind(self) -> HealthCheck:
+        if self.kind == "deployment":
+            return self._deployment()
+        if self.url is None or not _HTTP_URL.match(self.url):
+            raise ValueError(f"{self.kind} check needs url=http(s)://host/..., got {self.url!r}")
+        if self.namespace is not None or self.name is not None:
+            raise ValueError(f"{self.kind} check takes url, not namespace/name")
         if self.kind == "http":
-            if self.url is None or not _HTTP_URL.match(self.url):
-                raise ValueError(f"http check needs url=http(s)://host/..., got {self.url!r}")
-            if self.namespace is not None or self.name is not None:
-                raise ValueError("http check takes only url, not namespace/name")
+            if self.query is not None or self.min_value is not None or self.max_value is not None:
+                raise ValueError("http check takes only url, not query/min_value/max_value")
             return self
-        if self.url is not None:
-            raise ValueError("deployment check takes namespace and name, not url")
+        if not (self.query or "").strip():
+            raise ValueError("prometheus check needs a query (PromQL)")
+        if self.min_value is None and self.max_value is None:
+            raise ValueError("prometheus check needs min_value, max_value or both")
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValueError(f"min_value {self.min_value} is above max_value {self.max_value}")
+        return self
+
+    def _deployment(self) -> HealthCheck:
+        if self.url is not None or self.query is not None:
+            raise ValueError("deployment check takes namespace and name, not url/query")
         if self.namespace is None or not _DNS_LABEL.match(self.namespace):
             raise ValueError(f"deployment check needs a valid namespace, got {self.namespace!r}")
         if self.name is None or len(self.name) > 253 or not _DNS_SUBDOMAIN.match(self.name):

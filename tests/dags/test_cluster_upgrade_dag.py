@@ -68,9 +68,19 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
     # Control plane first: every component before the first worker batch opened.
     assert kinds.index("control-plane-verified") < kinds.index("batch-opened")
     assert record["backup"]["restore_ok"]
+    # etcd defragmented after the proven backup, before any component restarted, every member once.
+    assert kinds.index("backup-proven") < kinds.index("etcd-defragmented") < kinds.index("component-upgraded")
+    defrag = record["control_plane"]["defragmentation"]
+    assert sorted(d["member"] for d in defrag) == [f"etcd-{i}" for i in range(cluster.cfg.etcd_members)]
+    # The performance baseline was taken before the upgrade and every batch was compared with it.
+    assert record["latency"]["baseline"]["apiserver"]
+    for batch in record["batches"]:
+        if batch["state"] == "passed":
+            assert batch["verdict"]["latency"]["signals"], batch["index"]
     report = Path(record["report"]["markdown"]).read_text()
     assert "**upgraded**" in report
     assert "0 failed" in report
+    assert "etcd defragmented before the upgrade" in report
 
 
 def test_failed_control_plane_verification_rolls_back_and_ends_red(

@@ -69,6 +69,7 @@ class TestParseRequest:
             "health_checks": [
                 {"kind": "http", "url": "https://shop.example.com/healthz"},
                 {"kind": "deployment", "namespace": "payments", "name": "api"},
+                {"kind": "prometheus", "url": "http://prom:9090", "query": "sum(up)", "min_value": 3},
             ],
             "node_pools": ["canary", "general"],
         }
@@ -146,10 +147,18 @@ class TestParseRequest:
         [
             ({"kind": "http"}, "needs url"),
             ({"kind": "http", "url": "ftp://x"}, "needs url"),
-            ({"kind": "http", "url": "http://x", "name": "api"}, "only url"),
+            ({"kind": "http", "url": "http://x", "name": "api"}, "takes url, not namespace"),
+            ({"kind": "http", "url": "http://x", "query": "up"}, "only url"),
             ({"kind": "deployment", "name": "api"}, "namespace"),
             ({"kind": "deployment", "namespace": "shop", "name": "Bad_Name"}, "deployment name"),
             ({"kind": "deployment", "namespace": "shop", "name": "api", "url": "http://x"}, "not url"),
+            ({"kind": "prometheus", "query": "up", "max_value": 1}, "needs url"),
+            ({"kind": "prometheus", "url": "http://prom:9090", "max_value": 1}, "needs a query"),
+            ({"kind": "prometheus", "url": "http://prom:9090", "query": "up"}, "min_value, max_value"),
+            (
+                {"kind": "prometheus", "url": "http://p", "query": "up", "min_value": 2, "max_value": 1},
+                "above",
+            ),
         ],
     )
     def test_bad_health_checks(self, check: dict[str, str], words: str) -> None:

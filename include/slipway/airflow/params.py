@@ -98,16 +98,21 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
             items={
                 "type": "object",
                 "properties": {
-                    "kind": {"type": "string", "enum": ["http", "deployment"]},
+                    "kind": {"type": "string", "enum": ["http", "deployment", "prometheus"]},
                     "url": {"type": "string"},
                     "namespace": {"type": "string"},
                     "name": {"type": "string"},
+                    "query": {"type": "string"},
+                    "min_value": {"type": "number"},
+                    "max_value": {"type": "number"},
                 },
                 "required": ["kind"],
             },
             title="Application health checks",
             description='Run between batches, e.g. [{"kind": "http", "url": "https://shop.example/healthz"}, '
-            '{"kind": "deployment", "namespace": "shop", "name": "web"}].',
+            '{"kind": "deployment", "namespace": "shop", "name": "web"}, '
+            '{"kind": "prometheus", "url": "http://prometheus:9090", "query": "sum(rate(errors[5m]))", '
+            '"max_value": 0.5}].',
         ),
         "node_pools": Param([], type="array", items={"type": "string"}, title="Node pool order"),
         "critical_labels": Param(

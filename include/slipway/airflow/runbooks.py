@@ -127,6 +127,14 @@ VALIDATE_BATCH = runbook(
     "The verdict lists each problem; the next task rolls the batch back.",
     "Safe: it re-evaluates the cluster.",
 )
+DEFRAGMENT_ETCD = runbook(
+    "Defragments etcd before the upgrade (§2.2), one member at a time, followers first and the leader "
+    "last, each only while the whole cluster is healthy and each healthy again before the next. "
+    "Records the database size before and after per member.",
+    "The message names the member and why (cluster unhealthy before it, or it did not come back). The "
+    "backup taken just before is proven; the control plane has not been touched.",
+    "Safe: a defragmented member has nothing left to reclaim.",
+)
 ROLLBACK_BATCH = runbook(
     "Returns the batch's nodes to the old version (or removes surge nodes), uncordons what this run "
     "cordoned, and records what it did.",
@@ -184,7 +192,10 @@ VALIDATE_CLUSTER = runbook(
     "Safe: read-only.",
 )
 NOTIFY = runbook(
-    "Announces the outcome (log, run record; the `slipway_notify` Airflow notifier hook if configured).",
-    "Check the notifier's connection.",
-    "Safe.",
+    "Announces the outcome: a JSON POST (a chat-ready `text` line plus verdict, target, rolled-back "
+    "batches, probe failures, report path) to the webhook in the `slipway_notify` connection when it "
+    "exists, and the task log always. A failed webhook fails this task, not the run.",
+    "The message names the webhook and its answer; check the `slipway_notify` connection (host = URL, "
+    "password = bearer token).",
+    "Safe: it re-sends the same message.",
 )

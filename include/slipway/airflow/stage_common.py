@@ -150,13 +150,36 @@ def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
     return verdict.to_dict()
 
 
-@task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE)
+@task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE, retries=2)
 def notify() -> str:
+    """Tell the operators how the run ended: the webhook of ``slipway_notify`` when it exists,
+    the task log always. A failed webhook fails this task (red in the UI), not the run."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from slipway.notifications import (
+        NOTIFY_CONN_ID,
+        NotificationError,
+        notification_payload,
+        send_webhook,
+        webhook_url,
+    )
+
     rec = record()
     data = rec.load()
     verdict = reports.run_verdict(data)
-    where = data.get("report", {}).get("markdown", "")
-    message = f"Slipway run {data.get('run_id')}: {verdict}. Report: {where}"
-    rec.event("notified", message)
-    print(message)
-    return message
+    payload = notification_payload(data, verdict, data.get("report", {}).get("markdown", ""))
+    print(payload["text"])
+    try:
+        conn = BaseHook.get_connection(NOTIFY_CONN_ID)
+    except AirflowNotFoundException:
+        rec.event("notified", f"{verdict}: task log only (no {NOTIFY_CONN_ID} connection)")
+        return "log"
+    try:
+        url = webhook_url(conn.host, conn.schema, conn.port)
+        status = send_webhook(url, payload, conn.password or None)
+    except NotificationError as err:
+        rec.event("notification-failed", str(err))
+        raise
+    rec.event("notified", f"{verdict}: webhook answered HTTP {status}")
+    return "webhook"

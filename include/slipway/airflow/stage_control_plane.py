@@ -17,7 +17,7 @@ from slipway import probe_process
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import orchestrator_api, platform, record
 from slipway.airflow.stage_prepare import artefacts_dir
-from slipway.etcd import back_up_and_prove
+from slipway.etcd import EtcdError, back_up_and_prove, defragment
 from slipway.upgraders.controlplane import ControlPlaneTarget
 from slipway.upgraders.controlplane import rollback_control_plane as restore_previous_versions
 
@@ -77,6 +77,24 @@ def backup_etcd() -> dict[str, Any]:
         f"etcd snapshot {data['path']} restored in a drill: revision {data['revision']}, {data['keys']} keys",
     )
     return {"path": str(data["path"]), "revision": data["revision"]}
+
+
+@task(doc_md=runbooks.DEFRAGMENT_ETCD, retries=1)
+def defragment_etcd() -> list[dict[str, Any]]:
+    """§2.2: reclaim etcd's free pages before the upgrade, one member at a time, leader last."""
+    try:
+        done = defragment(platform().etcd())
+    except EtcdError as err:
+        raise AirflowFailException(f"etcd defragmentation stopped, control plane untouched: {err}") from err
+    results = [r.to_dict() for r in done]
+    rec = record()
+    rec.update(control_plane=rec.get("control_plane", {}) | {"defragmentation": results})
+    reclaimed = sum(r.reclaimed for r in done)
+    order = ", ".join(r.member for r in done)
+    rec.event(
+        "etcd-defragmented", f"etcd defragmented member by member ({order}): {reclaimed} bytes reclaimed"
+    )
+    return results
 
 
 def probe_tasks() -> tuple[Any, Any]:

@@ -143,6 +143,13 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
             ],
             ["component", "from", "to", "time", "action"],
         )
+        defrag = control_plane.get("defragmentation")
+        if defrag:
+            members = ", ".join(
+                f"{d['member']} {d['db_size_before'] / 2**20:.1f}→{d['db_size_after'] / 2**20:.1f} MiB"
+                for d in defrag
+            )
+            out += ["", f"etcd defragmented before the upgrade, in this order (leader last): {members}"]
         probe = control_plane.get("probe")
         if probe:
             out += [

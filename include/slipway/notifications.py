@@ -1,0 +1,76 @@
+"""The end-of-run notification: one JSON message to a webhook the operators chose.
+
+The webhook lives in the Airflow connection ``slipway_notify`` (its host is the URL, or
+schema + host + port; its password, when set, is sent as a bearer token), so no address
+or secret is in code. The body carries a ``text`` line that chat webhooks (Slack, Mattermost, Teams' incoming
+webhooks) display as is, plus the fields a pager or ticketing hook wants.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+NOTIFY_CONN_ID = "slipway_notify"
+TIMEOUT_SECONDS = 10.0
+EMOJI = {"upgraded": ":white_check_mark:", "paused": ":double_vertical_bar:", "dry-run": ":memo:"}
+
+
+class NotificationError(RuntimeError):
+    """The webhook refused or could not be reached; the message names it and why."""
+
+
+def notification_payload(data: dict[str, Any], verdict: str, report: str) -> dict[str, Any]:
+    """What the operators need first: the verdict, the target, what was rolled back, where to read."""
+    request = data.get("request", {})
+    batches = data.get("batches", [])
+    rolled_back = [b["index"] for b in batches if b.get("state") == "rolled-back"]
+    probe = data.get("control_plane", {}).get("probe", {})
+    text = (
+        f"{EMOJI.get(verdict, ':warning:')} Slipway {data.get('dag_id', '')} run {data.get('run_id', '')}: "
+        f"*{verdict}* (target {request.get('target_version', '?')}). Report: {report or 'not written'}"
+    )
+    return {
+        "text": text,
+        "verdict": verdict,
+        "run_id": data.get("run_id"),
+        "dag_id": data.get("dag_id"),
+        "target_version": request.get("target_version"),
+        "batches": len(batches),
+        "rolled_back_batches": rolled_back,
+        "api_probe_failures": probe.get("failures"),
+        "report": report,
+    }
+
+
+def webhook_url(host: str | None, schema: str | None = None, port: int | None = None) -> str:
+    """The URL from the connection: a full URL in its host, or ``schema://host:port/...``
+    the way Airflow's HTTP connections split it."""
+    host = (host or "").strip()
+    if host.startswith(("http://", "https://")):
+        return host
+    if not host:
+        raise NotificationError(f"connection {NOTIFY_CONN_ID} has no host (the webhook URL)")
+    name, _, path = host.partition("/")
+    return f"{schema or 'https'}://{name}{f':{port}' if port else ''}/{path}"
+
+
+def send_webhook(url: str, payload: dict[str, Any], token: str | None = None) -> int:
+    """POST ``payload`` as JSON; returns the HTTP status or raises :class:`NotificationError`."""
+    if not url.startswith(("http://", "https://")):
+        raise NotificationError(f"connection {NOTIFY_CONN_ID}: host must be an http(s) URL, got {url!r}")
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps(payload).encode()
+    # http(s) only: checked above
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_SECONDS) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        raise NotificationError(f"webhook {url} answered HTTP {err.code}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise NotificationError(f"webhook {url} unreachable: {getattr(err, 'reason', err)}") from err

@@ -1,0 +1,119 @@
+"""The user's PromQL health check against a small server speaking the Prometheus HTTP API.
+
+The server stands in for the user's monitoring system (not for Kubernetes): it answers
+``/api/v1/query`` with the documented response shapes, so the test is about how Slipway
+reads and judges them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from slipway.models import parse_request
+from slipway.validation.health import check_prometheus, health_check
+
+ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
+    "sum(up)": (
+        200,
+        {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1700000000, "3"]}]},
+        },
+    ),
+    "errors_by_pod": (
+        200,
+        {
+            "status": "success",
+            "data": {
+                "resultType": "vector",
+                "result": [
+                    {"metric": {"pod": "web-1"}, "value": [1700000000, "0.1"]},
+                    {"metric": {"pod": "web-2"}, "value": [1700000000, "4"]},
+                ],
+            },
+        },
+    ),
+    "scalar(1)": (200, {"status": "success", "data": {"resultType": "scalar", "result": [1700000000, "1"]}}),
+    "absent_metric": (200, {"status": "success", "data": {"resultType": "vector", "result": []}}),
+    "range[5m]": (200, {"status": "success", "data": {"resultType": "matrix", "result": []}}),
+    "bad(": (
+        400,
+        {"status": "error", "errorType": "bad_data", "error": "parse error: unclosed left parenthesis"},
+    ),
+}
+
+
+class _PrometheusApi(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        url = urllib.parse.urlparse(self.path)
+        query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+        status, body = ANSWERS.get(query, (404, {}))
+        if url.path != "/api/v1/query":
+            status, body = 404, {}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PrometheusApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_a_vector_within_bounds_is_healthy(prometheus: str) -> None:
+    assert check_prometheus(prometheus, "sum(up)", 3, None) == []
+    assert check_prometheus(prometheus, "scalar(1)", None, 1) == []
+
+
+def test_each_sample_outside_the_bounds_is_named(prometheus: str) -> None:
+    problems = check_prometheus(prometheus, "errors_by_pod", None, 0.5)
+    assert problems == ["health check query 'errors_by_pod': {pod=\"web-2\"} 4 is above 0.5"]
+    assert check_prometheus(prometheus, "sum(up)", 4, None) == [
+        "health check query 'sum(up)': value 3 is below 4"
+    ]
+
+
+def test_no_data_a_range_result_and_a_bad_query_are_problems(prometheus: str) -> None:
+    assert check_prometheus(prometheus, "absent_metric", None, 1) == [
+        "health check query 'absent_metric': no data"
+    ]
+    assert "matrix result cannot be judged" in check_prometheus(prometheus, "range[5m]", None, 1)[0]
+    assert check_prometheus(prometheus, "bad(", None, 1) == [
+        "health check query 'bad(': Prometheus answered HTTP 400"
+    ]
+
+
+def test_an_unreachable_prometheus_is_a_problem() -> None:
+    problems = check_prometheus("http://127.0.0.1:9", "sum(up)", 1, None, timeout=2)
+    assert len(problems) == 1 and problems[0].startswith("health check query 'sum(up)': ")
+
+
+def test_the_request_builds_a_named_check(prometheus: str) -> None:
+    request = parse_request(
+        {
+            "target_version": "1.37.2",
+            "health_checks": [
+                {"kind": "prometheus", "url": prometheus, "query": "errors_by_pod", "max_value": 5}
+            ],
+        }
+    )
+    check = health_check(None, request.health_checks[0])  # type: ignore[arg-type]
+    assert check.__name__ == "query errors_by_pod"
+    assert check() == []
