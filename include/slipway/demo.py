@@ -140,6 +140,22 @@ def follow(token: str, run_id: str) -> str:
         time.sleep(3)  # polling an external REST API for the human watching; not a test wait
 
 
+def summary(report: dict[str, Any]) -> str:
+    """The lines an operator reads first: verdict, time per phase, the API probe's figures."""
+    from slipway.reports.run import phase_timings
+
+    lines = [f"verdict: {report.get('verdict')}"]
+    lines += [f"  {phase:14s} {seconds:7.0f}s" for phase, seconds in phase_timings(report.get("events", []))]
+    probe = report.get("control_plane", {}).get("probe")
+    if probe:
+        lines.append(
+            f"API probe: {probe['requests']} requests, {probe['failures']} failed, "
+            f"p99 {probe['p99_ms']:.1f} ms vs baseline {probe['baseline_p99_ms']:.1f} ms "
+            f"({probe['p99_ratio']:.2f}x)"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Slipway demo")
     parser.add_argument("--down", action="store_true", help="stop the demo's Airflow and cluster")
@@ -201,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run finished: {state} in {time.monotonic() - started:.0f}s")
     if reports:
         print(f"report: {reports[-1]}")
+        print(summary(json.loads(reports[-1].with_suffix(".json").read_text())))
     print(f"Airflow UI: {ui}   stop everything with: make demo-down")
     return 0 if state == "success" else 1
 

@@ -347,4 +347,9 @@ def phase_summary(api: client.ApiClient, record: RunRecord, request: UpgradeRequ
         "reason": reason,
     }
     record.update(worker_phase=summary)
+    record.event(
+        "worker-phase-ended",
+        f"worker phase {reason}: {summary['passed']}/{summary['batches']} batches passed, "
+        f"{len(remaining)} nodes remaining",
+    )
     return summary

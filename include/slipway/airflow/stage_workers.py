@@ -134,7 +134,16 @@ def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
 def uncordon_node(node: str, request: dict[str, Any]) -> bool:
     if request_from(request).strategy == "surge" or _quarantined(node):
         return False  # a surge's old node stays cordoned until retired; quarantine stays too
-    return kube_nodes.uncordon(orchestrator_api(), node, current_run_id())
+    from kubernetes import client
+
+    api = orchestrator_api()
+    since = (client.CoreV1Api(api).read_node(node).metadata.annotations or {}).get(kube_nodes.CORDONED_AT)
+    changed = kube_nodes.uncordon(api, node, current_run_id())
+    if changed:
+        out = kube_nodes.seconds_since(since) if since else None
+        took = f" after {out:.0f}s out of service" if out is not None else ""
+        record().event("node-uncordoned", f"node {node} back in service{took}", node=node, seconds=out)
+    return changed
 
 
 @task(doc_md=runbooks.POST_CHECKS, retries=2)

@@ -199,6 +199,15 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def seconds_since(stamp: str) -> float | None:
+    """Seconds from one of Slipway's node timestamps to now; None when it cannot be read."""
+    try:
+        then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - then).total_seconds()
+
+
 def _owner(owner: str) -> dict[str, str]:
     return {CORDONED_BY: owner, CORDONED_AT: _now()}
 

@@ -60,6 +60,34 @@ def _duration(start: str | None, end: str | None) -> str:
     return f"{seconds:.0f}s"
 
 
+# (phase, events that start it, events that end it): the first start and the last end count.
+PHASES = (
+    ("preparation", ("run-started",), ("risk-assessed",)),
+    ("etcd backup", ("risk-assessed",), ("backup-proven", "backup-failed")),
+    (
+        "control plane",
+        ("backup-proven",),
+        ("control-plane-verified", "control-plane-rolled-back", "control-plane-verification-failed"),
+    ),
+    ("workers", ("batch-opened",), ("batch-passed", "batch-failed", "batch-rolled-back")),
+    ("validation", ("worker-phase-ended",), ("validated", "validation-failed")),
+)
+
+
+def phase_timings(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Seconds per phase, read from the timeline; phases the run never reached are left out."""
+    at = [(e["kind"], datetime.fromisoformat(e["at"])) for e in events]
+    found = []
+    for phase, starts, ends in PHASES:
+        begun = [t for kind, t in at if kind in starts]
+        ended = [t for kind, t in at if kind in ends]
+        if begun and ended and max(ended) >= min(begun):
+            found.append((phase, (max(ended) - min(begun)).total_seconds()))
+    if at:
+        found.append(("total", (at[-1][1] - at[0][1]).total_seconds()))
+    return found
+
+
 def render_markdown(data: dict[str, Any], verdict: str) -> str:
     request = data.get("request", {})
     out = [
@@ -72,6 +100,11 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
         f"max unavailable {request.get('max_unavailable_percent', '?')} %",
         "",
     ]
+    timings = phase_timings(data.get("events", []))
+    if timings:
+        out += ["## Time per phase", ""]
+        out += _table([[phase, f"{seconds:.0f}s"] for phase, seconds in timings], ["phase", "time"])
+        out.append("")
     plan = data.get("plan")
     if plan:
         out += ["## Upgrade path", ""]
@@ -178,6 +211,11 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
             ],
             ["batch", "pool", "nodes", "state", "time", "p99 vs baseline", "problems"],
         )
+        out.append("")
+    in_service = [e for e in data.get("events", []) if e["kind"] == "node-uncordoned" and e.get("seconds")]
+    if in_service:
+        out += ["Time out of service per node (cordon → uncordon):", ""]
+        out += _table([[e["node"], f"{e['seconds']:.0f}s"] for e in in_service], ["node", "out of service"])
         out.append("")
     phase = data.get("worker_phase")
     if phase:
