@@ -3,9 +3,7 @@ components' latency during the batch against the baseline, read from the real cl
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from kubernetes import client
@@ -17,6 +15,7 @@ from slipway.localcluster.kit import KUBERNETES_NEW
 from slipway.models import parse_request
 from slipway.runrecord import NAMESPACE, RunRecord
 from slipway.validation.baseline import APISERVER_HISTOGRAM
+from tests.localhttp import QuietHandler, serving
 
 pytestmark = pytest.mark.cluster
 
@@ -24,27 +23,18 @@ SAMPLE_DEPLOYMENT = ("shop", "web")
 TRAFFIC_REQUESTS = 40
 
 
-class _AppHandler(BaseHTTPRequestHandler):
+class _AppHandler(QuietHandler):
     """A user's application endpoint: healthy on /healthz, failing on /broken."""
 
     def do_GET(self) -> None:
         self.send_response(200 if self.path == "/healthz" else 503)
         self.end_headers()
 
-    def log_message(self, *args: object) -> None:  # keep pytest's output clean
-        pass
-
 
 @pytest.fixture
 def app_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _AppHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
+    with serving(_AppHandler) as url:
+        yield url
 
 
 def test_declared_health_checks_pass_a_healthy_batch(local_cluster: LocalCluster, app_url: str) -> None:

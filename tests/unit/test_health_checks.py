@@ -8,16 +8,15 @@ reads and judges them.
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from slipway.models import parse_request
 from slipway.validation.health import check_prometheus, health_check
+from tests.localhttp import QuietHandler, serving
 
 ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
     "sum(up)": (
@@ -50,7 +49,7 @@ ANSWERS: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
-class _PrometheusApi(BaseHTTPRequestHandler):
+class _PrometheusApi(QuietHandler):
     def do_GET(self) -> None:
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query).get("query", [""])[0]
@@ -63,18 +62,11 @@ class _PrometheusApi(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PrometheusApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(_PrometheusApi) as url:
+        yield url
 
 
 def test_a_vector_within_bounds_is_healthy(prometheus: str) -> None:

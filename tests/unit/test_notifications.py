@@ -3,38 +3,30 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from slipway.notifications import NotificationError, notification_payload, send_webhook, webhook_url
+from tests.localhttp import QuietHandler, serving
 
 RECEIVED: list[tuple[str, dict[str, Any], str | None]] = []
 
 
-class _Receiver(BaseHTTPRequestHandler):
+class _Receiver(QuietHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         RECEIVED.append((self.path, body, self.headers.get("Authorization")))
         self.send_response(500 if self.path == "/broken" else 200)
         self.end_headers()
 
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
     RECEIVED.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(_Receiver) as url:
+        yield url
 
 
 RUN = {
