@@ -177,6 +177,9 @@ def test_full_upgrade_with_zero_failed_requests(
             )
     etcd_steps = [s for s in steps if s.kind == "etcd"]
     assert etcd_steps[-1].evidence["leader_before"] == etcd_steps[-1].component  # the leader went last
+    # ...after handing leadership to a member already at the new version.
+    assert etcd_steps[-1].evidence["leader_moved_to"] in {s.component for s in etcd_steps[:-1]}
+    assert all("leader_moved_to" not in s.evidence for s in etcd_steps[:-1])
     _assert_runs(upgrader, NEW)
     _assert_recorded(cp_cluster, NEW)
     _assert_healthy(cp_cluster, upgrader)

@@ -18,6 +18,7 @@ from slipway.etcd import (
     endpoint_status,
     key_count,
     member_list,
+    move_leader_away,
     prove_backup,
     restore_plan,
     restore_snapshot,
@@ -170,4 +171,18 @@ def test_defragment_one_member_at_a_time_leader_last(etcd: EtcdEndpoints) -> Non
     assert [r.member for r in results][-1] == leader
     assert sorted(r.member for r in results) == ["etcd-0", "etcd-1", "etcd-2"]
     assert all(r.db_size_after > 0 for r in results)
+    assert check_health(etcd).healthy
+
+
+def test_leadership_moves_away_before_a_leader_restarts(etcd: EtcdEndpoints) -> None:
+    statuses = endpoint_status(etcd).results
+    leader = next(ep for ep, s in statuses.items() if s.is_leader)
+    follower = sorted(ep for ep in statuses if ep != leader)[-1]
+    # Not the leader: nothing to do.
+    assert move_leader_away(etcd, follower) is None
+    new = move_leader_away(etcd, leader, prefer=[follower])
+    assert new == follower  # the preferred member (e.g. already upgraded) takes over
+    after = endpoint_status(etcd).results
+    assert {s.leader_id for s in after.values()} == {statuses[follower].member_id}
+    assert not after[leader].is_leader
     assert check_health(etcd).healthy

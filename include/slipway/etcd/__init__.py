@@ -22,7 +22,7 @@ from slipway.etcd.client import (
     member_list,
 )
 from slipway.etcd.health import Consistency, EtcdHealth, check_consistency, check_health
-from slipway.etcd.maintenance import DefragResult, defragment
+from slipway.etcd.maintenance import DefragResult, defragment, move_leader_away
 from slipway.etcd.snapshot import (
     DEFAULT_BUMP_REVISION,
     BackupProof,
@@ -62,6 +62,7 @@ __all__ = [
     "hashkv",
     "key_count",
     "member_list",
+    "move_leader_away",
     "prove_backup",
     "restore_plan",
     "restore_snapshot",

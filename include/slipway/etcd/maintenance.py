@@ -1,13 +1,20 @@
-"""etcd maintenance before an upgrade (§2.2): defragmentation, one member at a time.
+"""etcd maintenance around an upgrade (§2.2): defragmentation, one member at a time, and
+handing leadership away from a member before it restarts.
 
 A defrag blocks the member it runs on for its whole duration. Doing one member at a time,
 followers before the leader, and only while every other member is healthy, keeps a quorum
 serving throughout; the member must be healthy again before the next one starts.
+
+A leader that is simply stopped hands over on its own, but followers that have not heard
+yet keep forwarding writes to it, and those writes are lost (the client sees "etcdserver:
+request timed out" seven seconds later). Moving leadership first, and restarting only
+once every member follows the new leader, leaves the old leader an ordinary follower.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -90,3 +97,51 @@ def defragment(
             DefragResult(name, status.endpoint, before, after, round(time.monotonic() - started, 3))
         )
     return results
+
+
+LEADER_SETTLE_TIMEOUT_SECONDS = 30.0
+
+
+def move_leader_away(
+    etcd: EtcdEndpoints,
+    endpoint: str,
+    prefer: Sequence[str] = (),
+    *,
+    timeout: float = LEADER_SETTLE_TIMEOUT_SECONDS,
+) -> str | None:
+    """If the member at ``endpoint`` leads, hand leadership to another answering member
+    (one in ``prefer`` first, e.g. already upgraded) and wait until every member follows it.
+
+    Returns the new leader's endpoint, or None when ``endpoint`` was not the leader.
+
+    :raises EtcdError: naming the members, when no other member answers or they do not
+        settle on the new leader within ``timeout``.
+    """
+    statuses = endpoint_status(etcd).results
+    current = statuses.get(endpoint)
+    if current is None or not current.is_leader:
+        return None
+    others = sorted((ep for ep in statuses if ep != endpoint), key=lambda ep: (ep not in prefer, ep))
+    if not others:
+        raise EtcdError(f"cannot move etcd leadership away from {endpoint}: no other member answers")
+    target = others[0]
+    transferee = statuses[target].member_id
+    etcdctl(
+        etcd.only(endpoint),
+        ["move-leader", transferee],
+        what=f"etcd move-leader from {endpoint} to {target}",
+        expect_json=False,
+    )
+
+    def settled() -> bool:
+        try:
+            now = endpoint_status(etcd).results
+        except EtcdError:
+            return False
+        return len(now) == len(statuses) and all(s.leader_id == transferee for s in now.values())
+
+    try:
+        wait_until(f"every etcd member follows {target}", settled, timeout)
+    except NotHealthy as err:
+        raise EtcdError(str(err)) from err
+    return target

@@ -51,6 +51,7 @@ from slipway.etcd import (
     check_consistency,
     endpoint_status,
     key_count,
+    move_leader_away,
     restore_snapshot,
     snapshot_status,
 )
@@ -288,6 +289,9 @@ class LocalControlPlaneUpgrader:
         ]
         return EtcdEndpoints.for_local_cluster(self.cfg, version or min(members, key=Version.parse))
 
+    def _endpoint(self, index: int) -> str:
+        return f"https://127.0.0.1:{self.cfg.etcd_client_port(index)}"
+
     def _member(self, endpoint: str) -> str:
         ports = {self.cfg.etcd_client_port(i): components.etcd_name(i) for i in range(self.cfg.etcd_members)}
         return ports.get(int(endpoint.rsplit(":", 1)[1]), endpoint)
@@ -324,6 +328,17 @@ class LocalControlPlaneUpgrader:
             )
         if action == "rollback" and current is not None and Version.parse(current).minor > target.minor:
             evidence |= self._prepare_downgrade(ref, target, cluster_version)
+        # The leader restarts as a follower: hand leadership to a member already at the target.
+        running = self.reader.versions().get("etcd", {})
+        moved = move_leader_away(
+            self.etcd(),
+            self._endpoint(i),
+            prefer=[
+                self._endpoint(j) for j in healthy_others if running.get(components.etcd_name(j)) == version
+            ],
+        )
+        if moved:
+            evidence["leader_moved_to"] = self._member(moved)
         self.cluster.restart_component(ref.name, version, self.timeouts.component_start)
         wait_until("etcd quorum with every member healthy", self._etcd_all_healthy, self.timeouts.etcd_quorum)
         evidence["leader_after"] = self.etcd_leader()
@@ -349,7 +364,7 @@ class LocalControlPlaneUpgrader:
                 expect_json=False,
             )
             evidence["downgrade_enabled"] = target.minor_line
-        member = self.etcd().only(f"https://127.0.0.1:{self.cfg.etcd_client_port(_index(ref))}")
+        member = self.etcd().only(self._endpoint(_index(ref)))
 
         def storage_ready() -> bool:
             try:
