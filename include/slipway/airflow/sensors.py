@@ -36,14 +36,32 @@ class NodesReadySensor(BaseSensorOperator):
         self.version = version
         self.node_startup_timeout = node_startup_timeout
 
-    def execute(self, context: Any) -> None:
+    def execute(self, context: Any) -> list[str] | None:
         nodes = list(self.nodes or [])
         if not nodes:
-            return
+            return None
+        # Look once before deferring: a node already back needs no trip through the triggerer
+        # (which costs a worker start, and on Airflow 3.3 a fast resume can race the scheduler's
+        # stale defer-exit event and fail the try: apache/airflow#72716).
+        if self._all_ready(nodes):
+            self.log.info("nodes already Ready at %s: %s", self.version, ", ".join(nodes))
+            return nodes
         self.defer(
             trigger=NodesReadyTrigger(nodes, self.version, float(self.node_startup_timeout)),
             method_name="execute_complete",
         )
+
+    def _all_ready(self, nodes: list[str]) -> bool:
+        from kubernetes import client
+
+        from slipway.airflow.runtime import orchestrator_api
+        from slipway.airflow.triggers import ready_at
+
+        wanted = set(nodes)
+        found = [
+            n for n in client.CoreV1Api(orchestrator_api()).list_node().items if n.metadata.name in wanted
+        ]
+        return len(found) == len(wanted) and all(ready_at(n, str(self.version)) for n in found)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
         if event["status"] != "ready":

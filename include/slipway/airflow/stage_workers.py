@@ -166,6 +166,7 @@ def upgrade_one_node(node: str, request: dict[str, Any]) -> Any:
         nodes=waiting_for["nodes"],
         version=waiting_for["version"],
         node_startup_timeout=waiting_for["timeout"],
+        retries=3,  # idempotent: a retry looks at the node again
         doc_md=runbooks.WAIT_READY,
     )
     uncordoned = uncordon_node(node, request)

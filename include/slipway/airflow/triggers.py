@@ -12,7 +12,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from slipway.airflow_env import KUBE_CONN_ID
 
 
-def _ready_at(node: Any, version: str) -> bool:
+def ready_at(node: Any, version: str) -> bool:
+    """Ready and reporting ``version`` (works on the sync and the asyncio client's nodes)."""
     conditions = {c.type: c.status for c in (node.status.conditions or [])}
     return conditions.get("Ready") == "True" and node.status.node_info.kubelet_version == version
 
@@ -61,7 +62,7 @@ class NodesReadyTrigger(BaseTrigger):
             while True:
                 states = {}
                 for name in self.nodes:
-                    states[name] = _ready_at(await core.read_node(name), self.version)
+                    states[name] = ready_at(await core.read_node(name), self.version)
                 waiting = [n for n, ok in states.items() if not ok]
                 if not waiting:
                     yield TriggerEvent({"status": "ready", "nodes": self.nodes})

@@ -121,11 +121,29 @@ def move_leader_away(
     current = statuses.get(endpoint)
     if current is None or not current.is_leader:
         return None
-    others = sorted((ep for ep in statuses if ep != endpoint), key=lambda ep: (ep not in prefer, ep))
+    # The most caught-up preferred member: raft drops proposals while a transfer waits for
+    # the transferee to catch up, so a shorter wait means fewer writes refused.
+    others = sorted(
+        (ep for ep in statuses if ep != endpoint),
+        key=lambda ep: (ep not in prefer, -statuses[ep].raft_applied_index, ep),
+    )
     if not others:
         raise EtcdError(f"cannot move etcd leadership away from {endpoint}: no other member answers")
     target = others[0]
     transferee = statuses[target].member_id
+    committed = current.raft_index
+
+    def caught_up() -> bool:
+        try:
+            answer = endpoint_status(etcd.only(target)).results.get(target)
+        except EtcdError:
+            return False
+        return answer is not None and answer.raft_applied_index >= committed
+
+    try:
+        wait_until(f"etcd member {target} caught up with the leader", caught_up, timeout)
+    except NotHealthy as err:
+        raise EtcdError(str(err)) from err
     etcdctl(
         etcd.only(endpoint),
         ["move-leader", transferee],
