@@ -18,19 +18,24 @@ from slipway.runrecord import RunRecord
 from tests.conftest import REPO
 
 
-def run_dag(
-    dag_id: str, conf: dict[str, Any], cluster: LocalCluster, reports: Path
-) -> tuple[str, dict[str, Any]]:
-    """dag.test() one run; returns the run's state and its run record (the cluster's account)."""
+def cluster_env(cluster: LocalCluster, home: Path, reports: Path) -> dict[str, str]:
+    """The connections (``AIRFLOW_CONN_*``) and settings (``SLIPWAY_*``) that point Airflow at ``cluster``."""
     env = airflow_env(
-        Path(os.environ["AIRFLOW_HOME"]),
+        home,
         admin_kubeconfig=cluster.admin_kubeconfig,
         orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
         cluster_name=cluster.cfg.name,
         state_root=cluster.cfg.state_root,
         reports_dir=reports,
     )
-    os.environ.update({k: v for k, v in env.items() if k.startswith(("AIRFLOW_CONN_", "SLIPWAY_"))})
+    return {k: v for k, v in env.items() if k.startswith(("AIRFLOW_CONN_", "SLIPWAY_"))}
+
+
+def run_dag(
+    dag_id: str, conf: dict[str, Any], cluster: LocalCluster, reports: Path
+) -> tuple[str, dict[str, Any]]:
+    """dag.test() one run; returns the run's state and its run record (the cluster's account)."""
+    os.environ.update(cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports))
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]

@@ -12,10 +12,10 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from slipway.airflow.sensors import NodesReadySensor
 from slipway.airflow.triggers import NodesReadyTrigger
-from slipway.airflow_env import airflow_env
 from slipway.kube import nodes as kube_nodes
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
+from tests.dags.dagrun import cluster_env
 
 pytestmark = pytest.mark.cluster
 
@@ -23,15 +23,11 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def connection(local_cluster: LocalCluster, tmp_path: Path) -> Iterator[None]:
     """``kubernetes_default`` for the session cluster, as the demo and the DAG tests set it."""
-    env = airflow_env(
-        tmp_path,
-        admin_kubeconfig=local_cluster.admin_kubeconfig,
-        orchestrator_kubeconfig=local_cluster.orchestrator_kubeconfig,
-        cluster_name=local_cluster.cfg.name,
-        state_root=local_cluster.cfg.state_root,
-        reports_dir=tmp_path,
-    )
-    conns = {k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+    conns = {
+        k: v
+        for k, v in cluster_env(local_cluster, tmp_path, tmp_path).items()
+        if k.startswith("AIRFLOW_CONN_")
+    }
     saved = {k: os.environ.get(k) for k in conns}
     os.environ.update(conns)
     yield
