@@ -34,7 +34,12 @@ CONF = {
 @pytest.fixture
 def cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     cfg = ClusterConfig(
-        name="full", base_port=TEST_BASE_PORT + 500, nodes=4, state_root=state_root_for_tests()
+        # 7 workers: the never-evictable samples may quarantine up to 3 nodes (placement is the
+        # scheduler's), and the last nodes drained must still have somewhere for their pods to go.
+        name="full",
+        base_port=TEST_BASE_PORT + 500,
+        nodes=7,
+        state_root=state_root_for_tests(),
     )
     local = LocalCluster(cfg)
     local.down(purge=True)
