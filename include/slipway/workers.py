@@ -234,12 +234,19 @@ def record_latency_baseline(reader: ControlPlaneReader, record: RunRecord) -> Ba
 
 
 def open_latency_window(reader: ControlPlaneReader, record: RunRecord, index: int) -> None:
-    """Remember the latency counters as batch ``index`` starts (once: a retry keeps the first)."""
-    record_latency_baseline(reader, record)
+    """Remember the latency counters as batch ``index`` starts (once: a retry keeps the first).
+
+    One read of the components serves both: the window's start and, when the run has none
+    yet, the baseline; the run record is written once.
+    """
     latency = record.get("latency", {})
-    if latency.get("window_batch") != index:
-        latency |= {"window_batch": index, "window_start": raw_histograms(*reader.latency_metrics())}
-        record.update(latency=latency)
+    if latency.get("window_batch") == index:
+        return
+    raw = raw_histograms(*reader.latency_metrics())
+    if "baseline" not in latency:
+        latency["baseline"] = window_latency(raw).model_dump(mode="json")
+    latency |= {"window_batch": index, "window_start": raw}
+    record.update(latency=latency)
 
 
 def latency_check(
