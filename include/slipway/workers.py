@@ -20,11 +20,12 @@ from typing import Any
 from kubernetes import client
 
 from slipway.batching import AdaptiveBatcher, next_batch, plan_batches
+from slipway.checks.capacity import describe_shortfall, largest_fitting, running_pods
 from slipway.inventory import ControlPlaneReader
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainOptions
 from slipway.kube.readiness import pending_pods, workloads_available
-from slipway.models import NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
+from slipway.models import Batch, NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
 from slipway.runrecord import RunRecord
 from slipway.upgraders.nodes import REPLACES, RETIRE, NodeUpgrader
 from slipway.validation.baseline import Baseline, compare, ratios, raw_histograms, window_latency
@@ -33,6 +34,7 @@ from slipway.versions import Version
 from slipway.windows import predict_duration
 
 PASSED, FAILED, RUNNING, ROLLED_BACK = "passed", "failed", "running", "rolled-back"
+NO_CAPACITY = "no-capacity"
 # Seconds per node assumed before any history exists (drain + upgrade + readiness).
 DEFAULT_NODE_SECONDS = 120.0
 
@@ -44,7 +46,7 @@ class Selection:
     index: int
     nodes: list[str] = field(default_factory=list)
     pool: str = ""
-    reason: str = ""  # "done", "paused", "stopped" when nodes is empty
+    reason: str = ""  # "done", "paused", "stopped", "no-capacity" when nodes is empty
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "nodes": self.nodes, "pool": self.pool, "reason": self.reason}
@@ -80,11 +82,13 @@ def node_info(node: client.V1Node) -> NodeInfo:
     )
 
 
-def _upgradable(api: client.ApiClient) -> tuple[list[NodeInfo], dict[str, str]]:
+def _upgradable(
+    api: client.ApiClient, workers: Sequence[client.V1Node] | None = None
+) -> tuple[list[NodeInfo], dict[str, str]]:
     """Workers Slipway may upgrade (not quarantined, not surge leftovers or replacements),
     and each one's current kubelet version (what a rollback returns it to)."""
     keep, versions = [], {}
-    for node in kube_nodes.list_workers(api):
+    for node in kube_nodes.list_workers(api) if workers is None else workers:
         annotations = node.metadata.annotations or {}
         if kube_nodes.is_quarantined(node) or annotations.get(RETIRE) or annotations.get(REPLACES):
             continue
@@ -115,7 +119,8 @@ def select_batch(
         )
     if index != len(batches):
         raise RuntimeError(f"batch {index} cannot open before batch {len(batches)}")
-    candidates, versions = _upgradable(api)
+    every_worker = kube_nodes.list_workers(api)
+    candidates, versions = _upgradable(api, every_worker)
     plan = plan_batches(candidates, request)
     batcher = None
     if request.batch_policy == "adaptive":
@@ -124,6 +129,11 @@ def select_batch(
     batch = next_batch(plan, done=(), batcher=batcher)
     if batch is None:
         return Selection(index, reason="done")
+    if request.strategy != "surge":  # a surge adds its room before the drain
+        fitted = _fit_to_capacity(api, record, index, batch, every_worker)
+        if fitted is None:
+            return Selection(index, reason=NO_CAPACITY)
+        batch = fitted
     if request.window_end is not None:
         history = [float(s) for s in data.get("seconds_per_node", [])] or [DEFAULT_NODE_SECONDS]
         predicted = predict_duration(history, len(batch.nodes), len(batch.nodes), request.soak_seconds)
@@ -143,9 +153,48 @@ def select_batch(
         "from_versions": {n: versions[n] for n in batch.nodes},
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    record.update(batches=[*batches, entry], **({"adaptive": batcher.to_state()} if batcher else {}))
+    record.update(
+        batches=[*batches, entry],
+        capacity_refused=None,
+        **({"adaptive": batcher.to_state()} if batcher else {}),
+    )
     record.event("batch-opened", f"batch {index}: {', '.join(batch.nodes)}", batch=index)
     return Selection(index, list(batch.nodes), batch.pool)
+
+
+def _fit_to_capacity(
+    api: client.ApiClient,
+    record: RunRecord,
+    index: int,
+    batch: Batch,
+    workers: Sequence[client.V1Node],
+) -> Batch | None:
+    """The batch cut to what the nodes staying schedulable can absorb right now, or None.
+
+    The plan-time capacity check cannot see what the run itself changed since (nodes
+    quarantined by earlier batches stay cordoned); draining a node whose pods cannot go
+    anywhere only ends in a drain timeout with the node cordoned, so it is refused here,
+    before anything is cordoned, and the refusal is kept in the run record.
+    """
+    fitted, whole = largest_fitting(batch, [node_info(n) for n in workers], running_pods(api))
+    if fitted is None:
+        cordoned = sorted(n.metadata.name for n in workers if n.spec.unschedulable)
+        message = (
+            f"batch {index} refused before any cordon: the nodes that stay schedulable cannot absorb "
+            f"its pods: {describe_shortfall(whole)}"
+            + (f"; cordoned now: {', '.join(cordoned)}" if cordoned else "")
+        )
+        record.update(capacity_refused={"batch": index, "message": message})
+        record.event(NO_CAPACITY, message, batch=index)
+        return None
+    if fitted.nodes != batch.nodes:
+        record.event(
+            "batch-shrunk",
+            f"batch {index}: {', '.join(fitted.nodes)} of {', '.join(batch.nodes)} — the rest would not fit "
+            f"now: {describe_shortfall(whole)}",
+            batch=index,
+        )
+    return fitted
 
 
 @dataclass
@@ -344,6 +393,8 @@ def phase_summary(api: client.ApiClient, record: RunRecord, request: UpgradeRequ
         reason = "done"
     elif any(b["state"] in (FAILED, ROLLED_BACK) for b in batches):
         reason = "stopped"
+    elif data.get("capacity_refused"):
+        reason = NO_CAPACITY
     else:
         reason = "paused" if "paused" in events else "slots-exhausted"
     summary = {
@@ -353,6 +404,8 @@ def phase_summary(api: client.ApiClient, record: RunRecord, request: UpgradeRequ
         "quarantined": quarantined,
         "reason": reason,
     }
+    if reason == NO_CAPACITY:
+        summary["refused"] = data["capacity_refused"]["message"]
     record.update(worker_phase=summary)
     record.event(
         "worker-phase-ended",

@@ -8,10 +8,12 @@ from kubernetes import client
 from slipway import workers
 from slipway.kube import nodes as kube_nodes
 from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.models import parse_request
 from slipway.runrecord import RunRecord
 from slipway.upgraders.nodes import LocalInPlaceUpgrader, LocalSurgeUpgrader
+from tests.integration.conftest import HOG
 
 pytestmark = pytest.mark.cluster
 
@@ -72,3 +74,42 @@ def test_surge_prepare_twice_adds_one_replacement_and_rollback_removes_it(
     names = {n.metadata.name for n in client.CoreV1Api(admin).list_node().items}
     assert replacement not in names
     assert node in names
+
+
+def test_batch_whose_pods_cannot_go_anywhere_is_refused_before_any_cordon(
+    local_cluster: LocalCluster, capacity_hog: int
+) -> None:
+    """The live guard: a general node's hog fits on no other general node, so the batch is
+    refused at selection, names the pod, cordons nothing, and opens once room is back."""
+    api = local_cluster.orchestrator_client()
+    core = client.CoreV1Api(api)
+    record = RunRecord(api, "test-no-capacity")
+    request = parse_request({"target_version": KUBERNETES_NEW, "node_pools": ["general"], "batch_size": 1})
+    cordoned_before = {n.metadata.name for n in kube_nodes.list_workers(api) if kube_nodes.is_cordoned(n)}
+    try:
+        first = workers.select_batch(api, record, request, 0)
+        again = workers.select_batch(api, record, request, 0)
+        assert (first.reason, first.nodes) == (again.reason, again.nodes) == (workers.NO_CAPACITY, [])
+        refused = record.get("capacity_refused")
+        assert refused["batch"] == 0 and "refused before any cordon" in refused["message"]
+        assert f"shop/{HOG}-" in refused["message"] and f"needs {capacity_hog}m CPU" in refused["message"]
+        assert record.get("batches", []) == []
+        cordoned_after = {n.metadata.name for n in kube_nodes.list_workers(api) if kube_nodes.is_cordoned(n)}
+        assert cordoned_after == cordoned_before
+        summary = workers.phase_summary(api, record, request)
+        assert summary["reason"] == workers.NO_CAPACITY and summary["refused"] == refused["message"]
+        # Room comes back (the hog scaled to zero): the same slot now opens its batch.
+        client.AppsV1Api(local_cluster.admin_client()).patch_namespaced_deployment_scale(
+            HOG, "shop", {"spec": {"replicas": 0}}
+        )
+        wait_until(
+            "hog pods gone",
+            lambda: not core.list_namespaced_pod("shop", label_selector=f"app={HOG}").items,
+            120,
+            interval=1.0,
+        )
+        opened = workers.select_batch(api, record, request, 0)
+        assert len(opened.nodes) == 1 and opened.pool == "general"
+        assert record.get("capacity_refused") is None
+    finally:
+        core.delete_namespaced_config_map(record.name, "slipway-system")

@@ -22,8 +22,10 @@ from slipway.checks.apis import (
 from slipway.checks.capacity import (
     PodDemand,
     Toleration,
+    describe_shortfall,
     fit_batch,
     judge_capacity,
+    largest_fitting,
     node_rooms,
     pod_demand,
     requirement_holds,
@@ -300,6 +302,42 @@ class TestCapacity:
         assert isinstance(result.evidence, dict)
         short = result.evidence["short"][0]
         assert short["shortfall"] == {"cpu_millis": 3000, "memory_bytes": GIB, "pods": 1}
+
+    def test_largest_fitting_keeps_a_batch_that_fits(self) -> None:
+        pods = [PodDemand("shop/web-0", "general-0", 1000, GIB)]
+        batch = Batch(index=2, pool="general", nodes=["general-0", "general-1"])
+        fitted, whole = largest_fitting(batch, self.NODES, pods)
+        assert fitted == batch and whole.fits
+
+    def test_largest_fitting_cuts_the_batch_to_what_fits_now(self) -> None:
+        # general-2 has room for one 3-CPU pod: draining general-0 alone fits, both do not.
+        pods = [PodDemand("shop/a", "general-0", 3000, GIB), PodDemand("shop/b", "general-1", 3000, GIB)]
+        batch = Batch(index=1, pool="general", nodes=["general-0", "general-1"])
+        fitted, whole = largest_fitting(batch, self.NODES, pods)
+        assert fitted is not None and fitted.nodes == ["general-0"] and fitted.index == 1
+        assert not whole.fits and "shop/" in describe_shortfall(whole)
+
+    def test_largest_fitting_tries_each_node_alone(self) -> None:
+        # general-0's pod fits nowhere; general-1's small pod does (its bare pod stays).
+        pods = [
+            PodDemand("shop/big", "general-0", 3500, GIB),
+            PodDemand("shop/small", "general-1", 500, GIB),
+            PodDemand("shop/bare", "general-1", 3000, GIB, moves=False),
+            PodDemand("shop/fill", "general-2", 3000, GIB),
+        ]
+        batch = Batch(index=0, pool="general", nodes=["general-0", "general-1"])
+        fitted, _ = largest_fitting(batch, self.NODES, pods)
+        assert fitted is not None and fitted.nodes == ["general-1"]
+
+    def test_largest_fitting_refuses_when_every_other_node_is_cordoned(self) -> None:
+        # The run's earlier batches quarantined (cordoned) the rest of the pool.
+        nodes = [node("general-0"), node("general-1", cordoned=True), node("general-2", cordoned=True)]
+        pods = [PodDemand(f"shop/web-{i}", "general-0", 100, GIB) for i in range(5)]
+        fitted, whole = largest_fitting(Batch(index=3, pool="general", nodes=["general-0"]), nodes, pods)
+        assert fitted is None
+        line = describe_shortfall(whole)
+        assert line.startswith("batch 3 (pool general: general-0) is short 500m CPU, 5120Mi for 5 pod(s): ")
+        assert "no schedulable node is left" in line and "(+2 more)" in line
 
     def test_pod_slots_count(self) -> None:
         nodes = [node("a", pods=2), node("b", pods=2)]

@@ -76,7 +76,11 @@ ROLLBACK_CONTROL_PLANE = runbook(
 )
 SELECT_BATCH = runbook(
     "Opens the next batch from what the cluster still needs (nodes not at the target, not quarantined), "
-    "only after the previous batch passed and only if it can finish inside the maintenance window.",
+    "only after the previous batch passed and only if it can finish inside the maintenance window. "
+    "Before opening it fits the batch's pods onto the nodes that stay schedulable *now* (CPU, memory, "
+    "pod slots, selectors, affinity, taints): a batch that does not fit is cut to the nodes that do "
+    "(event batch-shrunk), and when no node of it fits the phase ends with no-capacity before anything "
+    "is cordoned.",
     "It refuses when the previous batch did not pass; the run record ConfigMap in slipway-system shows "
     "each batch's state.",
     "Safe: a cleared task returns the batch it already opened.",
@@ -147,8 +151,9 @@ FINAL_VERDICT = runbook(
     "Safe.",
 )
 NO_MORE_BATCHES = runbook(
-    "Marks the end of the worker phase: nothing left to upgrade, the window is closing (paused), or an "
-    "earlier batch was rolled back (stopped). The returned reason says which.",
+    "Marks the end of the worker phase: nothing left to upgrade, the window is closing (paused), an "
+    "earlier batch was rolled back (stopped), or the next batch's pods could not go anywhere right now "
+    "(no-capacity: refused before any cordon). The returned reason says which.",
     "It does not fail.",
     "Safe.",
 )
@@ -159,8 +164,10 @@ BATCH_PASSED = runbook(
 )
 WORKERS_DONE = runbook(
     "Summarises the worker phase from the cluster: batches passed, nodes remaining, nodes quarantined.",
-    "It fails when nodes remain after the last batch slot: trigger the DAG again, it resumes from the "
-    "cluster's state.",
+    "It fails when nodes remain after the last batch slot (trigger the DAG again, it resumes from the "
+    "cluster's state), and when a batch was refused for capacity: the message names the pods with "
+    "nowhere to go and the nodes cordoned now; free room (resolve quarantined nodes, add nodes or use "
+    "strategy=surge) and trigger again.",
     "Safe: read-only apart from the run record.",
 )
 WORKER_PHASE_ROLLED_BACK = runbook(

@@ -273,6 +273,12 @@ def worker_phase(request: Any, max_batches: int) -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, doc_md=runbooks.WORKERS_DONE)
     def workers_done(request: dict[str, Any]) -> dict[str, Any]:
         summary = workers.phase_summary(orchestrator_api(), record(), request_from(request))
+        if summary["reason"] == workers.NO_CAPACITY:
+            raise AirflowFailException(
+                f"{summary['refused']}. Nothing of this batch was cordoned; {summary['remaining']} nodes "
+                "still need the upgrade. Free capacity (resolve the quarantined nodes' blocking PDBs and "
+                "uncordon them, add nodes, or use strategy=surge), then trigger the run again"
+            )
         if summary["remaining"] and summary["reason"] == "slots-exhausted":
             raise AirflowFailException(
                 f"{summary['remaining']} nodes still need the upgrade after {max_batches} batches: "

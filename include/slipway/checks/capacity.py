@@ -209,6 +209,36 @@ def fit_batch(batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]
     return BatchFit(batch, evicted, placed, unplaced)
 
 
+def largest_fitting(
+    batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]
+) -> tuple[Batch | None, BatchFit]:
+    """The most of ``batch`` that the nodes staying schedulable can absorb *now*.
+
+    The whole batch when it fits; else its longest prefix that fits; else the first of its
+    nodes that fits alone. ``None`` when not one of them can be drained, with the whole
+    batch's fit (what names the pods that have nowhere to go).
+    """
+    whole = fit_batch(batch, nodes, pods)
+    if whole.fits:
+        return batch, whole
+    for size in range(len(batch.nodes) - 1, 0, -1):
+        prefix = batch.model_copy(update={"nodes": batch.nodes[:size]})
+        if fit_batch(prefix, nodes, pods).fits:
+            return prefix, whole
+    for name in batch.nodes[1:]:
+        alone = batch.model_copy(update={"nodes": [name]})
+        if fit_batch(alone, nodes, pods).fits:
+            return alone, whole
+    return None, whole
+
+
+def describe_shortfall(fit: BatchFit) -> str:
+    """One line naming the batch, its shortfall and the first pods with nowhere to go."""
+    shown = "; ".join(f"{pod.ref} {reason}" for pod, reason in fit.unplaced[:3])
+    more = f" (+{len(fit.unplaced) - 3} more)" if len(fit.unplaced) > 3 else ""
+    return f"{_describe(fit)}: {shown}{more}"
+
+
 def _no_room_reason(pod: PodDemand, targets: Sequence[NodeRoom], eligible: Sequence[NodeRoom]) -> str:
     need = f"needs {pod.cpu_millis}m CPU, {_mib(pod.memory_bytes)}"
     if not eligible:

@@ -224,6 +224,8 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
             f"{phase['remaining']} nodes remaining, quarantined: {', '.join(phase['quarantined']) or 'none'}",
             "",
         ]
+        if phase.get("refused"):
+            out += [f"**Refused for capacity:** {phase['refused']}", ""]
     events = data.get("events", [])
     if events:
         out += ["## Timeline", ""]
