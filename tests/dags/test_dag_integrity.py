@@ -12,7 +12,7 @@ from airflow.serialization.serialized_objects import DagSerialization
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 from tests.conftest import REPO
 
-EXPECTED_DAGS = {"k8s_upgrade_preflight", "k8s_cluster_upgrade", "k8s_worker_upgrade"}
+EXPECTED_DAGS = {"k8s_upgrade_preflight", "k8s_cluster_upgrade", "k8s_worker_upgrade", "k8s_upgrade_history"}
 
 
 class NetworkAtParseTime(AssertionError):

@@ -206,3 +206,12 @@ NOTIFY = runbook(
     "password = bearer token).",
     "Safe: it re-sends the same message.",
 )
+ASSESS_MATURITY = runbook(
+    "Reads every run record (`slipway-run-*` ConfigMaps in slipway-system) and measures the §1.1 maturity "
+    "of this cluster's upgrades from them: success rate, duration, API downtime and node time out of "
+    "service, and which level (manual, scripted, automated, intelligent) every criterion allows, with "
+    "the evidence for each. Writes maturity.json and maturity.md under the reports folder.",
+    "Check the `kubernetes_default` connection: the orchestrator must be able to list ConfigMaps in "
+    "slipway-system (its Role grants it).",
+    "Safe: read-only apart from the report files.",
+)

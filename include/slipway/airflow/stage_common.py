@@ -81,7 +81,12 @@ def validate_request() -> dict[str, Any]:
     except RequestError as err:
         raise AirflowFailException(str(err)) from err
     rec = record()
-    rec.update(request=request.model_dump(mode="json"), dag_id=context["dag"].dag_id)
+    run_type = context["dag_run"].run_type
+    rec.update(
+        request=request.model_dump(mode="json"),
+        dag_id=context["dag"].dag_id,
+        run_type=str(getattr(run_type, "value", run_type)),  # scheduled = unattended (§1.1)
+    )
     rec.event("run-started", f"{context['dag'].dag_id}: upgrade to {request.target_version}")
     return request.model_dump(mode="json")
 

@@ -40,7 +40,8 @@ def run_verdict(data: dict[str, Any]) -> str:
     return "paused" if phase["reason"] == "paused" else "incomplete"
 
 
-def _dir(dag_id: str, run_id: str) -> Path:
+def report_dir(dag_id: str, run_id: str) -> Path:
+    """Where one run's reports go: ``$SLIPWAY_REPORTS_DIR/<dag>/<run>``."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
     return reports_root() / dag_id / safe
 
@@ -247,7 +248,7 @@ def _latency_cell(latency: dict[str, Any]) -> str:
 
 def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[str, Path]:
     """Write ``upgrade-report.json`` and ``upgrade-report.md``; returns their paths."""
-    folder = _dir(dag_id, run_id)
+    folder = report_dir(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     verdict = run_verdict(data)
     json_path = folder / "upgrade-report.json"

@@ -1,0 +1,52 @@
+"""How mature are this cluster's upgrades? (§1.1) Measured weekly from Slipway's run records.
+
+One task reads every run record in the cluster and writes a maturity report: the level the
+recorded upgrades reach (manual → scripted → automated → intelligent), the success rate,
+duration and downtime figures behind it, and what is missing for the next level.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from slipway.airflow import runbooks
+from slipway.airflow.runtime import orchestrator_api
+from slipway.reports import maturity
+
+
+@task(doc_md=runbooks.ASSESS_MATURITY, retries=2)
+def assess_maturity() -> dict[str, Any]:
+    records = maturity.load_run_records(orchestrator_api())
+    facts = [f for f in (maturity.run_facts(r) for r in records) if f is not None]
+    found = maturity.assess(facts)
+    paths = maturity.write_maturity_report(
+        found, run_id=get_current_context()["run_id"], generated_at=datetime.now(UTC)
+    )
+    return {
+        "level": found.level,
+        "name": found.name,
+        "runs": found.runs,
+        "success_rate": found.success_rate,
+        "report": str(paths["markdown"]),
+    }
+
+
+@dag(
+    dag_id=maturity.HISTORY_DAG,
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["slipway", "kubernetes", "report"],
+    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    doc_md=__doc__,
+)
+def k8s_upgrade_history() -> None:
+    assess_maturity()
+
+
+k8s_upgrade_history()
