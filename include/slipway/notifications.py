@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from slipway.incidents import classify
+
 NOTIFY_CONN_ID = "slipway_notify"
 TIMEOUT_SECONDS = 10.0
 EMOJI = {"upgraded": ":white_check_mark:", "paused": ":double_vertical_bar:", "dry-run": ":memo:"}
@@ -28,13 +30,18 @@ def notification_payload(data: dict[str, Any], verdict: str, report: str) -> dic
     batches = data.get("batches", [])
     rolled_back = [b["index"] for b in batches if b.get("state") == "rolled-back"]
     probe = data.get("control_plane", {}).get("probe", {})
+    incident = classify(data)
+    severity = f"[{incident.severity}] " if incident else ""
     text = (
-        f"{EMOJI.get(verdict, ':warning:')} Slipway {data.get('dag_id', '')} run {data.get('run_id', '')}: "
-        f"*{verdict}* (target {request.get('target_version', '?')}). Report: {report or 'not written'}"
+        f"{EMOJI.get(verdict, ':warning:')} {severity}Slipway {data.get('dag_id', '')} run "
+        f"{data.get('run_id', '')}: *{verdict}* (target {request.get('target_version', '?')}). "
+        f"Report: {report or 'not written'}"
     )
     return {
         "text": text,
         "verdict": verdict,
+        "severity": incident.severity if incident else None,
+        "incident": incident.title if incident else None,
         "run_id": data.get("run_id"),
         "dag_id": data.get("dag_id"),
         "target_version": request.get("target_version"),
@@ -42,6 +49,20 @@ def notification_payload(data: dict[str, Any], verdict: str, report: str) -> dic
         "rolled_back_batches": rolled_back,
         "api_probe_failures": probe.get("failures"),
         "report": report,
+    }
+
+
+def incident_payload(data: dict[str, Any], severity: str, title: str) -> dict[str, Any]:
+    """Sent when an incident is declared, while the rollback runs: page first, report later."""
+    return {
+        "text": f":rotating_light: [{severity}] Slipway {data.get('dag_id', '')} run "
+        f"{data.get('run_id', '')}: {title} — rollback started",
+        "verdict": "incident",
+        "severity": severity,
+        "incident": title,
+        "run_id": data.get("run_id"),
+        "dag_id": data.get("dag_id"),
+        "target_version": data.get("request", {}).get("target_version"),
     }
 
 

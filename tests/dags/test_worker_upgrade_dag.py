@@ -108,6 +108,12 @@ def test_node_that_never_becomes_ready_rolls_the_batch_back(
     assert record["batches"][0]["nodes"] == [first]
     assert record["batches"][0]["state"] == "rolled-back"
     assert len(record["batches"]) == 1  # the remaining batches never started
+    # §5.2: the incident was declared (and paged) when the rollback began, before it ended.
+    kinds = [e["kind"] for e in record["events"]]
+    declared = kinds.index("incident-declared")
+    assert kinds.index("batch-failed") < declared < kinds.index("batch-rolled-back")
+    assert record["events"][declared]["severity"] == "SEV2"
+    assert "## Incident (post-incident report)" in Path(record["report"]["markdown"]).read_text()
     core = client.CoreV1Api(worker_cluster.admin_client())
     for node in _workers(worker_cluster):
         assert not node.spec.unschedulable, f"{node.metadata.name} left cordoned"

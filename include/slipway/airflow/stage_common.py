@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from airflow.sdk import TriggerRule, get_current_context, task
@@ -13,6 +14,7 @@ from slipway.airflow.params import conf_to_request
 from slipway.airflow.runtime import orchestrator_api, record
 from slipway.kube import nodes as kube_nodes
 from slipway.models import RequestError, parse_request
+from slipway.runrecord import RunRecord
 from slipway.versions import Version
 
 WORKERS_ONLY_DAG = "k8s_worker_upgrade"
@@ -155,36 +157,52 @@ def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
     return verdict.to_dict()
 
 
-@task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE, retries=2)
-def notify() -> str:
-    """Tell the operators how the run ended: the webhook of ``slipway_notify`` when it exists,
-    the task log always. A failed webhook fails this task (red in the UI), not the run."""
+def _deliver(rec: RunRecord, payload: dict[str, Any], what: str) -> str:
+    """Send ``payload`` to the ``slipway_notify`` webhook when it exists (the task log always);
+    records the outcome on the timeline. Raises NotificationError when the webhook fails."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
-    from slipway.notifications import (
-        NOTIFY_CONN_ID,
-        NotificationError,
-        notification_payload,
-        send_webhook,
-        webhook_url,
-    )
+    from slipway.notifications import NOTIFY_CONN_ID, NotificationError, send_webhook, webhook_url
 
-    rec = record()
-    data = rec.load()
-    verdict = reports.run_verdict(data)
-    payload = notification_payload(data, verdict, data.get("report", {}).get("markdown", ""))
     print(payload["text"])
     try:
         conn = BaseHook.get_connection(NOTIFY_CONN_ID)
     except AirflowNotFoundException:
-        rec.event("notified", f"{verdict}: task log only (no {NOTIFY_CONN_ID} connection)")
+        rec.event("notified", f"{what}: task log only (no {NOTIFY_CONN_ID} connection)")
         return "log"
     try:
         url = webhook_url(conn.host, conn.schema, conn.port)
         status = send_webhook(url, payload, conn.password or None)
     except NotificationError as err:
-        rec.event("notification-failed", str(err))
+        rec.event("notification-failed", f"{what}: {err}")
         raise
-    rec.event("notified", f"{verdict}: webhook answered HTTP {status}")
+    rec.event("notified", f"{what}: webhook answered HTTP {status}")
     return "webhook"
+
+
+def declare_incident(severity: str, title: str) -> None:
+    """§5.2: declare the incident when the rollback starts and page at once, not at the run's
+    end. Paging is best effort here: a dead webhook must never stop a rollback."""
+    from slipway import incidents
+    from slipway.notifications import NotificationError, incident_payload
+
+    rec = record()
+    if not incidents.declare(rec, severity, title):
+        return  # a retried rollback task: declared and paged already
+    # A failure is recorded on the timeline by _deliver; the end-of-run notify task fails visibly.
+    with contextlib.suppress(NotificationError):
+        _deliver(rec, incident_payload(rec.load(), severity, title), f"incident {severity}")
+
+
+@task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE, retries=2)
+def notify() -> str:
+    """Tell the operators how the run ended: the webhook of ``slipway_notify`` when it exists,
+    the task log always. A failed webhook fails this task (red in the UI), not the run."""
+    from slipway.notifications import notification_payload
+
+    rec = record()
+    data = rec.load()
+    verdict = reports.run_verdict(data)
+    payload = notification_payload(data, verdict, data.get("report", {}).get("markdown", ""))
+    return _deliver(rec, payload, verdict)

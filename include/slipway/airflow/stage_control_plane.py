@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from slipway import probe_process
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import orchestrator_api, platform, record
+from slipway.airflow.stage_common import declare_incident
 from slipway.airflow.stage_prepare import artefacts_dir
 from slipway.etcd import EtcdError, back_up_and_prove, defragment
 from slipway.upgraders.controlplane import ControlPlaneTarget
@@ -195,10 +196,11 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str:
 @task(doc_md=runbooks.ROLLBACK_CONTROL_PLANE, retries=1)
 def rollback_control_plane(plan: dict[str, Any], backup: dict[str, Any]) -> list[str]:
     _, previous = targets(plan)
-    upgrader = platform().control_plane_upgrader()
-    results = [f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous)]
     rec = record()
     verification = rec.get("control_plane", {}).get("verification", [])
+    declare_incident("SEV1", "control-plane verification failed: " + "; ".join(verification[:2]))
+    upgrader = platform().control_plane_upgrader()
+    results = [f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous)]
     restore = getattr(upgrader, "restore_etcd", None)
     if restore is not None and any("consistency" in p for p in verification):
         restored = restore(Path(backup["path"]))

@@ -20,6 +20,7 @@ from slipway import workers
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, record, request_from
 from slipway.airflow.sensors import NodesReadySensor
+from slipway.airflow.stage_common import declare_incident
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node, plan_drain
 from slipway.kube.pdb import blocking_pdbs
@@ -239,6 +240,10 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         @task(doc_md=runbooks.ROLLBACK_BATCH, retries=2)
         def rollback_batch(request: dict[str, Any]) -> list[dict[str, str]]:
             req = request_from(request)
+            batches = record().get("batches", [])
+            verdict = batches[index].get("verdict", {}) if index < len(batches) else {}
+            why = "; ".join(verdict.get("problems", [])[:2]) or "see the report"
+            declare_incident("SEV2", f"batch {index} failed validation: {why}")
             return workers.rollback_batch(
                 orchestrator_api(), record(), index, platform().node_upgrader(req.strategy)
             )

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from slipway import incidents
+
 GREEN_VERDICTS = ("upgraded", "paused", "dry-run", "preflight-passed", "preflight-needs-approval")
 
 
@@ -227,6 +229,9 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
         ]
         if phase.get("refused"):
             out += [f"**Refused for capacity:** {phase['refused']}", ""]
+    incident = incidents.classify(data)
+    if incident:
+        out += incidents.render_markdown(incident)
     events = data.get("events", [])
     if events:
         out += ["## Timeline", ""]
@@ -252,7 +257,9 @@ def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[
     folder.mkdir(parents=True, exist_ok=True)
     verdict = run_verdict(data)
     json_path = folder / "upgrade-report.json"
-    json_path.write_text(json.dumps({"verdict": verdict, **data}, indent=2, sort_keys=True, default=str))
+    incident = incidents.classify(data)
+    found = {"verdict": verdict, "incident": incident.to_dict() if incident else None}
+    json_path.write_text(json.dumps(found | data, indent=2, sort_keys=True, default=str))
     md_path = folder / "upgrade-report.md"
     md_path.write_text(render_markdown(data, verdict))
     return {"json": json_path, "markdown": md_path}
