@@ -4,7 +4,8 @@ prepare (plan, every preflight check, risk matrix) → risk gate (proceed / huma
 refuse / dry run) → proven etcd backup → control plane (etcd → kube-apiserver →
 kube-controller-manager → kube-scheduler, one instance at a time, an API probe measuring
 downtime throughout) → verification (rollback branch) → workers in ordered batches
-(rollback branch after every batch) → cluster validation → report → notification.
+(rollback branch after every batch) → cluster validation → (blue-green: retire the blue
+nodes, or switch back to them) → report → notification.
 A rolled-back or refused run ends red.
 """
 
@@ -20,6 +21,7 @@ from airflow.sdk import TaskGroup, dag
 
 from slipway.airflow import runbooks
 from slipway.airflow.params import request_params
+from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
     dry_run_done,
     final_verdict,
@@ -93,8 +95,13 @@ def k8s_cluster_upgrade() -> None:
     # Only after the phase summary: the phase's other leaf (rolled back) is skipped on a
     # clean run and must not skip the validation, nor let the report run before the workers end.
     workers.children["workers.workers_done"] >> validated
+    # Blue-green: retire the blue nodes once the cluster is validated, or switch back to them
+    # when the validation or a batch failed (both skip for the other strategies).
+    retired, switched = retire_blue_nodes(request), switch_back_to_blue(request)
+    validated >> retired
+    [validated, workers.children["workers.worker_phase_rolled_back"]] >> switched
     report = write_upgrade_report()
-    [validated, rolled_back] >> report
+    [validated, rolled_back, retired, switched] >> report
     report >> notify() >> final_verdict()
 
 

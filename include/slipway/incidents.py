@@ -6,8 +6,8 @@ back and what is left for a human. Severity follows §4.2's split of critical al
 (cluster unavailable, data inconsistency, control-plane failure) and warnings:
 
 - ``SEV1`` — the control plane failed verification or was rolled back, or etcd was restored;
-- ``SEV2`` — a worker batch failed and was rolled back, the final validation failed, or API
-  requests failed while the control plane moved;
+- ``SEV2`` — a worker batch failed and was rolled back, a blue-green upgrade switched back,
+  the final validation failed, or API requests failed while the control plane moved;
 - ``SEV3`` — the upgrade stopped safely short of its goal (backup refused, no capacity,
   nodes quarantined for a human).
 
@@ -30,6 +30,7 @@ SIGNALS = {
     "etcd-restored": "SEV1",
     "batch-failed": "SEV2",
     "batch-rolled-back": "SEV2",
+    "switched-back": "SEV2",
     "validation-failed": "SEV2",
     "backup-failed": "SEV3",
     "no-capacity": "SEV3",
@@ -108,7 +109,7 @@ def classify(data: dict[str, Any]) -> Incident | None:
     signals.sort(key=lambda s: s["at"])
     worst = min(signals, key=lambda s: (_rank(s["severity"]), s["at"]))
     declared = next((e["at"] for e in events if e["kind"] == DECLARED), None)
-    undone = ("batch-rolled-back", "control-plane-rolled-back", "etcd-restored")
+    undone = ("batch-rolled-back", "control-plane-rolled-back", "switched-back", "etcd-restored")
     rolled_back = [e["message"] for e in events if e["kind"] in undone]
     phase = data.get("worker_phase") or {}
     left = [f"node {n} quarantined (cordoned, old version)" for n in phase.get("quarantined", [])]

@@ -17,12 +17,12 @@ from slipway.etcd import EtcdEndpoints
 from slipway.inventory import ControlPlaneReader, KubeadmControlPlaneReader, LocalControlPlaneReader
 from slipway.kube.client import api_client
 from slipway.upgraders.controlplane import ControlPlaneUpgrader
-from slipway.upgraders.nodes import (
-    KubeadmNodeUpgrader,
-    LocalInPlaceUpgrader,
-    LocalSurgeUpgrader,
-    NodeUpgrader,
-)
+from slipway.upgraders.nodes import KubeadmNodeUpgrader, LocalInPlaceUpgrader, NodeUpgrader
+from slipway.upgraders.surge import LocalBlueGreenUpgrader, LocalSurgeUpgrader
+
+# Strategies that add nodes need a platform that can create them (a cloud node pool, or
+# the local cluster playing one); a kubeadm cluster's machines come from outside Slipway.
+TWIN_STRATEGIES = ("surge", "blue-green")
 
 
 class PlatformSettings(BaseModel):
@@ -107,10 +107,29 @@ class Platform:
             client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image
         )
 
+    def strategy_problem(self, strategy: str) -> str | None:
+        """Why this platform cannot run ``strategy``, or None (checked before anything changes)."""
+        if strategy in TWIN_STRATEGIES and self.settings.platform != "local":
+            return (
+                f"{strategy} adds nodes, which the {self.settings.platform} platform cannot do "
+                "(its machines are provisioned outside Slipway); use strategy=in-place"
+            )
+        return None
+
     def node_upgrader(self, strategy: str) -> NodeUpgrader:
+        problem = self.strategy_problem(strategy)
+        if problem:
+            raise PlatformError(f"strategy: {problem}")
         if self.settings.platform == "local":
             admin = self._admin_api()
             if strategy == "surge":
                 return LocalSurgeUpgrader(admin)
+            if strategy == "blue-green":
+                return LocalBlueGreenUpgrader(admin)
             return LocalInPlaceUpgrader(admin)
         return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image)
+
+    def blue_green(self) -> LocalBlueGreenUpgrader:
+        upgrader = self.node_upgrader("blue-green")
+        assert isinstance(upgrader, LocalBlueGreenUpgrader)
+        return upgrader

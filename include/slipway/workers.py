@@ -129,7 +129,7 @@ def select_batch(
     batch = next_batch(plan, done=(), batcher=batcher)
     if batch is None:
         return Selection(index, reason="done")
-    if request.strategy != "surge":  # a surge adds its room before the drain
+    if request.strategy == "in-place":  # surge and blue-green add their room before the drain
         fitted = _fit_to_capacity(api, record, index, batch, every_worker)
         if fitted is None:
             return Selection(index, reason=NO_CAPACITY)

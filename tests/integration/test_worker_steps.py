@@ -12,7 +12,8 @@ from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.models import parse_request
 from slipway.runrecord import RunRecord
-from slipway.upgraders.nodes import LocalInPlaceUpgrader, LocalSurgeUpgrader
+from slipway.upgraders.nodes import LocalInPlaceUpgrader
+from slipway.upgraders.surge import LocalSurgeUpgrader
 from tests.integration.conftest import HOG
 
 pytestmark = pytest.mark.cluster

@@ -215,3 +215,18 @@ ASSESS_MATURITY = runbook(
     "slipway-system (its Role grants it).",
     "Safe: read-only apart from the report files.",
 )
+RETIRE_BLUE = runbook(
+    "Blue-green only (skipped otherwise): after the cluster-wide validation passed, removes every kept "
+    "blue node (cordoned, drained, old version) whose green twin is Ready at the target.",
+    "It fails naming the blue nodes it kept because their green twin is not Ready at the target; those "
+    "are still the way back. Check the green node, then clear the task.",
+    "Safe: a removed blue node is not removed twice; a kept one is checked again.",
+)
+SWITCH_BACK = runbook(
+    "Blue-green only (skipped otherwise), when the cluster-wide validation failed or a batch was rolled "
+    "back: declares an incident, uncordons every kept blue node first (room before anything moves), then "
+    "drains each green node through the Eviction API (PDBs honoured) and removes it.",
+    "A green node that cannot be drained in time is named with the pods and PDBs holding it; its blue "
+    "twin is already schedulable, so nothing is short of room. Clear the task to go on.",
+    "Safe: the nodes' annotations are the state; a cleared task continues with what is left.",
+)

@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from slipway import reports
 from slipway.airflow import runbooks
 from slipway.airflow.params import conf_to_request
-from slipway.airflow.runtime import orchestrator_api, record
+from slipway.airflow.runtime import orchestrator_api, platform, record
 from slipway.kube import nodes as kube_nodes
 from slipway.models import RequestError, parse_request
 from slipway.runrecord import RunRecord
@@ -39,6 +39,18 @@ def _refuse_kubelets_newer_than_control_plane(api: Any, request: Any) -> None:
 
 
 FULL_UPGRADE_DAG = "k8s_cluster_upgrade"
+
+
+def _refuse_strategy_not_runnable_here(dag_id: str, request: Any) -> None:
+    """A strategy the platform cannot run, or that this DAG cannot finish, is refused up front."""
+    problem = platform().strategy_problem(request.strategy)
+    if problem is None and request.strategy == "blue-green" and dag_id == WORKERS_ONLY_DAG:
+        problem = (
+            "blue-green keeps the old nodes until the whole cluster is validated, then retires them or "
+            f"switches back: run it with {FULL_UPGRADE_DAG}"
+        )
+    if problem:
+        raise RequestError([("strategy", problem)])
 
 
 def _refuse_more_than_one_control_plane_minor(api: Any, request: Any) -> None:
@@ -80,6 +92,7 @@ def validate_request() -> dict[str, Any]:
             _refuse_kubelets_newer_than_control_plane(api, request)
         if context["dag"].dag_id == FULL_UPGRADE_DAG:
             _refuse_more_than_one_control_plane_minor(api, request)
+        _refuse_strategy_not_runnable_here(context["dag"].dag_id, request)
     except RequestError as err:
         raise AirflowFailException(str(err)) from err
     rec = record()

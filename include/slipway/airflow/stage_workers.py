@@ -24,6 +24,7 @@ from slipway.airflow.stage_common import declare_incident
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node, plan_drain
 from slipway.kube.pdb import blocking_pdbs
+from slipway.platform import TWIN_STRATEGIES
 
 GROUP = "workers"
 
@@ -133,8 +134,8 @@ def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 @task(doc_md=runbooks.UNCORDON, retries=3)
 def uncordon_node(node: str, request: dict[str, Any]) -> bool:
-    if request_from(request).strategy == "surge" or _quarantined(node):
-        return False  # a surge's old node stays cordoned until retired; quarantine stays too
+    if request_from(request).strategy in TWIN_STRATEGIES or _quarantined(node):
+        return False  # a replaced (blue) node stays cordoned until retired; quarantine stays too
     from kubernetes import client
 
     api = orchestrator_api()

@@ -22,7 +22,8 @@ def run_verdict(data: dict[str, Any]) -> str:
     """One word for how a run ended, derived from its record (never from task states)."""
     batches = data.get("batches", [])
     events = {e["kind"] for e in data.get("events", [])}
-    if "control-plane-rolled-back" in events or any(b.get("state") == "rolled-back" for b in batches):
+    undone = ("control-plane-rolled-back", "switched-back")
+    if events & set(undone) or any(b.get("state") == "rolled-back" for b in batches):
         return "rolled-back"
     risk = data.get("risk", {})
     if risk.get("decision") == "refuse":

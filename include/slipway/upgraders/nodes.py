@@ -2,9 +2,9 @@
 
 - :class:`LocalInPlaceUpgrader` plays the kubelet's part on the local cluster: the
   kwok node comes back reporting the new kubelet version.
-- :class:`LocalSurgeUpgrader` upgrades the way cloud node pools do: a replacement node
-  joins at the new version before the old one is drained, and the old one is retired
-  (deleted) only after the batch passed validation.
+- :class:`~slipway.upgraders.surge.LocalSurgeUpgrader` and
+  :class:`~slipway.upgraders.surge.LocalBlueGreenUpgrader` upgrade the way cloud node pools
+  do: a twin node joins at the new version before the old one is drained (``surge.py``).
 - :class:`KubeadmNodeUpgrader` runs ``kubeadm upgrade node`` and the kubelet package
   upgrade on a real node through a privileged pod (see ``upgraders/kubeadm.py``).
 
@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from slipway.kube.nodes import kubelet_version
-from slipway.localcluster.nodes import simulated_node
 
 SIMULATE_LABEL = "slipway.dev/simulate"
 NOT_READY = "not-ready"  # the kubelet fails to come back after its upgrade
@@ -114,77 +112,6 @@ class LocalInPlaceUpgrader:
         self.core.patch_node_status(node, {"status": status})
         return NodeStepResult(
             node, action, _v(version), "simulated kubelet restart" if not broken else "left NotReady"
-        )
-
-
-class LocalSurgeUpgrader:
-    """A replacement node per upgraded node (max surge), old nodes retired after validation."""
-
-    name = "surge"
-
-    def __init__(self, admin_api: client.ApiClient) -> None:
-        self.core = client.CoreV1Api(admin_api)
-
-    @staticmethod
-    def replacement_name(node: str, version: str) -> str:
-        return f"{node}-v{version.replace('.', '-')}"
-
-    def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
-        added = []
-        for node in nodes:
-            name = self.replacement_name(node, version)
-            try:
-                self.core.read_node(name)
-                continue  # already joined on an earlier try
-            except ApiException as err:
-                if err.status != NOT_FOUND:
-                    raise
-            old = self.core.read_node(node)
-            self.core.create_node(self._replacement(old, name, version))
-            added.append(name)
-        return added
-
-    def _replacement(self, old: client.V1Node, name: str, version: str) -> dict[str, Any]:
-        labels = dict(old.metadata.labels or {}) | {"kubernetes.io/hostname": name}
-        labels.pop(SIMULATE_LABEL, None)
-        resources = {k: str(v) for k, v in (old.status.allocatable or {}).items()}
-        taints = [t.to_dict() for t in (old.spec.taints or []) if t.key != "node.kubernetes.io/unschedulable"]
-        return simulated_node(name, labels, taints, resources, version, {REPLACES: old.metadata.name})
-
-    def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
-        replacements = {
-            n.metadata.annotations.get(REPLACES): n.metadata.name
-            for n in self.core.list_node().items
-            if (n.metadata.annotations or {}).get(REPLACES)
-        }
-        return [replacements[n] for n in nodes if n in replacements]
-
-    def upgrade_node(self, node: str, version: str) -> NodeStepResult:
-        # The old node stays (cordoned, drained) until validation passes: it is the fast
-        # way back. Mark it for retirement.
-        self.core.patch_node(node, {"metadata": {"annotations": {RETIRE: "true"}}})
-        return NodeStepResult(node, "replaced", _v(version), self.replacement_name(node, version))
-
-    def finalize_batch(self, nodes: list[str]) -> list[str]:
-        retired = []
-        for node in nodes:
-            try:
-                self.core.delete_node(node)
-                retired.append(node)
-            except ApiException as err:
-                if err.status != NOT_FOUND:
-                    raise
-        return retired
-
-    def rollback_node(self, node: str, version: str) -> NodeStepResult:
-        removed = []
-        for candidate in self.core.list_node().items:
-            if (candidate.metadata.annotations or {}).get(REPLACES) == node:
-                self.core.delete_node(candidate.metadata.name)
-                removed.append(candidate.metadata.name)
-        self.core.patch_node(node, {"metadata": {"annotations": {RETIRE: None}}})
-        return NodeStepResult(
-            node, "rolled-back", _v(version), f"removed surge node(s) {', '.join(removed) or 'none'}"
         )
 
 

@@ -1,0 +1,56 @@
+"""The end of a blue-green upgrade (§1.2): retire the blue nodes, or switch back to them.
+
+Both tasks do nothing (skip) for the other strategies, so the graph is the same for every
+run; the strategy is read from the validated request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import TriggerRule, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from slipway.airflow import runbooks
+from slipway.airflow.runtime import platform, record, request_from
+from slipway.airflow.stage_common import declare_incident
+from slipway.kube.drain import DrainBlocked, DrainRefused
+from slipway.models import UpgradeRequest
+
+SWITCHED_BACK = "switched-back"
+
+
+def _blue_green_only(request: dict[str, Any]) -> UpgradeRequest:
+    req = request_from(request)
+    if req.strategy != "blue-green":
+        raise AirflowSkipException(f"strategy is {req.strategy}: no blue nodes to retire or return to")
+    return req
+
+
+@task(doc_md=runbooks.RETIRE_BLUE, retries=2)
+def retire_blue_nodes(request: dict[str, Any]) -> list[str]:
+    req = _blue_green_only(request)
+    upgrader = platform().blue_green()
+    retired = upgrader.retire_blue(str(req.target))
+    kept = upgrader.kept_blue()
+    record().event("blue-retired", f"blue nodes retired: {', '.join(retired) or 'none'}")
+    if kept:
+        raise AirflowFailException(
+            f"blue nodes {', '.join(kept)} kept: their green twins are not Ready at {req.target}"
+        )
+    return retired
+
+
+@task(doc_md=runbooks.SWITCH_BACK, trigger_rule=TriggerRule.ONE_FAILED, retries=1)
+def switch_back_to_blue(request: dict[str, Any]) -> list[str]:
+    _blue_green_only(request)
+    upgrader = platform().blue_green()
+    if not upgrader.kept_blue():
+        raise AirflowSkipException("no blue node is kept: nothing to switch back to")
+    declare_incident("SEV2", "blue-green upgrade failed: switching workloads back to the blue nodes")
+    try:
+        restored = upgrader.switch_back()
+    except (DrainBlocked, DrainRefused) as err:
+        raise AirflowFailException(f"switch back stopped, clear this task to go on: {err}") from err
+    record().event(SWITCHED_BACK, f"workloads back on blue nodes {', '.join(restored)}; green nodes removed")
+    return restored
