@@ -33,7 +33,11 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
             type="string",
             enum=["in-place", "surge", "blue-green"],
             title="Worker strategy",
-            description="in-place: upgrade each node; surge: add a new node, retire the old.",
+            description=(
+                "in-place: upgrade each node; surge: add a new node, retire the old after its batch; "
+                "blue-green: keep the old nodes until the whole cluster is validated, switch back on "
+                "failure (k8s_cluster_upgrade, platforms that can add nodes)."
+            ),
         ),
         "batch_policy": Param(
             "fixed",
