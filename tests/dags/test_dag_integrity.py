@@ -12,7 +12,13 @@ from airflow.serialization.serialized_objects import DagSerialization
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 from tests.conftest import REPO
 
-EXPECTED_DAGS = {"k8s_upgrade_preflight", "k8s_cluster_upgrade", "k8s_worker_upgrade", "k8s_upgrade_history"}
+EXPECTED_DAGS = {
+    "k8s_upgrade_preflight",
+    "k8s_cluster_upgrade",
+    "k8s_worker_upgrade",
+    "k8s_upgrade_history",
+    "k8s_gitops_sync",
+}
 
 
 class NetworkAtParseTime(AssertionError):

@@ -230,3 +230,28 @@ SWITCH_BACK = runbook(
     "twin is already schedulable, so nothing is short of room. Clear the task to go on.",
     "Safe: the nodes' annotations are the state; a cleared task continues with what is left.",
 )
+RENDER_DESIRED_STATE = runbook(
+    "Renders gitops/overlays/<environment> with `kubectl kustomize` and validates the ConfigMap "
+    "slipway-desired-state it declares as an upgrade request (the trigger form's fields).",
+    "The message names the overlay and the refused field (or kustomize's own error): fix the commit in "
+    "git; nothing was triggered.",
+    "Safe: read-only.",
+)
+COMPARE_DESIRED_STATE = runbook(
+    "Compares the desired version with the live control plane and kubelets: in sync, drift (trigger the "
+    "upgrade), or an upgrade already queued/running (leave it). A desired version older than the cluster "
+    "is refused: a downgrade is an explicit rollback, never a reconcile.",
+    "Check the `kubernetes_default` connection; a refusal names the versions.",
+    "Safe: read-only.",
+)
+IN_SYNC = runbook(
+    "Marks a reconcile that needs no upgrade (in sync, or an upgrade run is already on its way).",
+    "It does not fail.",
+    "Safe.",
+)
+TRIGGER_FROM_GIT = runbook(
+    "Triggers k8s_cluster_upgrade with the desired state from git as its request (run id "
+    "gitops__<this run>), without waiting for it: that run has its own gates and approval.",
+    "Check that k8s_cluster_upgrade is not paused and parses; its first task re-validates the request.",
+    "Safe: the run id is fixed per reconcile run, so a cleared task does not start a second upgrade.",
+)
