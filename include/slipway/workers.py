@@ -82,6 +82,16 @@ def node_info(node: client.V1Node) -> NodeInfo:
     )
 
 
+def serving_workers(api: client.ApiClient) -> list[client.V1Node]:
+    """The workers that should now run the target: not quarantined, and not a replaced old
+    node that surge or blue-green keeps (cordoned, empty) as the way back."""
+    return [
+        n
+        for n in kube_nodes.list_workers(api)
+        if not kube_nodes.is_quarantined(n) and not (n.metadata.annotations or {}).get(RETIRE)
+    ]
+
+
 def _upgradable(
     api: client.ApiClient, workers: Sequence[client.V1Node] | None = None
 ) -> tuple[list[NodeInfo], dict[str, str]]:

@@ -157,7 +157,7 @@ def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
 
     api = orchestrator_api()
     req = parse_request(request)
-    upgraded = [n.metadata.name for n in kube_nodes.list_workers(api) if not kube_nodes.is_quarantined(n)]
+    upgraded = [n.metadata.name for n in workers.serving_workers(api)]
     verdict = workers.validate_batch(api, req, upgraded)
     rec = record()
     rec.update(validation=verdict.to_dict())
