@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,16 +33,32 @@ def state_root_for_tests() -> Path:
     return Path(os.environ.get("SLIPWAY_TEST_STATE_DIR") or tempfile.mkdtemp(prefix="slipway-test-"))
 
 
+@contextmanager
+def running_cluster(name: str, port_offset: int, nodes: int, **versions: str) -> Iterator[LocalCluster]:
+    """A fresh local cluster with the sample workloads, purged afterwards (also when a test
+    fails). ``port_offset`` keeps each cluster's ports apart; ``versions`` are ClusterConfig's."""
+    cfg = ClusterConfig(
+        name=name,
+        base_port=TEST_BASE_PORT + port_offset,
+        nodes=nodes,
+        state_root=state_root_for_tests(),
+        **versions,
+    )
+    cluster = LocalCluster(cfg)
+    cluster.down(purge=True)
+    try:
+        cluster.up()
+        install_samples(cluster.admin_client())
+        yield cluster
+    finally:
+        cluster.down(purge=True)
+
+
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
     """The 12-node HA cluster with the sample workloads, started once and purged at the end."""
-    cfg = ClusterConfig(name="test", base_port=TEST_BASE_PORT, nodes=12, state_root=state_root_for_tests())
-    cluster = LocalCluster(cfg)
-    cluster.down(purge=True)
-    cluster.up()
-    install_samples(cluster.admin_client())
-    yield cluster
-    cluster.down(purge=True)
+    with running_cluster("test", 0, 12) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,9 @@ from kubernetes import client
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.kit import ETCD_NEW, KUBERNETES_NEW, KUBERNETES_OLD
-from slipway.localcluster.workloads import install_samples
 from slipway.upgraders.nodes import REPLACES, RETIRE
-from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.conftest import running_cluster
 from tests.dags.dagrun import run_dag, verdict
 from tests.localhttp import QuietHandler, serving
 
@@ -38,25 +36,13 @@ CONF = {
 def cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     """Control plane already at the target (this test is about the workers), kubelets one
     minor behind; without the never-evictable samples, so no node is quarantined."""
-    cfg = ClusterConfig(
-        name="bluegreen",
-        base_port=TEST_BASE_PORT + 600,
-        nodes=4,
-        kubernetes_version=KUBERNETES_NEW,
-        etcd_version=ETCD_NEW,
-        kubelet_version=KUBERNETES_OLD,
-        state_root=state_root_for_tests(),
-    )
-    local = LocalCluster(cfg)
-    local.down(purge=True)
-    local.up()
-    admin = local.admin_client()
-    install_samples(admin)
-    for name in ("payments-api", "ledger"):
-        client.AppsV1Api(admin).delete_namespaced_deployment(name, "shop")
-        client.PolicyV1Api(admin).delete_namespaced_pod_disruption_budget(name, "shop")
-    yield local
-    local.down(purge=True)
+    versions = {"kubernetes_version": KUBERNETES_NEW, "etcd_version": ETCD_NEW}
+    with running_cluster("bluegreen", 600, 4, kubelet_version=KUBERNETES_OLD, **versions) as local:
+        admin = local.admin_client()
+        for name in ("payments-api", "ledger"):
+            client.AppsV1Api(admin).delete_namespaced_deployment(name, "shop")
+            client.PolicyV1Api(admin).delete_namespaced_pod_disruption_budget(name, "shop")
+        yield local
 
 
 def _greens(cluster: LocalCluster) -> list[str]:

@@ -13,10 +13,8 @@ from slipway.airflow.stage_control_plane import CHAOS_CONFIGMAP, CHAOS_KEY
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD
-from slipway.localcluster.workloads import install_samples
-from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.conftest import running_cluster
 from tests.dags.dagrun import run_dag, verdict
 
 pytestmark = pytest.mark.cluster
@@ -33,20 +31,10 @@ CONF = {
 
 @pytest.fixture
 def cluster(airflow_db: Path) -> Iterator[LocalCluster]:
-    cfg = ClusterConfig(
-        # 7 workers: the never-evictable samples may quarantine up to 3 nodes (placement is the
-        # scheduler's), and the last nodes drained must still have somewhere for their pods to go.
-        name="full",
-        base_port=TEST_BASE_PORT + 500,
-        nodes=7,
-        state_root=state_root_for_tests(),
-    )
-    local = LocalCluster(cfg)
-    local.down(purge=True)
-    local.up()
-    install_samples(local.admin_client())
-    yield local
-    local.down(purge=True)
+    # 7 workers: the never-evictable samples may quarantine up to 3 nodes (placement is the
+    # scheduler's), and the last nodes drained must still have somewhere for their pods to go.
+    with running_cluster("full", 500, 7) as local:
+        yield local
 
 
 def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(

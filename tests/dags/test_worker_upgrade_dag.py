@@ -11,12 +11,11 @@ from kubernetes import client
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.localcluster.workloads import install_samples
 from slipway.upgraders.nodes import NOT_READY, SIMULATE_LABEL
-from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.conftest import running_cluster
 from tests.dags.dagrun import PdbWatcher, run_dag, verdict
 
 pytestmark = pytest.mark.cluster
@@ -32,16 +31,10 @@ BASE_CONF = {
 
 @pytest.fixture
 def worker_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
-    cfg = ClusterConfig(
-        name="workers",
-        base_port=TEST_BASE_PORT + 400,
-        nodes=6,
-        state_root=state_root_for_tests(),
-        kubernetes_version=KUBERNETES_NEW,
-        kubelet_version=KUBERNETES_OLD,
-    )
-    cluster = LocalCluster(cfg)
-    cluster.down(purge=True)
+    with running_cluster(
+        "workers", 400, 6, kubernetes_version=KUBERNETES_NEW, kubelet_version=KUBERNETES_OLD
+    ) as cluster:
+        yield cluster
     cluster.up()
     install_samples(cluster.admin_client())
     yield cluster

@@ -19,11 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from slipway.etcd import DEFAULT_BUMP_REVISION, back_up_and_prove
 from slipway.localcluster import binaries
 from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD, kubernetes_release
 from slipway.localcluster.nodes import count_ready
-from slipway.localcluster.workloads import install_samples, unavailable_samples
+from slipway.localcluster.workloads import unavailable_samples
 from slipway.upgraders.controlplane import (
     ComponentRef,
     ControlPlaneTarget,
@@ -34,7 +33,7 @@ from slipway.upgraders.controlplane import (
 from slipway.upgraders.local_controlplane import LocalControlPlaneUpgrader
 from slipway.validation.baseline import Baseline, capture_baseline, compare
 from slipway.validation.probe import ApiProbe, ProbeSettings
-from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.conftest import running_cluster
 
 pytestmark = [
     pytest.mark.cluster,
@@ -45,7 +44,7 @@ pytestmark = [
     ),
 ]
 
-CP_BASE_PORT = TEST_BASE_PORT + 300
+CP_PORT_OFFSET = 300
 OLD = ControlPlaneTarget(kubernetes=KUBERNETES_OLD, etcd=ETCD_OLD)
 NEW = ControlPlaneTarget(kubernetes=KUBERNETES_NEW, etcd=ETCD_NEW)
 BASELINE_REQUESTS = 200  # 10 s at the probe's default 20 requests/s
@@ -56,13 +55,8 @@ SCHEDULING_PODS = 24
 
 @pytest.fixture(scope="module")
 def cp_cluster() -> Iterator[LocalCluster]:
-    cfg = ClusterConfig(name="cpupgrade", base_port=CP_BASE_PORT, nodes=3, state_root=state_root_for_tests())
-    cluster = LocalCluster(cfg)
-    cluster.down(purge=True)
-    cluster.up()
-    install_samples(cluster.admin_client())
-    yield cluster
-    cluster.down(purge=True)
+    with running_cluster("cpupgrade", CP_PORT_OFFSET, 3) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
