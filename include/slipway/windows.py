@@ -293,3 +293,21 @@ def predict_duration(history: Sequence[float], nodes: int, batch_size: int, soak
     per_node = statistics.median(history) if history else DEFAULT_SECONDS_PER_NODE
     batches = math.ceil(nodes / batch_size)
     return timedelta(seconds=batches * (per_node + soak_seconds))
+
+
+SLOW_FACTOR = 2.0  # a batch this many times slower per node than usual is worth a warning
+MIN_HISTORY = 2
+
+
+def slow_progress(history: Sequence[float], seconds_per_node: float) -> str | None:
+    """§4.2's "slow progress" warning: this batch's seconds per node against the median of
+    the batches before it (None without enough history, or when it is not slow)."""
+    if len(history) < MIN_HISTORY:
+        return None
+    usual = statistics.median(history)
+    if seconds_per_node <= SLOW_FACTOR * usual:
+        return None
+    return (
+        f"{seconds_per_node:.0f}s per node, {seconds_per_node / usual:.1f}x the median {usual:.0f}s "
+        f"of the {len(history)} batches before: the remaining batches may not fit the window"
+    )

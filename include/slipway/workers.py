@@ -31,7 +31,7 @@ from slipway.upgraders.nodes import REPLACES, RETIRE, NodeUpgrader
 from slipway.validation.baseline import Baseline, compare, ratios, raw_histograms, window_latency
 from slipway.validation.health import health_check
 from slipway.versions import Version
-from slipway.windows import predict_duration
+from slipway.windows import predict_duration, slow_progress
 
 PASSED, FAILED, RUNNING, ROLLED_BACK = "passed", "failed", "running", "rolled-back"
 NO_CAPACITY = "no-capacity"
@@ -349,11 +349,16 @@ def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     updates: dict[str, Any] = {"batches": batches}
+    slow = None
     if seconds_per_node is not None:
-        updates["seconds_per_node"] = [*data.get("seconds_per_node", []), round(seconds_per_node, 2)][-50:]
+        history = [float(s) for s in data.get("seconds_per_node", [])]
+        slow = slow_progress(history, seconds_per_node)
+        updates["seconds_per_node"] = [*history, round(seconds_per_node, 2)][-50:]
     if "adaptive" in data:
         updates["adaptive"] = AdaptiveBatcher.from_state(data["adaptive"]).record(verdict.passed).to_state()
     record.update(**updates)
+    if slow:
+        record.event("slow-progress", f"batch {index}: {slow}", batch=index)
     kind = "batch-passed" if verdict.passed else "batch-failed"
     record.event(
         kind, f"batch {index}: " + ("passed" if verdict.passed else "; ".join(verdict.problems)), batch=index

@@ -13,6 +13,7 @@ from slipway.windows import (
     parse_blackouts,
     parse_windows,
     predict_duration,
+    slow_progress,
 )
 
 
@@ -210,3 +211,13 @@ class TestPredictDuration:
     def test_bad_inputs_refused(self, history: list[float], nodes: int, batch: int) -> None:
         with pytest.raises(ValueError):
             predict_duration(history, nodes=nodes, batch_size=batch, soak_seconds=30)
+
+
+def test_slow_progress_is_judged_against_the_batches_before() -> None:
+    assert slow_progress([60.0], 500.0) is None  # one batch is no history
+    assert slow_progress([60.0, 70.0, 50.0], 120.0) is None  # 2x is still usual
+    warning = slow_progress([60.0, 70.0, 50.0], 150.0)
+    assert warning == (
+        "150s per node, 2.5x the median 60s of the 3 batches before: "
+        "the remaining batches may not fit the window"
+    )
