@@ -13,7 +13,6 @@ from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
-from slipway.localcluster.workloads import install_samples
 from slipway.upgraders.nodes import NOT_READY, SIMULATE_LABEL
 from tests.conftest import running_cluster
 from tests.dags.dagrun import PdbWatcher, run_dag, verdict
@@ -35,10 +34,6 @@ def worker_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
         "workers", 400, 6, kubernetes_version=KUBERNETES_NEW, kubelet_version=KUBERNETES_OLD
     ) as cluster:
         yield cluster
-    cluster.up()
-    install_samples(cluster.admin_client())
-    yield cluster
-    cluster.down(purge=True)
 
 
 def _remove_never_evictable_samples(cluster: LocalCluster) -> None:
