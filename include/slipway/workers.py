@@ -24,6 +24,7 @@ from slipway.checks.capacity import describe_shortfall, largest_fitting, running
 from slipway.inventory import ControlPlaneReader
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainOptions
+from slipway.kube.pdb import blocking_pdbs
 from slipway.kube.readiness import pending_pods, workloads_available
 from slipway.models import Batch, NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
 from slipway.runrecord import RunRecord
@@ -140,7 +141,7 @@ def select_batch(
     if batch is None:
         return Selection(index, reason="done")
     if request.strategy == "in-place":  # surge and blue-green add their room before the drain
-        fitted = _fit_to_capacity(api, record, index, batch, every_worker)
+        fitted = _fit_to_capacity(api, record, request, index, batch, every_worker)
         if fitted is None:
             return Selection(index, reason=NO_CAPACITY)
         batch = fitted
@@ -175,6 +176,7 @@ def select_batch(
 def _fit_to_capacity(
     api: client.ApiClient,
     record: RunRecord,
+    request: UpgradeRequest,
     index: int,
     batch: Batch,
     workers: Sequence[client.V1Node],
@@ -186,7 +188,11 @@ def _fit_to_capacity(
     anywhere only ends in a drain timeout with the node cordoned, so it is refused here,
     before anything is cordoned, and the refusal is kept in the run record.
     """
-    fitted, whole = largest_fitting(batch, [node_info(n) for n in workers], running_pods(api))
+    held: set[str] = set()
+    if request.blocked_drain_policy == "quarantine":
+        # Nodes holding a pod no eviction will ever move are quarantined, not drained.
+        held = {n for e in blocking_pdbs(api) if e["permanent"] for n in e["nodes"]}
+    fitted, whole = largest_fitting(batch, [node_info(n) for n in workers], running_pods(api), held)
     if fitted is None:
         cordoned = sorted(n.metadata.name for n in workers if n.spec.unschedulable)
         message = (

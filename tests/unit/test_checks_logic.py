@@ -339,6 +339,19 @@ class TestCapacity:
         assert line.startswith("batch 3 (pool general: general-0) is short 500m CPU, 5120Mi for 5 pod(s): ")
         assert "no schedulable node is left" in line and "(+2 more)" in line
 
+    def test_a_node_held_for_quarantine_moves_nothing_and_takes_nothing(self) -> None:
+        # general-0 holds a pod no eviction will move: it is quarantined, not drained.
+        pods = [
+            PodDemand("shop/pinned", "general-0", 3500, GIB),
+            PodDemand("shop/web", "general-1", 3000, GIB),
+        ]
+        batch = Batch(index=0, pool="general", nodes=["general-0", "general-1"])
+        assert not fit_batch(batch, self.NODES, pods).fits
+        fit = fit_batch(batch, self.NODES, pods, held={"general-0"})
+        assert fit.fits and fit.placed == {"shop/web": "general-2"}  # not onto the held node
+        fitted, _ = largest_fitting(batch, self.NODES, pods, held={"general-0"})
+        assert fitted == batch
+
     def test_pod_slots_count(self) -> None:
         nodes = [node("a", pods=2), node("b", pods=2)]
         pods = [PodDemand(f"ns/p{i}", "a" if i < 2 else "b", 1, 1) for i in range(4)]

@@ -13,7 +13,7 @@ spread and volume zones, so "fits" is necessary, not sufficient. Everything exce
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kubernetes import client
@@ -185,11 +185,17 @@ def node_rooms(nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]) -> dict[str
     return rooms
 
 
-def fit_batch(batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]) -> BatchFit:
-    """Place the pods evicted from ``batch`` on the nodes that stay schedulable, largest first."""
-    draining = set(batch.nodes)
+def fit_batch(
+    batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand], held: Collection[str] = ()
+) -> BatchFit:
+    """Place the pods evicted from ``batch`` on the nodes that stay schedulable, largest first.
+
+    ``held``: nodes of the batch that will not be drained (quarantined for a PDB that never
+    allows an eviction): their pods stay, and they take no new ones either.
+    """
+    draining = set(batch.nodes) - set(held)
     rooms = node_rooms(nodes, pods)
-    usable = {n.name for n in nodes if n.ready and not n.unschedulable and n.name not in draining}
+    usable = {n.name for n in nodes if n.ready and not n.unschedulable and n.name not in batch.nodes}
     targets = [rooms[name] for name in sorted(usable)]
     evicted = sorted(
         (p for p in pods if p.node in draining and p.moves),
@@ -210,7 +216,7 @@ def fit_batch(batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]
 
 
 def largest_fitting(
-    batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand]
+    batch: Batch, nodes: Sequence[NodeInfo], pods: Sequence[PodDemand], held: Collection[str] = ()
 ) -> tuple[Batch | None, BatchFit]:
     """The most of ``batch`` that the nodes staying schedulable can absorb *now*.
 
@@ -218,16 +224,16 @@ def largest_fitting(
     nodes that fits alone. ``None`` when not one of them can be drained, with the whole
     batch's fit (what names the pods that have nowhere to go).
     """
-    whole = fit_batch(batch, nodes, pods)
+    whole = fit_batch(batch, nodes, pods, held)
     if whole.fits:
         return batch, whole
     for size in range(len(batch.nodes) - 1, 0, -1):
         prefix = batch.model_copy(update={"nodes": batch.nodes[:size]})
-        if fit_batch(prefix, nodes, pods).fits:
+        if fit_batch(prefix, nodes, pods, held).fits:
             return prefix, whole
     for name in batch.nodes[1:]:
         alone = batch.model_copy(update={"nodes": [name]})
-        if fit_batch(alone, nodes, pods).fits:
+        if fit_batch(alone, nodes, pods, held).fits:
             return alone, whole
     return None, whole
 
