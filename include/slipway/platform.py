@@ -125,11 +125,12 @@ class Platform:
             if strategy == "surge":
                 return LocalSurgeUpgrader(admin)
             if strategy == "blue-green":
-                return LocalBlueGreenUpgrader(admin)
+                return self.blue_green()
             return LocalInPlaceUpgrader(admin)
         return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image)
 
     def blue_green(self) -> LocalBlueGreenUpgrader:
-        upgrader = self.node_upgrader("blue-green")
-        assert isinstance(upgrader, LocalBlueGreenUpgrader)
-        return upgrader
+        problem = self.strategy_problem("blue-green")
+        if problem:
+            raise PlatformError(f"strategy: {problem}")
+        return LocalBlueGreenUpgrader(self._admin_api())

@@ -83,12 +83,14 @@ def node_info(node: client.V1Node) -> NodeInfo:
     )
 
 
-def serving_workers(api: client.ApiClient) -> list[client.V1Node]:
+def serving_workers(
+    api: client.ApiClient, workers: Sequence[client.V1Node] | None = None
+) -> list[client.V1Node]:
     """The workers that should now run the target: not quarantined, and not a replaced old
     node that surge or blue-green keeps (cordoned, empty) as the way back."""
     return [
         n
-        for n in kube_nodes.list_workers(api)
+        for n in (kube_nodes.list_workers(api) if workers is None else workers)
         if not kube_nodes.is_quarantined(n) and not (n.metadata.annotations or {}).get(RETIRE)
     ]
 
@@ -99,9 +101,8 @@ def _upgradable(
     """Workers Slipway may upgrade (not quarantined, not surge leftovers or replacements),
     and each one's current kubelet version (what a rollback returns it to)."""
     keep, versions = [], {}
-    for node in kube_nodes.list_workers(api) if workers is None else workers:
-        annotations = node.metadata.annotations or {}
-        if kube_nodes.is_quarantined(node) or annotations.get(RETIRE) or annotations.get(REPLACES):
+    for node in serving_workers(api, workers):
+        if (node.metadata.annotations or {}).get(REPLACES):
             continue
         keep.append(node_info(node))
         versions[node.metadata.name] = kube_nodes.kubelet_version(node)
@@ -188,11 +189,12 @@ def _fit_to_capacity(
     anywhere only ends in a drain timeout with the node cordoned, so it is refused here,
     before anything is cordoned, and the refusal is kept in the run record.
     """
+    pods = client.CoreV1Api(api).list_pod_for_all_namespaces().items
     held: set[str] = set()
     if request.blocked_drain_policy == "quarantine":
         # Nodes holding a pod no eviction will ever move are quarantined, not drained.
-        held = {n for e in blocking_pdbs(api) if e["permanent"] for n in e["nodes"]}
-    fitted, whole = largest_fitting(batch, [node_info(n) for n in workers], running_pods(api), held)
+        held = {n for e in blocking_pdbs(api, pods) if e["permanent"] for n in e["nodes"]}
+    fitted, whole = largest_fitting(batch, [node_info(n) for n in workers], running_pods(api, pods), held)
     if fitted is None:
         cordoned = sorted(n.metadata.name for n in workers if n.spec.unschedulable)
         message = (

@@ -134,12 +134,15 @@ def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 @task(doc_md=runbooks.UNCORDON, retries=3)
 def uncordon_node(node: str, request: dict[str, Any]) -> bool:
-    if request_from(request).strategy in TWIN_STRATEGIES or _quarantined(node):
-        return False  # a replaced (blue) node stays cordoned until retired; quarantine stays too
+    if request_from(request).strategy in TWIN_STRATEGIES:
+        return False  # a replaced (blue) node stays cordoned until retired
     from kubernetes import client
 
     api = orchestrator_api()
-    since = (client.CoreV1Api(api).read_node(node).metadata.annotations or {}).get(kube_nodes.CORDONED_AT)
+    current = client.CoreV1Api(api).read_node(node)
+    if kube_nodes.is_quarantined(current):
+        return False  # a quarantine stays for a human
+    since = (current.metadata.annotations or {}).get(kube_nodes.CORDONED_AT)
     changed = kube_nodes.uncordon(api, node, current_run_id())
     if changed:
         out = kube_nodes.seconds_since(since) if since else None

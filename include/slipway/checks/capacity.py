@@ -362,9 +362,11 @@ def _phase(pod: client.V1Pod) -> str:
     return str(pod.status.phase or "") if pod.status else ""
 
 
-def running_pods(api: client.ApiClient) -> list[PodDemand]:
-    """Every pod bound to a node that still holds its requests there."""
-    pods = client.CoreV1Api(api).list_pod_for_all_namespaces().items
+def running_pods(api: client.ApiClient, pods: Sequence[client.V1Pod] | None = None) -> list[PodDemand]:
+    """Every pod bound to a node that still holds its requests there (``pods``: a listing
+    the caller already has)."""
+    if pods is None:
+        pods = client.CoreV1Api(api).list_pod_for_all_namespaces().items
     return [pod_demand(p) for p in pods if p.spec.node_name and _phase(p) not in FINISHED_PHASES]
 
 

@@ -7,6 +7,7 @@ the drain's blocker report (when a drain gives up), so the two always agree.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from kubernetes import client
@@ -30,7 +31,7 @@ def pdb_for_pod(
     return min(matching, key=lambda p: p.metadata.name, default=None)
 
 
-def blocking_pdbs(api: client.ApiClient) -> list[dict[str, Any]]:
+def blocking_pdbs(api: client.ApiClient, pods: Sequence[client.V1Pod] | None = None) -> list[dict[str, Any]]:
     """PDBs that allow no eviction now, each with the pods it guards and why it blocks.
 
     A PDB blocks when ``status.disruptionsAllowed`` is 0. ``permanent`` says whether it
@@ -40,7 +41,8 @@ def blocking_pdbs(api: client.ApiClient) -> list[dict[str, Any]]:
     """
     pdbs = list_pdbs(api)
     pods_by_namespace: dict[str, list[client.V1Pod]] = defaultdict(list)
-    for pod in client.CoreV1Api(api).list_pod_for_all_namespaces().items:
+    listed = client.CoreV1Api(api).list_pod_for_all_namespaces().items if pods is None else pods
+    for pod in listed:
         if not pod.metadata.deletion_timestamp:
             pods_by_namespace[pod.metadata.namespace].append(pod)
     blocking = []

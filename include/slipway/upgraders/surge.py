@@ -72,17 +72,24 @@ class LocalSurgeUpgrader:
         taints = [t.to_dict() for t in (old.spec.taints or []) if t.key != "node.kubernetes.io/unschedulable"]
         return simulated_node(name, labels, taints, resources, version, {REPLACES: old.metadata.name})
 
-    def _twins(self) -> dict[str, str]:
-        """blue node → its green twin."""
-        return {
-            n.metadata.annotations[REPLACES]: n.metadata.name
-            for n in self.core.list_node().items
-            if (n.metadata.annotations or {}).get(REPLACES)
+    def _kept(self) -> tuple[list[client.V1Node], dict[str, client.V1Node]]:
+        """The kept blue nodes and every green twin, from one listing of the nodes."""
+        nodes = self.core.list_node().items
+        kept = sorted(
+            (n for n in nodes if (n.metadata.annotations or {}).get(RETIRE)), key=lambda n: n.metadata.name
+        )
+        twins = {
+            n.metadata.annotations[REPLACES]: n for n in nodes if (n.metadata.annotations or {}).get(REPLACES)
         }
+        return kept, twins
+
+    def _twins(self) -> dict[str, client.V1Node]:
+        """blue node name → its green twin."""
+        return self._kept()[1]
 
     def nodes_to_wait_for(self, nodes: list[str]) -> list[str]:
         twins = self._twins()
-        return [twins[n] for n in nodes if n in twins]
+        return [twins[n].metadata.name for n in nodes if n in twins]
 
     def upgrade_node(self, node: str, version: str) -> NodeStepResult:
         # The drained blue node stays (cordoned) until validation passes: it is the way back.
@@ -93,7 +100,8 @@ class LocalSurgeUpgrader:
         return [node for node in nodes if self._delete(node)]
 
     def rollback_node(self, node: str, version: str) -> NodeStepResult:
-        green = self._back_to_blue(node, self._twins().get(node))
+        twin = self._twins().get(node)
+        green = self._back_to_blue(node, twin.metadata.name if twin else None)
         return NodeStepResult(node, "rolled-back", _v(version), f"removed green node {green or 'none'}")
 
     def _back_to_blue(self, blue: str, green: str | None) -> str | None:
@@ -105,9 +113,10 @@ class LocalSurgeUpgrader:
         self.core.patch_node(blue, {"metadata": {"annotations": {RETIRE: None}}})
         return green
 
-    def _uncordon_blue(self, blue: str) -> None:
+    def _uncordon_blue(self, blue: str, current: client.V1Node | None = None) -> None:
         # Slipway cordoned it (whichever run's try did); an operator's own cordon stays.
-        if kube_nodes.cordon_owner(self.core.read_node(blue)) != kube_nodes.EXTERNAL_CORDON:
+        node = current or self.core.read_node(blue)
+        if kube_nodes.cordon_owner(node) != kube_nodes.EXTERNAL_CORDON:
             kube_nodes.uncordon(self.api, blue, WAY_BACK, force=True)
 
     def _delete(self, node: str) -> bool:
@@ -129,22 +138,20 @@ class LocalBlueGreenUpgrader(LocalSurgeUpgrader):
         return []  # the blue nodes are the way back until the cluster-wide validation
 
     def kept_blue(self) -> list[str]:
-        return sorted(
-            n.metadata.name for n in self.core.list_node().items if (n.metadata.annotations or {}).get(RETIRE)
-        )
+        return [n.metadata.name for n in self._kept()[0]]
 
     def retire_blue(self, target: str) -> list[str]:
         """Remove every kept blue node whose green twin is Ready at ``target``; the names removed.
         A blue node whose twin is not (yet) Ready at the target stays: it is still the way back."""
-        twins, removed = self._twins(), []
-        for blue in self.kept_blue():
-            green = twins.get(blue)
-            if green is None:
+        kept, twins = self._kept()
+        removed = []
+        for blue in kept:
+            twin = twins.get(blue.metadata.name)
+            if twin is None:
                 continue
-            twin = self.core.read_node(green)
             at_target = kube_nodes.kubelet_version(twin) == target.removeprefix("v")
-            if kube_nodes.node_ready(twin) and at_target and self._delete(blue):
-                removed.append(blue)
+            if kube_nodes.node_ready(twin) and at_target and self._delete(blue.metadata.name):
+                removed.append(blue.metadata.name)
         return removed
 
     def switch_back(self) -> list[str]:
@@ -154,9 +161,10 @@ class LocalBlueGreenUpgrader(LocalSurgeUpgrader):
         :raises slipway.kube.drain.DrainBlocked: a green node could not be drained in time
             (its blue twin is already uncordoned, so nothing is short of room; retry).
         """
-        twins, kept = self._twins(), self.kept_blue()
+        kept, twins = self._kept()
         for blue in kept:
-            self._uncordon_blue(blue)
+            self._uncordon_blue(blue.metadata.name, blue)
         for blue in kept:
-            self._back_to_blue(blue, twins.get(blue))
-        return kept
+            twin = twins.get(blue.metadata.name)
+            self._back_to_blue(blue.metadata.name, twin.metadata.name if twin else None)
+        return [n.metadata.name for n in kept]
