@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps system-deps binaries cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+.PHONY: help deps system-deps binaries binaries-range cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,11 @@ system-deps: ## Debian packages the local cluster needs (haproxy)
 
 binaries: deps ## Build the official Kubernetes/etcd/kwok binaries from Go modules (cached by version)
 	$(VENV)/bin/slipway-local build
+
+RANGE_RELEASES := etcd=3.5.21 etcd=3.6.4 kubernetes=1.31.14 kubernetes=1.32.13 kubernetes=1.33.13 kubernetes=1.34.4
+
+binaries-range: deps ## Also build the source document's range (1.31 -> 1.34, etcd 3.5/3.6); not part of `make test`
+	$(VENV)/bin/slipway-local build $(RANGE_RELEASES)
 
 cluster-up: deps system-deps binaries ## Start the local HA cluster with sample workloads
 	$(VENV)/bin/slipway-local up --workloads

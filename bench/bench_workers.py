@@ -26,6 +26,7 @@ from pathlib import Path
 from kubernetes import client
 
 from slipway import workers
+from slipway.inventory import node_info
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import drain_node
 from slipway.kube.readiness import wait_node_ready
@@ -95,7 +96,7 @@ def reset(cluster: LocalCluster) -> None:
 def batches(cluster: LocalCluster) -> list[list[str]]:
     """The batches Slipway plans at 10 % max unavailable; the script uses the same ones."""
     request = parse_request({"target_version": KUBERNETES_NEW, "max_unavailable_percent": 10})
-    candidates = [workers.node_info(n) for n in kube_nodes.list_workers(cluster.admin_client())]
+    candidates = [node_info(n) for n in kube_nodes.list_workers(cluster.admin_client())]
     from slipway.batching import plan_batches
 
     return [b.nodes for b in plan_batches(candidates, request).batches]

@@ -17,24 +17,32 @@ from typing import TYPE_CHECKING, Protocol
 
 from kubernetes import client
 
-from slipway.kube.nodes import is_cordoned, kubelet_version, node_ready
+from slipway.kube.nodes import (
+    CONTROL_PLANE_LABELS,
+    CONTROL_PLANE_POOL,
+    DEFAULT_POOL,
+    POOL_LABELS,
+    is_control_plane,
+    is_cordoned,
+    kubelet_version,
+    node_pool,
+    node_ready,
+)
 from slipway.models import ClusterInventory, NodeInfo, Resources, Taint, parse_cpu, parse_memory
 from slipway.versions import Version
 
 if TYPE_CHECKING:
     from slipway.localcluster.cluster import LocalCluster
 
-# Pool labels in the order they are trusted: Slipway's own, then what managed platforms set.
-POOL_LABELS = (
-    "slipway.dev/node-pool",
-    "eks.amazonaws.com/nodegroup",
-    "cloud.google.com/gke-nodepool",
-    "kubernetes.azure.com/agentpool",
-    "agentpool",
-)
-DEFAULT_POOL = "default"
-CONTROL_PLANE_POOL = "control-plane"
-CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+__all__ = [
+    "CONTROL_PLANE_LABELS",
+    "CONTROL_PLANE_POOL",
+    "DEFAULT_POOL",
+    "POOL_LABELS",
+    "is_control_plane",
+    "node_pool",
+]
+
 COMPONENT_KINDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 # Used when no reader could name the apiserver instances: the one behind the API endpoint.
 VIA_API_ENDPOINT = "(via API endpoint)"
@@ -70,22 +78,6 @@ class ControlPlaneReader(Protocol):
 
 
 # ---- nodes (pure) -----------------------------------------------------------------------------
-
-
-def is_control_plane(node: client.V1Node) -> bool:
-    labels = node.metadata.labels or {}
-    if any(label in labels for label in CONTROL_PLANE_LABELS):
-        return True
-    taints = (node.spec.taints if node.spec else None) or []
-    return any(t.key in CONTROL_PLANE_LABELS for t in taints)
-
-
-def node_pool(node: client.V1Node) -> str:
-    labels = node.metadata.labels or {}
-    for label in POOL_LABELS:
-        if labels.get(label):
-            return str(labels[label])
-    return CONTROL_PLANE_POOL if is_control_plane(node) else DEFAULT_POOL
 
 
 def node_info(node: client.V1Node) -> NodeInfo:

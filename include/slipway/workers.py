@@ -21,12 +21,12 @@ from kubernetes import client
 
 from slipway.batching import AdaptiveBatcher, next_batch, plan_batches
 from slipway.checks.capacity import describe_shortfall, largest_fitting, running_pods
-from slipway.inventory import ControlPlaneReader
+from slipway.inventory import ControlPlaneReader, node_info
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainOptions
 from slipway.kube.pdb import blocking_pdbs
 from slipway.kube.readiness import pending_pods, workloads_available
-from slipway.models import Batch, NodeInfo, Resources, Taint, UpgradeRequest, parse_cpu, parse_memory
+from slipway.models import Batch, NodeInfo, UpgradeRequest
 from slipway.runrecord import RunRecord
 from slipway.upgraders.nodes import REPLACES, RETIRE, NodeUpgrader
 from slipway.validation.baseline import Baseline, compare, ratios, raw_histograms, window_latency
@@ -60,26 +60,6 @@ def drain_options(request: UpgradeRequest) -> DrainOptions:
         timeout_seconds=float(request.drain_timeout_seconds),
         delete_emptydir_data=request.delete_emptydir_data,
         force=request.force_bare_pods,
-    )
-
-
-def node_info(node: client.V1Node) -> NodeInfo:
-    labels = node.metadata.labels or {}
-    alloc = node.status.allocatable or {}
-    return NodeInfo(
-        name=node.metadata.name,
-        pool=labels.get("slipway.dev/node-pool", labels.get("node.kubernetes.io/instance-type", "default")),
-        kubelet_version=kube_nodes.kubelet_version(node),
-        ready=kube_nodes.node_ready(node),
-        unschedulable=bool(node.spec.unschedulable),
-        control_plane=kube_nodes.CONTROL_PLANE_LABEL in labels,
-        allocatable=Resources(
-            cpu_millis=parse_cpu(alloc.get("cpu", "0")),
-            memory_bytes=parse_memory(alloc.get("memory", "0")),
-            pods=int(alloc.get("pods", "0")),
-        ),
-        labels=labels,
-        taints=[Taint(key=t.key, value=t.value or "", effect=t.effect) for t in (node.spec.taints or [])],
     )
 
 

@@ -23,6 +23,18 @@ from kubernetes.client.exceptions import ApiException
 log = logging.getLogger(__name__)
 
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
+# One definition of a node's role and pool for the preflight, batching and the run: the
+# labels (or taints) kubeadm and the managed platforms set, Slipway's own pool label first.
+CONTROL_PLANE_LABELS = (CONTROL_PLANE_LABEL, "node-role.kubernetes.io/master")
+POOL_LABELS = (
+    "slipway.dev/node-pool",
+    "eks.amazonaws.com/nodegroup",
+    "cloud.google.com/gke-nodepool",
+    "kubernetes.azure.com/agentpool",
+    "agentpool",
+)
+DEFAULT_POOL = "default"
+CONTROL_PLANE_POOL = "control-plane"
 CORDONED_BY = "slipway.dev/cordoned-by"
 CORDONED_AT = "slipway.dev/cordoned-at"
 STEP = "slipway.dev/step"
@@ -94,10 +106,28 @@ def step_of(node: client.V1Node) -> NodeStep | None:
 # ---- reads -------------------------------------------------------------------------------------
 
 
+def is_control_plane(node: client.V1Node) -> bool:
+    """A control-plane node by its role label or its control-plane taint (older kubeadm
+    clusters carry only ``master``; some managed platforms only the taint)."""
+    labels = node.metadata.labels or {}
+    if any(label in labels for label in CONTROL_PLANE_LABELS):
+        return True
+    taints = (node.spec.taints if node.spec else None) or []
+    return any(t.key in CONTROL_PLANE_LABELS for t in taints)
+
+
+def node_pool(node: client.V1Node) -> str:
+    labels = node.metadata.labels or {}
+    for label in POOL_LABELS:
+        if labels.get(label):
+            return str(labels[label])
+    return CONTROL_PLANE_POOL if is_control_plane(node) else DEFAULT_POOL
+
+
 def list_workers(api: client.ApiClient) -> list[client.V1Node]:
-    """Every node that is not a control-plane node, by name."""
-    nodes = client.CoreV1Api(api).list_node(label_selector=f"!{CONTROL_PLANE_LABEL}").items
-    return sorted(nodes, key=lambda n: n.metadata.name)
+    """Every node that is not a control-plane node (:func:`is_control_plane`), by name."""
+    nodes = client.CoreV1Api(api).list_node().items
+    return sorted((n for n in nodes if not is_control_plane(n)), key=lambda n: n.metadata.name)
 
 
 def get_step(api: client.ApiClient, node: str) -> NodeStep | None:

@@ -15,8 +15,16 @@ ETCD_OLD = "3.6.16"
 ETCD_NEW = "3.7.3"
 KWOK = "0.8.0"
 
-KUBERNETES_VERSIONS = (KUBERNETES_OLD, KUBERNETES_NEW)
-ETCD_VERSIONS = (ETCD_OLD, ETCD_NEW)
+# The source document's range: a cluster at 1.31 with etcd 3.5 upgraded hop by hop to 1.34
+# (crossing the 1.32 flowcontrol removal, moving etcd 3.5 -> 3.6 with 1.34). Exact versions:
+# the Go module proxy serves these tags although it does not list them. Built on demand
+# (`make binaries-range`), never by `make binaries`, to keep CI's cold build short.
+RANGE_KUBERNETES = ("1.31.14", "1.32.13", "1.33.13", "1.34.4")
+RANGE_ETCD = ("3.5.21", "3.6.4")
+
+# Every version the kit can build; the first entry of each is the default cluster's.
+KUBERNETES_VERSIONS = (KUBERNETES_OLD, KUBERNETES_NEW, *RANGE_KUBERNETES)
+ETCD_VERSIONS = (ETCD_OLD, ETCD_NEW, *RANGE_ETCD)
 
 KUBE_CONTROL_PLANE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ETCD_BINARIES = ("etcd", "etcdctl", "etcdutl")
@@ -46,6 +54,11 @@ def etcd_release(version: str) -> Release:
 
 def kwok_release(version: str = KWOK) -> Release:
     return Release("kwok", version, ("kwok",))
+
+
+def range_releases() -> list[Release]:
+    """The multi-release range (oldest first): what `make binaries-range` builds."""
+    return [etcd_release(v) for v in RANGE_ETCD] + [kubernetes_release(v) for v in RANGE_KUBERNETES]
 
 
 def default_releases() -> list[Release]:
