@@ -76,6 +76,36 @@ def test_failing_health_checks_fail_the_batch_naming_each(local_cluster: LocalCl
     assert "health check deployment shop/no-such-deployment: not found" in verdict.problems
 
 
+def test_the_soak_holds_a_clean_batch_and_fails_what_breaks_during_it(local_cluster: LocalCluster) -> None:
+    """A batch clean at its first look is still watched for soak_seconds: a check that
+    breaks during the hold fails the batch (the soak used to end at the first clean look)."""
+    request = parse_request({"target_version": KUBERNETES_NEW, "soak_seconds": 3})
+    looks: list[int] = []
+
+    def breaks_after_first_look() -> list[str]:
+        looks.append(1)
+        return [] if len(looks) == 1 else ["checkout error rate 12%"]
+
+    verdict = workers.validate_batch(
+        local_cluster.orchestrator_client(), request, [], extra_checks=[breaks_after_first_look]
+    )
+    assert not verdict.passed
+    assert verdict.problems == ["during the soak: checkout error rate 12%"]
+    assert "held for 3s" in verdict.checked
+
+    steady: list[int] = []
+
+    def always_clean() -> list[str]:
+        steady.append(1)
+        return []
+
+    verdict = workers.validate_batch(
+        local_cluster.orchestrator_client(), request, [], extra_checks=[always_clean]
+    )
+    assert verdict.passed, verdict.problems
+    assert len(steady) >= 2, "a clean batch must be looked at again during the soak"
+
+
 def _traffic(admin: client.ApiClient, run: str) -> None:
     """Reads and writes through the load balancer, as a batch's drain and rescheduling make."""
     core = client.CoreV1Api(admin)

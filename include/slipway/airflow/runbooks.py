@@ -119,8 +119,10 @@ UNCORDON = runbook(
     "Safe: it never undoes a cordon someone else made.",
 )
 POST_CHECKS = runbook(
-    "Checks the node is schedulable at the target version and records the step on the node.",
-    "The message names the problem.",
+    "Checks the node (for surge/blue-green: its new twin) is Ready, reports the target kubelet version "
+    "and is no longer cordoned by Slipway, then records the step 'done' on the node.",
+    "The message names each problem (not Ready, wrong kubelet version, still cordoned by a run); "
+    "look at the node with `kubectl describe node`.",
     "Safe: read-only apart from the progress annotation.",
 )
 VALIDATE_BATCH = runbook(

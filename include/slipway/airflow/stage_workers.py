@@ -153,9 +153,17 @@ def uncordon_node(node: str, request: dict[str, Any]) -> bool:
 
 @task(doc_md=runbooks.POST_CHECKS, retries=2)
 def post_checks(node: str, request: dict[str, Any]) -> str:
+    """The node (or, for surge/blue-green, its twin) is Ready at the target and back in
+    service before its step is marked done; a failure here fails the batch's node."""
     if _quarantined(node):
         return node
-    kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "done")
+    req = request_from(request)
+    api = orchestrator_api()
+    serving = platform().node_upgrader(req.strategy).nodes_to_wait_for([node]) or [node]
+    problems = workers.node_problems(api, serving, str(req.target))
+    if problems:
+        raise AirflowFailException("; ".join(problems))
+    kube_nodes.set_step(api, node, current_run_id(), "done")
     return node
 
 
