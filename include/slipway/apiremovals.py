@@ -1,11 +1,20 @@
-"""API versions that stop being served between Kubernetes 1.25 and 1.37 (and later).
+"""Every API version Kubernetes stopped serving from 1.16 on, and the ones scheduled after 1.37.
 
-Removals up to 1.32 follow the official Deprecated API Migration Guide. Everything
-else, and the deprecation releases, comes from the ``prerelease-lifecycle-gen`` tags
-in ``k8s.io/api`` v0.36.3 and v0.37.2: the apiserver stops serving a version once it
-reaches the tagged ``removed`` release. Versions introduced as beta after 1.24, and all
-alphas, are off by default (KEP-3136), so their removal only breaks clusters that
-turned them on with ``--runtime-config``; the ``note`` says so.
+Each entry is one ``apiVersion``/``kind`` pair: the release that removes it, the release that
+deprecated it and the group version that replaces it. Sources:
+
+* the official *Deprecated API Migration Guide*
+  (https://kubernetes.io/docs/reference/using-api/deprecation-guide/), which lists the
+  removals of 1.16, 1.22, 1.25, 1.26, 1.27, 1.29 and 1.32 (its newest section); entries
+  from it carry ``in_guide=True``;
+* the ``prerelease-lifecycle-gen`` tags in ``k8s.io/api`` v0.36.3 and v0.37.2 for everything
+  after 1.32 and for the deprecation releases: the apiserver stops serving a version once it
+  reaches the tagged ``removed`` release.
+
+Versions introduced as beta after 1.24, and all alphas, are off by default (KEP-3136), so
+their removal only breaks clusters that turned them on with ``--runtime-config``; the
+``note`` says so. Whether an API is *served* never says whether anything *uses* it: the
+preflight check (``slipway.checks.apis``) decides from stored objects, requests and audit.
 """
 
 from __future__ import annotations
@@ -27,6 +36,17 @@ class ApiRemoval:
     removed_in: str
     replacement: str
     note: str = ""
+    in_guide: bool = False
+
+    @property
+    def group(self) -> str:
+        """``apps`` for ``apps/v1beta2``; ``""`` for the core group."""
+        return group_of(self.api_version)
+
+    @property
+    def home_group(self) -> str:
+        """The group whose served version reads these objects today (the replacement's, else its own)."""
+        return group_of(self.replacement) if self.replacement else self.group
 
     def removed_after(self, current: Version) -> bool:
         """Whether the removal lands in a minor newer than ``current``."""
@@ -36,41 +56,91 @@ class ApiRemoval:
         """Whether ``target`` no longer serves this API."""
         return minor_key(self.removed_in) <= minor_key(target)
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | bool]:
         return asdict(self)
 
 
+def group_of(api_version: str) -> str:
+    """The API group of ``apps/v1`` (``apps``) or ``v1`` (the core group, ``""``)."""
+    return api_version.strip().rpartition("/")[0]
+
+
 def _kinds(
+    api_version: str,
+    kinds: str,
+    deprecated_in: str,
+    removed_in: str,
+    replacement: str,
+    *,
+    note: str = "",
+    guide: bool = False,
+) -> list[ApiRemoval]:
+    return [
+        ApiRemoval(api_version, k, deprecated_in, removed_in, replacement, note, guide) for k in kinds.split()
+    ]
+
+
+def _guide(
     api_version: str, kinds: str, deprecated_in: str, removed_in: str, replacement: str, *, note: str = ""
 ) -> list[ApiRemoval]:
-    return [ApiRemoval(api_version, k, deprecated_in, removed_in, replacement, note) for k in kinds.split()]
+    """Entries listed in the Deprecated API Migration Guide."""
+    return _kinds(api_version, kinds, deprecated_in, removed_in, replacement, note=note, guide=True)
 
 
 _FLOWCONTROL = "FlowSchema PriorityLevelConfiguration"
 _DRA = "DeviceClass ResourceClaim ResourceClaimTemplate ResourceSlice"
 _VAP = "ValidatingAdmissionPolicy ValidatingAdmissionPolicyBinding"
 _MAP = "MutatingAdmissionPolicy MutatingAdmissionPolicyBinding"
+_WEBHOOKS = "MutatingWebhookConfiguration ValidatingWebhookConfiguration"
+_ACCESS_REVIEWS = "LocalSubjectAccessReview SelfSubjectAccessReview SubjectAccessReview"
 
 # fmt: off
 API_REMOVALS: tuple[ApiRemoval, ...] = tuple([
-    *_kinds("batch/v1beta1", "CronJob", "1.21", "1.25", "batch/v1"),
-    *_kinds("discovery.k8s.io/v1beta1", "EndpointSlice", "1.21", "1.25", "discovery.k8s.io/v1",
+    # 1.16 (guide): the pre-apps/v1 workload APIs and extensions/v1beta1.
+    *_guide("extensions/v1beta1", "NetworkPolicy", "1.9", "1.16", "networking.k8s.io/v1"),
+    *_guide("extensions/v1beta1", "PodSecurityPolicy", "1.11", "1.16", "policy/v1beta1",
+            note="policy/v1beta1 PodSecurityPolicy is itself removed in 1.25"),
+    *_guide("extensions/v1beta1", "DaemonSet Deployment ReplicaSet", "1.8", "1.16", "apps/v1"),
+    *_guide("apps/v1beta1", "Deployment StatefulSet ReplicaSet", "1.8", "1.16", "apps/v1"),
+    *_guide("apps/v1beta2", "DaemonSet Deployment StatefulSet ReplicaSet", "1.9", "1.16", "apps/v1"),
+    # 1.22 (guide).
+    *_guide("admissionregistration.k8s.io/v1beta1", _WEBHOOKS, "1.16", "1.22",
+            "admissionregistration.k8s.io/v1"),
+    *_guide("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition", "1.16", "1.22",
+            "apiextensions.k8s.io/v1"),
+    *_guide("apiregistration.k8s.io/v1beta1", "APIService", "1.19", "1.22", "apiregistration.k8s.io/v1"),
+    *_guide("authentication.k8s.io/v1beta1", "TokenReview", "1.19", "1.22", "authentication.k8s.io/v1"),
+    *_guide("authorization.k8s.io/v1beta1", _ACCESS_REVIEWS, "1.19", "1.22", "authorization.k8s.io/v1"),
+    *_guide("certificates.k8s.io/v1beta1", "CertificateSigningRequest", "1.19", "1.22",
+            "certificates.k8s.io/v1"),
+    *_guide("coordination.k8s.io/v1beta1", "Lease", "1.19", "1.22", "coordination.k8s.io/v1"),
+    *_guide("extensions/v1beta1", "Ingress", "1.14", "1.22", "networking.k8s.io/v1"),
+    *_guide("networking.k8s.io/v1beta1", "Ingress IngressClass", "1.19", "1.22", "networking.k8s.io/v1"),
+    *_guide("rbac.authorization.k8s.io/v1beta1", "ClusterRole ClusterRoleBinding Role RoleBinding",
+            "1.17", "1.22", "rbac.authorization.k8s.io/v1"),
+    *_guide("scheduling.k8s.io/v1beta1", "PriorityClass", "1.14", "1.22", "scheduling.k8s.io/v1"),
+    *_guide("storage.k8s.io/v1beta1", "CSINode", "1.17", "1.22", "storage.k8s.io/v1"),
+    *_guide("storage.k8s.io/v1beta1", "CSIDriver StorageClass VolumeAttachment", "1.19", "1.22",
+            "storage.k8s.io/v1"),
+    # 1.25 onwards.
+    *_guide("batch/v1beta1", "CronJob", "1.21", "1.25", "batch/v1"),
+    *_guide("discovery.k8s.io/v1beta1", "EndpointSlice", "1.21", "1.25", "discovery.k8s.io/v1",
             note="topology is replaced by per-endpoint nodeName and zone"),
-    *_kinds("events.k8s.io/v1beta1", "Event", "1.22", "1.25", "events.k8s.io/v1"),
-    *_kinds("autoscaling/v2beta1", "HorizontalPodAutoscaler", "1.22", "1.25", "autoscaling/v2"),
-    *_kinds("policy/v1beta1", "PodDisruptionBudget", "1.21", "1.25", "policy/v1",
+    *_guide("events.k8s.io/v1beta1", "Event", "1.22", "1.25", "events.k8s.io/v1"),
+    *_guide("autoscaling/v2beta1", "HorizontalPodAutoscaler", "1.22", "1.25", "autoscaling/v2"),
+    *_guide("policy/v1beta1", "PodDisruptionBudget", "1.21", "1.25", "policy/v1",
             note="an empty spec.selector selects every pod in the namespace in policy/v1"),
-    *_kinds("policy/v1beta1", "PodSecurityPolicy", "1.21", "1.25", "",
+    *_guide("policy/v1beta1", "PodSecurityPolicy", "1.21", "1.25", "",
             note="no replacement API: migrate to Pod Security Admission or a policy webhook"),
     *_kinds("policy/v1beta1", "Eviction", "1.22", "1.25", "policy/v1"),
-    *_kinds("node.k8s.io/v1beta1", "RuntimeClass", "1.22", "1.25", "node.k8s.io/v1"),
-    *_kinds("flowcontrol.apiserver.k8s.io/v1beta1", _FLOWCONTROL, "1.23", "1.26",
+    *_guide("node.k8s.io/v1beta1", "RuntimeClass", "1.22", "1.25", "node.k8s.io/v1"),
+    *_guide("flowcontrol.apiserver.k8s.io/v1beta1", _FLOWCONTROL, "1.23", "1.26",
             "flowcontrol.apiserver.k8s.io/v1beta3", note="use flowcontrol.apiserver.k8s.io/v1 from 1.29"),
-    *_kinds("autoscaling/v2beta2", "HorizontalPodAutoscaler", "1.23", "1.26", "autoscaling/v2"),
-    *_kinds("storage.k8s.io/v1beta1", "CSIStorageCapacity", "1.24", "1.27", "storage.k8s.io/v1"),
-    *_kinds("flowcontrol.apiserver.k8s.io/v1beta2", _FLOWCONTROL, "1.26", "1.29",
+    *_guide("autoscaling/v2beta2", "HorizontalPodAutoscaler", "1.23", "1.26", "autoscaling/v2"),
+    *_guide("storage.k8s.io/v1beta1", "CSIStorageCapacity", "1.24", "1.27", "storage.k8s.io/v1"),
+    *_guide("flowcontrol.apiserver.k8s.io/v1beta2", _FLOWCONTROL, "1.26", "1.29",
             "flowcontrol.apiserver.k8s.io/v1", note="v1 exists from 1.29; v1beta3 bridges 1.26-1.28"),
-    *_kinds("flowcontrol.apiserver.k8s.io/v1beta3", _FLOWCONTROL, "1.29", "1.32",
+    *_guide("flowcontrol.apiserver.k8s.io/v1beta3", _FLOWCONTROL, "1.29", "1.32",
             "flowcontrol.apiserver.k8s.io/v1"),
     *_kinds("admissionregistration.k8s.io/v1alpha1", _VAP, "1.29", "1.32",
             "admissionregistration.k8s.io/v1", note=_OPT_IN),
@@ -111,8 +181,31 @@ API_REMOVALS: tuple[ApiRemoval, ...] = tuple([
 
 
 def removals_between(current: Version, target: Version) -> list[ApiRemoval]:
-    """APIs removed in a minor newer than ``current`` and no newer than ``target``."""
+    """APIs removed in a minor newer than ``current`` and no newer than ``target``: what a path crosses."""
     return [r for r in API_REMOVALS if r.removed_after(current) and r.removed_by(target)]
+
+
+def removals_by_release(current: Version, target: Version) -> dict[str, list[ApiRemoval]]:
+    """:func:`removals_between` grouped by the release that removes them, oldest release first."""
+    grouped: dict[str, list[ApiRemoval]] = {}
+    for removal in sorted(removals_between(current, target), key=lambda r: minor_key(r.removed_in)):
+        grouped.setdefault(removal.removed_in, []).append(removal)
+    return grouped
+
+
+def removal_of(api_version: str, kind: str) -> ApiRemoval | None:
+    """The removal of ``api_version``/``kind`` at whatever release, or None when it is not removed."""
+    wanted = (api_version.strip(), kind.strip())
+    return next((r for r in API_REMOVALS if (r.api_version, r.kind) == wanted), None)
+
+
+def removed_group_versions(target: Version) -> dict[str, list[ApiRemoval]]:
+    """Group version -> removals of its kinds that ``target`` no longer serves."""
+    grouped: dict[str, list[ApiRemoval]] = {}
+    for removal in API_REMOVALS:
+        if removal.removed_by(target):
+            grouped.setdefault(removal.api_version, []).append(removal)
+    return grouped
 
 
 def find_removed(api_version: str, kind: str, current: Version, target: Version) -> ApiRemoval | None:

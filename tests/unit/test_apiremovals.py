@@ -1,4 +1,10 @@
-"""Unit tests for the removed/deprecated API table and its lookups."""
+"""Unit tests for the removed/deprecated API table and its lookups.
+
+The expected data below is written out by hand from the official *Deprecated API Migration
+Guide* (https://kubernetes.io/docs/reference/using-api/deprecation-guide/, section "Removed
+APIs by release": v1.32, v1.29, v1.27, v1.26, v1.25, v1.22, v1.16 — v1.32 is its newest
+section), never copied from ``slipway.apiremovals``: a wrong table row fails here.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,17 @@ import json
 
 import pytest
 
-from slipway.apiremovals import API_REMOVALS, ApiRemoval, deprecated_in_target, find_removed, removals_between
+from slipway.apiremovals import (
+    API_REMOVALS,
+    ApiRemoval,
+    deprecated_in_target,
+    find_removed,
+    group_of,
+    removal_of,
+    removals_between,
+    removals_by_release,
+    removed_group_versions,
+)
 from slipway.versions import Version, minor_key
 
 
@@ -18,11 +34,150 @@ def pairs(removals: list[ApiRemoval]) -> set[tuple[str, str]]:
     return {(r.api_version, r.kind) for r in removals}
 
 
+# (removing release, removed group/version, kind, replacement group/version) — one row per kind,
+# as the guide words it. PodSecurityPolicy policy/v1beta1 has no replacement API ("").
+_FC = ("FlowSchema", "PriorityLevelConfiguration")
+GUIDE: list[tuple[str, str, str, str]] = [
+    # v1.32
+    *[("1.32", "flowcontrol.apiserver.k8s.io/v1beta3", k, "flowcontrol.apiserver.k8s.io/v1") for k in _FC],
+    # v1.29: "flowcontrol.apiserver.k8s.io/v1 (since 1.29) or v1beta3 (since 1.26)"; we advise v1.
+    *[("1.29", "flowcontrol.apiserver.k8s.io/v1beta2", k, "flowcontrol.apiserver.k8s.io/v1") for k in _FC],
+    # v1.27
+    ("1.27", "storage.k8s.io/v1beta1", "CSIStorageCapacity", "storage.k8s.io/v1"),
+    # v1.26: the guide names v1beta3, available since v1.26.
+    *[
+        ("1.26", "flowcontrol.apiserver.k8s.io/v1beta1", k, "flowcontrol.apiserver.k8s.io/v1beta3")
+        for k in _FC
+    ],
+    ("1.26", "autoscaling/v2beta2", "HorizontalPodAutoscaler", "autoscaling/v2"),
+    # v1.25
+    ("1.25", "batch/v1beta1", "CronJob", "batch/v1"),
+    ("1.25", "discovery.k8s.io/v1beta1", "EndpointSlice", "discovery.k8s.io/v1"),
+    ("1.25", "events.k8s.io/v1beta1", "Event", "events.k8s.io/v1"),
+    ("1.25", "autoscaling/v2beta1", "HorizontalPodAutoscaler", "autoscaling/v2"),
+    ("1.25", "policy/v1beta1", "PodDisruptionBudget", "policy/v1"),
+    ("1.25", "policy/v1beta1", "PodSecurityPolicy", ""),
+    ("1.25", "node.k8s.io/v1beta1", "RuntimeClass", "node.k8s.io/v1"),
+    # v1.22
+    (
+        "1.22",
+        "admissionregistration.k8s.io/v1beta1",
+        "MutatingWebhookConfiguration",
+        "admissionregistration.k8s.io/v1",
+    ),
+    (
+        "1.22",
+        "admissionregistration.k8s.io/v1beta1",
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io/v1",
+    ),
+    ("1.22", "apiextensions.k8s.io/v1beta1", "CustomResourceDefinition", "apiextensions.k8s.io/v1"),
+    ("1.22", "apiregistration.k8s.io/v1beta1", "APIService", "apiregistration.k8s.io/v1"),
+    ("1.22", "authentication.k8s.io/v1beta1", "TokenReview", "authentication.k8s.io/v1"),
+    ("1.22", "authorization.k8s.io/v1beta1", "LocalSubjectAccessReview", "authorization.k8s.io/v1"),
+    ("1.22", "authorization.k8s.io/v1beta1", "SelfSubjectAccessReview", "authorization.k8s.io/v1"),
+    ("1.22", "authorization.k8s.io/v1beta1", "SubjectAccessReview", "authorization.k8s.io/v1"),
+    ("1.22", "certificates.k8s.io/v1beta1", "CertificateSigningRequest", "certificates.k8s.io/v1"),
+    ("1.22", "coordination.k8s.io/v1beta1", "Lease", "coordination.k8s.io/v1"),
+    ("1.22", "extensions/v1beta1", "Ingress", "networking.k8s.io/v1"),
+    ("1.22", "networking.k8s.io/v1beta1", "Ingress", "networking.k8s.io/v1"),
+    ("1.22", "networking.k8s.io/v1beta1", "IngressClass", "networking.k8s.io/v1"),
+    ("1.22", "rbac.authorization.k8s.io/v1beta1", "ClusterRole", "rbac.authorization.k8s.io/v1"),
+    ("1.22", "rbac.authorization.k8s.io/v1beta1", "ClusterRoleBinding", "rbac.authorization.k8s.io/v1"),
+    ("1.22", "rbac.authorization.k8s.io/v1beta1", "Role", "rbac.authorization.k8s.io/v1"),
+    ("1.22", "rbac.authorization.k8s.io/v1beta1", "RoleBinding", "rbac.authorization.k8s.io/v1"),
+    ("1.22", "scheduling.k8s.io/v1beta1", "PriorityClass", "scheduling.k8s.io/v1"),
+    ("1.22", "storage.k8s.io/v1beta1", "CSIDriver", "storage.k8s.io/v1"),
+    ("1.22", "storage.k8s.io/v1beta1", "CSINode", "storage.k8s.io/v1"),
+    ("1.22", "storage.k8s.io/v1beta1", "StorageClass", "storage.k8s.io/v1"),
+    ("1.22", "storage.k8s.io/v1beta1", "VolumeAttachment", "storage.k8s.io/v1"),
+    # v1.16
+    ("1.16", "extensions/v1beta1", "NetworkPolicy", "networking.k8s.io/v1"),
+    ("1.16", "extensions/v1beta1", "PodSecurityPolicy", "policy/v1beta1"),
+    ("1.16", "extensions/v1beta1", "DaemonSet", "apps/v1"),
+    ("1.16", "apps/v1beta2", "DaemonSet", "apps/v1"),
+    ("1.16", "extensions/v1beta1", "Deployment", "apps/v1"),
+    ("1.16", "apps/v1beta1", "Deployment", "apps/v1"),
+    ("1.16", "apps/v1beta2", "Deployment", "apps/v1"),
+    ("1.16", "apps/v1beta1", "StatefulSet", "apps/v1"),
+    ("1.16", "apps/v1beta2", "StatefulSet", "apps/v1"),
+    ("1.16", "extensions/v1beta1", "ReplicaSet", "apps/v1"),
+    ("1.16", "apps/v1beta1", "ReplicaSet", "apps/v1"),
+    ("1.16", "apps/v1beta2", "ReplicaSet", "apps/v1"),
+]
+
+
+class TestDeprecationGuide:
+    @pytest.mark.parametrize(("removed_in", "api_version", "kind", "replacement"), GUIDE)
+    def test_every_guide_removal_is_in_the_table_with_its_replacement(
+        self, removed_in: str, api_version: str, kind: str, replacement: str
+    ) -> None:
+        removal = removal_of(api_version, kind)
+        assert removal is not None, f"{kind} {api_version} missing"
+        assert (removal.removed_in, removal.replacement, removal.in_guide) == (removed_in, replacement, True)
+        assert minor_key(removal.deprecated_in) < minor_key(removed_in)
+
+    def test_the_table_marks_nothing_else_as_from_the_guide(self) -> None:
+        guide = {(api_version, kind) for _, api_version, kind, _ in GUIDE}
+        assert {(r.api_version, r.kind) for r in API_REMOVALS if r.in_guide} == guide
+
+    def test_every_release_section_of_the_guide_is_covered(self) -> None:
+        releases = {r.removed_in for r in API_REMOVALS if r.in_guide}
+        assert releases == {"1.16", "1.22", "1.25", "1.26", "1.27", "1.29", "1.32"}
+
+    def test_pod_security_policy_has_no_replacement_api(self) -> None:
+        removal = removal_of("policy/v1beta1", "PodSecurityPolicy")
+        assert removal is not None and removal.replacement == ""
+        assert "Pod Security Admission" in removal.note
+
+    def test_objects_are_read_through_the_replacement_group(self) -> None:
+        ingress = removal_of("extensions/v1beta1", "Ingress")
+        psp = removal_of("policy/v1beta1", "PodSecurityPolicy")
+        assert ingress is not None and ingress.home_group == "networking.k8s.io"
+        assert psp is not None and psp.home_group == "policy"
+        assert (group_of("apps/v1"), group_of("v1")) == ("apps", "")
+
+
+class TestPathQueries:
+    def test_a_1_29_to_1_32_path_crosses_exactly_flowcontrol_v1beta3_and_the_opt_in_alphas(self) -> None:
+        crossed = removals_by_release(v("1.29.14"), v("1.32.13"))
+        assert list(crossed) == ["1.32"]
+        guide = {(r.api_version, r.kind) for r in crossed["1.32"] if r.in_guide}
+        assert guide == {
+            ("flowcontrol.apiserver.k8s.io/v1beta3", "FlowSchema"),
+            ("flowcontrol.apiserver.k8s.io/v1beta3", "PriorityLevelConfiguration"),
+        }
+        # Everything else removed in 1.32 was never on by default.
+        assert all("off by default" in r.note for r in crossed["1.32"] if not r.in_guide)
+
+    def test_a_1_24_to_1_29_path_crosses_1_25_1_26_1_27_and_1_29(self) -> None:
+        crossed = removals_by_release(v("1.24.17"), v("1.29.14"))
+        assert list(crossed) == ["1.25", "1.26", "1.27", "1.29"]
+        assert ("events.k8s.io/v1beta1", "Event") in pairs(crossed["1.25"])
+        assert ("storage.k8s.io/v1beta1", "CSIStorageCapacity") in pairs(crossed["1.27"])
+
+    def test_a_path_inside_one_minor_crosses_nothing(self) -> None:
+        assert removals_by_release(v("1.32.0"), v("1.32.13")) == {}
+
+    def test_removed_group_versions_by_1_25_include_the_1_16_and_1_22_ones(self) -> None:
+        gone = removed_group_versions(v("1.25.0"))
+        assert {r.kind for r in gone["extensions/v1beta1"]} == {
+            "NetworkPolicy",
+            "PodSecurityPolicy",
+            "DaemonSet",
+            "Deployment",
+            "ReplicaSet",
+            "Ingress",
+        }
+        assert "flowcontrol.apiserver.k8s.io/v1beta3" not in gone
+        assert "flowcontrol.apiserver.k8s.io/v1beta3" in removed_group_versions(v("1.32.0"))
+
+
 class TestTable:
     def test_entries_are_consistent(self) -> None:
         for removal in API_REMOVALS:
             assert minor_key(removal.deprecated_in) < minor_key(removal.removed_in), removal
-            assert minor_key(removal.removed_in) >= (1, 25), removal
+            assert minor_key(removal.removed_in) >= (1, 16), removal
             assert removal.replacement != removal.api_version, removal
 
     def test_no_duplicate_api_version_kind(self) -> None:
