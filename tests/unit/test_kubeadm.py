@@ -14,14 +14,17 @@ from slipway.upgraders.kubeadm import (
     KubeadmControlPlaneUpgrader,
     PodOutcome,
     apt_version,
+    check_image,
     kubeadm_commands,
     kubeadm_script,
     kubeadm_upgrade_pod,
     pkgs_repo,
     pod_name,
+    run_digest,
 )
 
-IMAGE = "registry.example/slipway-nsenter:1.0"
+IMAGE = "registry.example/slipway-nsenter@sha256:" + "ab" * 32
+RUN = "manual__2026-12-02T16:00:00+00:00"
 
 
 def test_apt_versions_and_repository_follow_pkgs_k8s_io() -> None:
@@ -91,12 +94,15 @@ def test_script_stops_at_the_first_failure_and_traces_each_step() -> None:
 
 @pytest.mark.parametrize("phase", ["apply", "node"])
 def test_pod_is_privileged_on_the_host_pinned_to_its_node(phase: str) -> None:
-    pod = kubeadm_upgrade_pod("cp-1", "1.37.2", phase, IMAGE)  # type: ignore[arg-type]
+    pod = kubeadm_upgrade_pod("cp-1", "1.37.2", phase, IMAGE, run_id=RUN)  # type: ignore[arg-type]
     spec = pod["spec"]
     assert pod["apiVersion"] == "v1" and pod["kind"] == "Pod"
-    assert pod["metadata"]["namespace"] == "slipway-system"
+    # The opt-in namespace, the only one Pod Security lets run privileged pods.
+    assert pod["metadata"]["namespace"] == "slipway-kubeadm"
     assert pod["metadata"]["labels"]["slipway.dev/phase"] == phase
     assert pod["metadata"]["labels"]["slipway.dev/target-version"] == "1.37.2"
+    assert pod["metadata"]["labels"]["slipway.dev/run"] == run_digest(RUN)
+    assert pod["metadata"]["annotations"] == {"slipway.dev/node": "cp-1", "slipway.dev/run-id": RUN}
     assert spec["nodeName"] == "cp-1"
     assert spec["hostPID"] is True and spec["hostNetwork"] is True
     assert spec["restartPolicy"] == "Never"
@@ -113,7 +119,7 @@ def test_pod_is_privileged_on_the_host_pinned_to_its_node(phase: str) -> None:
 
 
 def test_pod_tolerates_control_plane_cordon_and_not_ready_taints() -> None:
-    tolerations = kubeadm_upgrade_pod("cp-1", "1.37.2", "apply", IMAGE)["spec"]["tolerations"]
+    tolerations = kubeadm_upgrade_pod("cp-1", "1.37.2", "apply", IMAGE, run_id=RUN)["spec"]["tolerations"]
     assert {
         "key": "node-role.kubernetes.io/control-plane",
         "operator": "Exists",
@@ -128,24 +134,64 @@ def test_pod_tolerates_control_plane_cordon_and_not_ready_taints() -> None:
 
 
 def test_pod_namespace_and_deadline_can_be_chosen() -> None:
-    pod = kubeadm_upgrade_pod("w-1", "1.37.2", "node", IMAGE, namespace="ops", deadline_seconds=600)
+    pod = kubeadm_upgrade_pod(
+        "w-1", "1.37.2", "node", IMAGE, namespace="ops", run_id=RUN, deadline_seconds=600
+    )
     assert pod["metadata"]["namespace"] == "ops"
     assert pod["spec"]["activeDeadlineSeconds"] == 600
 
 
+def test_a_node_name_longer_than_a_label_value_is_fine() -> None:
+    node = "ip-10-0-12-34.eu-west-1.compute.internal.example.corp.with.a.long.suffix"
+    assert len(node) > 63
+    pod = kubeadm_upgrade_pod(node, "1.37.2", "node", IMAGE, run_id=RUN)
+    assert pod["metadata"]["annotations"]["slipway.dev/node"] == node
+    assert pod["spec"]["nodeName"] == node
+    assert all(len(v) <= 63 for v in pod["metadata"]["labels"].values())
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.k8s.io/kubeadm-upgrader:latest",
+        "registry.example/nsenter:1.0",
+        "registry.example/nsenter@sha256:abc",
+        "registry.example/nsenter@sha256:" + "AB" * 32,
+        "",
+    ],
+)
+def test_an_image_not_pinned_by_digest_is_refused_by_name(image: str) -> None:
+    with pytest.raises(ValueError, match=r"^kubeadm_image: .* must be pinned by digest"):
+        check_image(image)
+    with pytest.raises(ValueError, match="kubeadm_image"):
+        kubeadm_upgrade_pod("cp-1", "1.37.2", "node", image, run_id=RUN)
+    with pytest.raises(ValueError, match="kubeadm_image"):
+        KubeadmControlPlaneUpgrader(cast(client.CoreV1Api, None), RecordingRunner(FakeCore({})), image)
+    assert check_image(IMAGE) == IMAGE
+
+
 def test_pod_is_valid_for_the_kubernetes_client() -> None:
-    pod = kubeadm_upgrade_pod("cp-1", "1.37.2", "apply", IMAGE)
+    pod = kubeadm_upgrade_pod("cp-1", "1.37.2", "apply", IMAGE, run_id=RUN)
     model = client.ApiClient()._ApiClient__deserialize(pod, "V1Pod")  # the client's own loader
     assert isinstance(model, client.V1Pod)
     assert model.spec.host_pid is True and model.spec.containers[0].security_context.privileged is True
 
 
-def test_pod_names_are_stable_dns_labels() -> None:
-    assert pod_name("cp-1", "1.37.2", "apply") == "slipway-kubeadm-apply-cp-1-v1-37-2"
-    assert pod_name("cp-1", "1.36.3", "apply", downgrade=True) == "slipway-kubeadm-rollback-cp-1-v1-36-3"
-    long = pod_name("ip-10-0-12-34.eu-west-1.compute.internal.example.corp", "1.37.2", "node")
+def test_pod_names_are_dns_labels_stable_within_a_run_and_unique_to_it() -> None:
+    run = run_digest(RUN)
+    assert pod_name("cp-1", "1.37.2", "apply", RUN) == f"slipway-kubeadm-apply-cp-1-v1-37-2-{run}"
+    assert (
+        pod_name("cp-1", "1.36.3", "apply", RUN, downgrade=True)
+        == f"slipway-kubeadm-rollback-cp-1-v1-36-3-{run}"
+    )
+    node = "ip-10-0-12-34.eu-west-1.compute.internal.example.corp"
+    long = pod_name(node, "1.37.2", "node", RUN)
     assert len(long) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", long)
-    assert long == pod_name("ip-10-0-12-34.eu-west-1.compute.internal.example.corp", "1.37.2", "node")
+    assert long.endswith(f"-{run}")
+    assert long == pod_name(node, "1.37.2", "node", RUN)  # a retried task finds its pod
+    # A later run never finds (and adopts) an earlier run's finished pod.
+    assert pod_name(node, "1.37.2", "node", "scheduled__later") != long
+    assert pod_name("cp-1", "1.37.2", "apply", "scheduled__later") != pod_name("cp-1", "1.37.2", "apply", RUN)
 
 
 # ---- the upgrader, against a recorded cluster state ---------------------------------------
@@ -222,14 +268,24 @@ class RecordingRunner:
         return PodOutcome(self.phase, "E0101 preflight failed: example")
 
 
-def _upgrader(core: FakeCore, runner: RecordingRunner) -> KubeadmControlPlaneUpgrader:
-    return KubeadmControlPlaneUpgrader(cast(client.CoreV1Api, core), runner, IMAGE, settle_seconds=1)
+def _upgrader(
+    core: FakeCore, runner: RecordingRunner, deleted: list[tuple[str, str]] | None = None
+) -> KubeadmControlPlaneUpgrader:
+    return KubeadmControlPlaneUpgrader(
+        cast(client.CoreV1Api, core),
+        runner,
+        IMAGE,
+        run_id=RUN,
+        delete_pod=None if deleted is None else lambda name, ns: deleted.append((ns, name)),
+        settle_seconds=1,
+    )
 
 
 def test_first_node_applies_the_others_run_upgrade_node_and_repeats_are_no_ops() -> None:
     core = FakeCore({"cp-a": _node_at("1.36.3"), "cp-b": _node_at("1.36.3"), "cp-c": _node_at("1.36.3")})
     runner = RecordingRunner(core)
-    upgrader = _upgrader(core, runner)
+    deleted: list[tuple[str, str]] = []
+    upgrader = _upgrader(core, runner, deleted)
     refs = upgrader.components()
     assert [r.name for r in refs] == ["cp-a", "cp-b", "cp-c"]
     assert {r.kind for r in refs} == {"control-plane-node"}
@@ -239,6 +295,8 @@ def test_first_node_applies_the_others_run_upgrade_node_and_repeats_are_no_ops()
     again = [upgrader.upgrade(ref, "1.37.2") for ref in refs]
     assert [r.changed for r in again] == [False, False, False]
     assert len(runner.pods) == 3
+    # Every finished pod was deleted once its outcome was kept, in its own namespace.
+    assert deleted == [("slipway-kubeadm", p["metadata"]["name"]) for p in runner.pods]
 
 
 def test_half_upgraded_node_reports_its_lowest_version() -> None:
@@ -278,12 +336,15 @@ def test_rollback_runs_a_downgrade_pod() -> None:
     )
 
 
-def test_failed_pod_names_node_pod_and_log() -> None:
+def test_failed_pod_names_node_pod_and_log_and_is_cleaned_up() -> None:
     core = FakeCore({"cp-a": _node_at("1.36.3")})
-    upgrader = _upgrader(core, RecordingRunner(core, phase="Failed"))
+    deleted: list[tuple[str, str]] = []
+    upgrader = _upgrader(core, RecordingRunner(core, phase="Failed"), deleted)
+    name = f"slipway-kubeadm-apply-cp-a-v1-37-2-{run_digest(RUN)}"
     with pytest.raises(
         StepFailed,
-        match=r"kubeadm apply on node cp-a to 1.37.2 failed \(pod slipway-system/"
-        r"slipway-kubeadm-apply-cp-a-v1-37-2 Failed\): E0101 preflight failed",
+        match=rf"kubeadm apply on node cp-a to 1.37.2 failed \(pod slipway-kubeadm/{name} Failed\): "
+        "E0101 preflight failed",
     ):
         upgrader.upgrade(upgrader.components()[0], "1.37.2")
+    assert deleted == [("slipway-kubeadm", name)]

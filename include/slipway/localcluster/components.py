@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slipway.localcluster import binaries
+from slipway.localcluster import audit, binaries
 from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.kit import etcd_release, kubernetes_release, kwok_release
 
@@ -89,6 +89,11 @@ def apiserver_argv(cfg: ClusterConfig, i: int, version: str) -> list[str]:
         f"--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s",
         "--shutdown-watch-termination-grace-period=5s",
         "--profiling=false",
+        # Who asked for what and what RBAC decided (Metadata only): the proof of least privilege.
+        f"--audit-policy-file={audit.write_policy(cfg)}",
+        f"--audit-log-path={audit.log_path(cfg, i)}",
+        f"--audit-log-maxsize={audit.MAX_SIZE_MB}",
+        f"--audit-log-maxbackup={audit.MAX_BACKUPS}",
         "--v=0",
     ]
 

@@ -11,6 +11,13 @@ They run on the node itself through a privileged pod (hostPID, hostNetwork,
 manifest: the Airflow adapter starts it with the cncf-kubernetes provider
 (``KubernetesPodOperator(pod_template_dict=...)`` or ``PodManager``); this module
 imports nothing from Airflow. Draining the node is the caller's step, before the pod.
+
+Least privilege: the pods live in ``slipway-kubeadm``, the one namespace Pod Security
+lets run privileged pods, and are started, read and deleted by the opt-in
+``slipway-kubeadm-upgrader`` ServiceAccount (manifests/kubeadm-upgrader-rbac.yaml), never
+by the orchestrator. Their image must be pinned by digest (a tag can be moved under a
+root-on-every-node pod); each run's pods carry its own name, so a later run never adopts
+an earlier run's finished pod, and a finished pod is deleted once its log tail is kept.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from slipway.versions import Version, minor_gap
 
 Phase = Literal["apply", "node"]
 
-DEFAULT_NAMESPACE = "slipway-system"
+DEFAULT_NAMESPACE = "slipway-kubeadm"
 APT_REVISION = "1.1"  # pkgs.k8s.io names kubeadm 1.37.2 "1.37.2-1.1"
 APT_KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 APT_SOURCE = "/etc/apt/sources.list.d/kubernetes.list"
@@ -50,6 +57,26 @@ CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 LABEL_PREFIX = "slipway.dev"
 MAX_NAME = 63
+RUN_DIGEST_CHARS = 8
+DIGEST_PINNED = re.compile(r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$")
+
+
+def check_image(image: str) -> str:
+    """The kubeadm pods' image, refused unless pinned by digest (``name@sha256:<64 hex>``).
+
+    :raises ValueError: naming the field and why.
+    """
+    if not DIGEST_PINNED.fullmatch(image or ""):
+        raise ValueError(
+            f"kubeadm_image: {image!r} must be pinned by digest (name@sha256:<64 hex digits>): "
+            "the pod is root on the node, and a tag can be moved"
+        )
+    return image
+
+
+def run_digest(run_id: str) -> str:
+    """A short, label-safe stand-in for a run id (run ids may be long or hold ``:`` and ``+``)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:RUN_DIGEST_CHARS]
 
 
 def pkgs_repo(version: str) -> str:
@@ -111,15 +138,17 @@ def kubeadm_script(version: str, phase: Phase, *, downgrade: bool = False) -> st
     return "\n".join(lines + kubeadm_commands(version, phase, downgrade=downgrade)) + "\n"
 
 
-def pod_name(node_name: str, version: str, phase: Phase, *, downgrade: bool = False) -> str:
-    """A stable DNS-1123 name, so a retried task finds the pod its first try made."""
+def pod_name(node_name: str, version: str, phase: Phase, run_id: str = "", *, downgrade: bool = False) -> str:
+    """A DNS-1123 name unique to the run and stable within it: a retried task finds the pod
+    its first try made, and a later run never finds (and adopts) this run's finished pod."""
     action = "rollback" if downgrade else phase
+    run = run_digest(run_id)
     base = f"slipway-kubeadm-{action}-{node_name}-v{Version.parse(version)}".lower()
     base = re.sub(r"[^a-z0-9-]+", "-", base).strip("-")
-    if len(base) <= MAX_NAME:
-        return base
+    if len(base) + 1 + len(run) <= MAX_NAME:
+        return f"{base}-{run}"
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    return f"{base[: MAX_NAME - 9].rstrip('-')}-{digest}"
+    return f"{base[: MAX_NAME - 2 - len(digest) - len(run)].rstrip('-')}-{digest}-{run}"
 
 
 def kubeadm_upgrade_pod(
@@ -129,29 +158,38 @@ def kubeadm_upgrade_pod(
     image: str,
     namespace: str = DEFAULT_NAMESPACE,
     *,
+    run_id: str = "",
     downgrade: bool = False,
     deadline_seconds: int = POD_DEADLINE_SECONDS,
 ) -> dict[str, Any]:
     """The privileged pod that runs :func:`kubeadm_script` on ``node_name``'s host.
 
-    :param image: any image with ``nsenter`` (util-linux); every other tool is the host's.
+    :param image: any image with ``nsenter`` (util-linux), pinned by digest; every other
+        tool is the host's.
+    :param run_id: the run the pod belongs to (its name and labels say so); pass the Airflow
+        run id: left empty, every run's pod for a node and version has the same name.
     :param deadline_seconds: ``activeDeadlineSeconds``: the pod fails instead of hanging.
+    :raises ValueError: an image not pinned by digest, a malformed version or phase.
     """
+    check_image(image)
     script = kubeadm_script(version, phase, downgrade=downgrade)
     labels = {
         "app.kubernetes.io/name": "slipway-kubeadm",
         "app.kubernetes.io/managed-by": "slipway",
-        f"{LABEL_PREFIX}/node": node_name,
+        f"{LABEL_PREFIX}/run": run_digest(run_id),
         f"{LABEL_PREFIX}/phase": phase,
         f"{LABEL_PREFIX}/target-version": str(Version.parse(version)),
     }
+    # Node names and run ids may exceed a label value's 63 characters: annotations hold them.
+    annotations = {f"{LABEL_PREFIX}/node": node_name, f"{LABEL_PREFIX}/run-id": run_id}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(node_name, version, phase, downgrade=downgrade),
+            "name": pod_name(node_name, version, phase, run_id, downgrade=downgrade),
             "namespace": namespace,
             "labels": labels,
+            "annotations": annotations,
         },
         "spec": {
             # nodeName bypasses the scheduler: the pod runs on a cordoned or drained node too.
@@ -203,9 +241,18 @@ class PodOutcome:
 
 
 class PodRunner(Protocol):
-    """Starts a pod manifest and waits until it ends (the Airflow adapter uses PodManager)."""
+    """Starts a pod manifest and waits until it ends (the Airflow adapter uses PodManager),
+    as the kubeadm upgrader's ServiceAccount. A pod of the same name already there is this
+    run's earlier try: wait for it rather than start another."""
 
     def __call__(self, pod: dict[str, Any]) -> PodOutcome: ...
+
+
+class PodDeleter(Protocol):
+    """Deletes a finished pod (name, namespace), as the kubeadm upgrader's ServiceAccount;
+    a pod already gone is fine."""
+
+    def __call__(self, name: str, namespace: str) -> None: ...
 
 
 class KubeadmControlPlaneUpgrader:
@@ -224,17 +271,24 @@ class KubeadmControlPlaneUpgrader:
         image: str,
         namespace: str = DEFAULT_NAMESPACE,
         *,
+        run_id: str = "",
+        delete_pod: PodDeleter | None = None,
         settle_seconds: float = VERSION_SETTLE_SECONDS,
     ) -> None:
         """:param core: reads nodes and static pods (``CoreV1Api(KubernetesHook().api_client)`` in Airflow).
         :param run_pod: starts a kubeadm pod and waits for its end.
-        :param image: image of the kubeadm pods (needs only ``nsenter``).
+        :param image: image of the kubeadm pods (needs only ``nsenter``), pinned by digest.
+        :param run_id: the run whose pods these are.
+        :param delete_pod: removes a finished pod once its outcome is kept (None: leave it).
         :param settle_seconds: how long a node may take to report the new version after its pod.
+        :raises ValueError: an image not pinned by digest (before anything runs).
         """
         self._core = core
         self._run_pod = run_pod
-        self.image = image
+        self._delete_pod = delete_pod
+        self.image = check_image(image)
         self.namespace = namespace
+        self.run_id = run_id
         self.settle_seconds = settle_seconds
 
     def components(self) -> list[ComponentRef]:
@@ -284,11 +338,19 @@ class KubeadmControlPlaneUpgrader:
                 )
             phase = self.phase_for(ref)
             pod = kubeadm_upgrade_pod(
-                node, version, phase, self.image, self.namespace, downgrade=action == "rollback"
+                node,
+                version,
+                phase,
+                self.image,
+                self.namespace,
+                run_id=self.run_id,
+                downgrade=action == "rollback",
             )
             outcome = self._run_pod(pod)
             name = f"{self.namespace}/{pod['metadata']['name']}"
             pod_name.append(name)
+            if self._delete_pod is not None:  # its phase and log tail are in the outcome
+                self._delete_pod(pod["metadata"]["name"], self.namespace)
             if outcome.phase != "Succeeded":
                 raise StepFailed(
                     f"kubeadm {phase} on node {node} to {version} failed (pod {name} {outcome.phase}): "
