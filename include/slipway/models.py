@@ -8,10 +8,12 @@ on the model; validation that needs the live cluster is :meth:`UpgradeRequest.va
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
-from collections.abc import Mapping
-from datetime import datetime
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -115,7 +117,36 @@ def parse_memory(text: str) -> int:
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+# A host name as URLs carry it (underscores appear in some in-cluster service names).
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*\.?$"
+)
+# Numbers-only hosts (2852039166, 0xa9.0xfe.0xa9.0xfe, 0251.254.169.254) are IPv4 addresses to
+# the resolver; only the canonical dotted-decimal form is accepted, so the allowlist sees them.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|\d+)(\.(0x[0-9a-f]*|\d+))*\.?$")
+
+# Bounds that keep every later computation (timedeltas, batch arithmetic, the Eviction API's
+# grace period) inside what it can represent; each is far above any sensible setting.
+DAY_SECONDS = 86_400
+MAX_NODES = 5_000  # the largest cluster Kubernetes supports
+MAX_HEALTH_CHECKS = 20
+MAX_LIST_ITEMS = 100
+MAX_URL_LENGTH = 2_048
+MAX_QUERY_LENGTH = 4_000
+MAX_WINDOW = timedelta(days=7)  # as long as a weekly maintenance window may be
+EARLIEST_WINDOW = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_WINDOW = datetime(2200, 1, 1, tzinfo=UTC)
+# Cloud metadata services answer with instance credentials: never a health check's target.
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),
+        ipaddress.ip_address("fd00:ec2::254"),
+        ipaddress.ip_address("100.100.100.200"),
+    }
+)
+METADATA_NAMES = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
 
 
 def split_label(item: str) -> tuple[str, str]:
@@ -125,14 +156,14 @@ def split_label(item: str) -> tuple[str, str]:
     """
     key, sep, value = item.partition("=")
     if not sep:
-        raise ValueError(f"{item!r} is not key=value")
+        raise ValueError(f"{_shorten(item)} is not key=value")
     prefix, slash, name = key.rpartition("/")
     if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        raise ValueError(f"{item!r}: label key prefix {prefix!r} is not a DNS subdomain")
+        raise ValueError(f"{_shorten(item)}: label key prefix {_shorten(prefix)} is not a DNS subdomain")
     if not _LABEL_NAME.match(name):
-        raise ValueError(f"{item!r}: label key {name!r} is not a valid label name")
+        raise ValueError(f"{_shorten(item)}: label key {_shorten(name)} is not a valid label name")
     if value and not _LABEL_NAME.match(value):
-        raise ValueError(f"{item!r}: label value {value!r} is not a valid label value")
+        raise ValueError(f"{_shorten(item)}: label value {_shorten(value)} is not a valid label value")
     return key, value
 
 
@@ -141,7 +172,82 @@ def _check_label(item: str) -> str:
     return item
 
 
+def _check_pool(name: str) -> str:
+    # Pools are label values on the nodes (the pool label), so they follow that grammar.
+    if not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"pool name {_shorten(name)} is not a valid label value "
+            "(letters, digits, '-', '_', '.', at most 63 characters)"
+        )
+    return name
+
+
 LabelSelectorItem = Annotated[str, AfterValidator(_check_label)]
+PoolName = Annotated[str, AfterValidator(_check_pool)]
+
+
+def address_problem(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool
+) -> str | None:
+    """Why a health check may not reach ``address`` (None when it may).
+
+    Private ranges stay allowed: in-cluster services (``http://web.shop.svc:8080``) live there.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return f"{address} is a cloud metadata service, which hands out credentials"
+    if address.is_unspecified:
+        return f"{address} is the unspecified address"
+    if address.is_link_local:
+        return f"{address} is link-local (where cloud metadata services live)"
+    if address.is_multicast or address.is_reserved:
+        return f"{address} is a multicast or reserved address"
+    if address.is_loopback and not allow_loopback:
+        return f"{address} is loopback, allowed only on the local platform"
+    return None
+
+
+def url_problem(url: str, *, allow_loopback: bool = True) -> str | None:
+    """Why ``url`` may not be a health check's target (None when it may): http(s) only, no
+    credentials, a host that is neither a metadata service nor link-local or unspecified;
+    loopback only when ``allow_loopback`` (the local platform)."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"is {len(url)} characters long; at most {MAX_URL_LENGTH}"
+    if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
+        return f"{_shorten(url)} contains whitespace or control characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as err:
+        return f"{_shorten(url)} is not a valid URL ({err})"
+    if parts.scheme not in ("http", "https"):
+        return (
+            f"{_shorten(url)}: scheme {parts.scheme or 'missing'!r} is not allowed; use http:// or https://"
+        )
+    if "@" in parts.netloc:
+        return "carries credentials (user:password@); health checks must not hold secrets"
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return f"{_shorten(url)} names no host"
+    if port == 0:
+        return f"{_shorten(url)}: port 0 is not a port"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None and _NUMERIC_HOST.match(host):
+        return f"host {_shorten(host)} is a number, not a dotted-decimal address or a name"
+    if address is None:
+        if not _HOST_NAME.match(host):
+            return f"host {_shorten(host)} is not a valid host name"
+        if host in METADATA_NAMES:
+            return f"host {host} is a cloud metadata service, which hands out credentials"
+        if (host == "localhost" or host.endswith(".localhost")) and not allow_loopback:
+            return f"host {host} is loopback, allowed only on the local platform"
+        return None
+    problem = address_problem(address, allow_loopback=allow_loopback)
+    return f"host {problem}" if problem else None
 
 
 class HealthCheck(BaseModel):
@@ -150,20 +256,59 @@ class HealthCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["http", "deployment", "prometheus"]
-    url: str | None = None
-    namespace: str | None = None
-    name: str | None = None
-    query: str | None = None
-    min_value: float | None = Field(default=None, allow_inf_nan=False)
-    max_value: float | None = Field(default=None, allow_inf_nan=False)
+    kind: Literal["http", "deployment", "prometheus"] = Field(
+        description="http: the URL must answer below HTTP 400 (redirects are not followed); "
+        "deployment: the Deployment must be fully rolled out; prometheus: every sample of the "
+        "query must stay within min_value and max_value."
+    )
+    url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_LENGTH,
+        description="http and prometheus checks: http(s) address without credentials. Private "
+        "(in-cluster) addresses are allowed; cloud metadata, link-local and unspecified addresses "
+        "are refused, loopback is allowed only on the local platform.",
+    )
+    namespace: str | None = Field(
+        default=None, max_length=63, description="deployment checks: the namespace."
+    )
+    name: str | None = Field(default=None, max_length=253, description="deployment checks: the Deployment.")
+    query: str | None = Field(
+        default=None, max_length=MAX_QUERY_LENGTH, description="prometheus checks: a PromQL instant query."
+    )
+    min_value: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-1e15,
+        le=1e15,
+        description="prometheus checks: lowest healthy value.",
+    )
+    max_value: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        ge=-1e15,
+        le=1e15,
+        description="prometheus checks: highest healthy value.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        # The platform is known only where the request is accepted (the first task passes it);
+        # without it loopback is allowed, as on the local platform.
+        local = (info.context or {}).get("local_platform")
+        problem = url_problem(url, allow_loopback=local is not False)
+        if problem:
+            raise ValueError(problem)
+        return url
 
     @model_validator(mode="after")
     def _target_matches_kind(self) -> HealthCheck:
         if self.kind == "deployment":
             return self._deployment()
-        if self.url is None or not _HTTP_URL.match(self.url):
-            raise ValueError(f"{self.kind} check needs url=http(s)://host/..., got {self.url!r}")
+        if self.url is None:
+            raise ValueError(f"{self.kind} check needs url=http(s)://host/...")
         if self.namespace is not None or self.name is not None:
             raise ValueError(f"{self.kind} check takes url, not namespace/name")
         if self.kind == "http":
@@ -181,45 +326,199 @@ class HealthCheck(BaseModel):
     def _deployment(self) -> HealthCheck:
         if self.url is not None or self.query is not None:
             raise ValueError("deployment check takes namespace and name, not url/query")
+        if self.min_value is not None or self.max_value is not None:
+            raise ValueError("deployment check takes namespace and name, not min_value/max_value")
         if self.namespace is None or not _DNS_LABEL.match(self.namespace):
-            raise ValueError(f"deployment check needs a valid namespace, got {self.namespace!r}")
-        if self.name is None or len(self.name) > 253 or not _DNS_SUBDOMAIN.match(self.name):
-            raise ValueError(f"deployment check needs a valid deployment name, got {self.name!r}")
+            raise ValueError(f"deployment check needs a valid namespace, got {_shorten(self.namespace)}")
+        if self.name is None or not _DNS_SUBDOMAIN.match(self.name):
+            raise ValueError(f"deployment check needs a valid deployment name, got {_shorten(self.name)}")
         return self
 
 
+def _form(section: str, title: str) -> dict[str, Any]:
+    """What only the trigger form needs: where the field sits and its label."""
+    return {"section": section, "title": title}
+
+
+TARGET, WORKERS, DRAIN, SAFETY, CHECKS, TIMING = (
+    "Target",
+    "Worker batches",
+    "Drain",
+    "Safety",
+    "Validation between batches",
+    "Maintenance window",
+)
+
+
 class UpgradeRequest(BaseModel):
-    """What the trigger form or a scheduled run asks for. Defaults follow the seed's §2.1."""
+    """What the trigger form, a GitOps overlay or a scheduled run asks for.
+
+    This model is the one definition of the request: the trigger form (titles, sections,
+    defaults, choices, bounds, descriptions) is generated from it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    target_version: str
-    strategy: Literal["in-place", "surge", "blue-green"] = "in-place"
-    batch_policy: Literal["fixed", "adaptive"] = "fixed"
-    # None lets the planner size batches by cluster size (§2.1 small/medium/large).
-    batch_size: int | None = Field(default=None, ge=1)
-    max_unavailable_percent: float = Field(default=10.0, gt=0, le=100, allow_inf_nan=False)
+    target_version: str = Field(
+        max_length=32,
+        description="The Kubernetes release to reach. The control plane moves one minor version per "
+        "run, to the latest patch of each minor; worker nodes follow it.",
+        json_schema_extra=_form(TARGET, "Target Kubernetes version"),
+    )
+    strategy: Literal["in-place", "surge", "blue-green"] = Field(
+        default="in-place",
+        description="in-place: upgrade each node where it stands. surge: add a new node per old one and "
+        "retire the old one after its batch. blue-green: keep every old node until the whole cluster "
+        "passed validation, then retire them, or switch back to them on failure (k8s_cluster_upgrade "
+        "only, on platforms that can add nodes).",
+        json_schema_extra=_form(WORKERS, "Worker strategy"),
+    )
+    batch_policy: Literal["fixed", "adaptive"] = Field(
+        default="fixed",
+        description="fixed: every batch has the same size. adaptive: batches grow after clean batches "
+        "and shrink after trouble.",
+        json_schema_extra=_form(WORKERS, "Batch policy"),
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_NODES,
+        description="Nodes upgraded together. Empty: sized by the cluster (small clusters 1-2 nodes, "
+        "medium 3-5, large 5-10).",
+        json_schema_extra=_form(WORKERS, "Batch size"),
+    )
+    max_unavailable_percent: float = Field(
+        default=10.0,
+        gt=0,
+        le=100,
+        allow_inf_nan=False,
+        description="The most of a node pool that may be drained at once, in percent.",
+        json_schema_extra=_form(WORKERS, "Max unavailable (%)"),
+    )
     # Validated by default too, so strategy="surge" with the default 0 % is caught.
-    max_surge_percent: float = Field(default=0.0, ge=0, le=100, allow_inf_nan=False, validate_default=True)
-    drain_grace_period_seconds: int = Field(default=300, ge=0)
-    drain_timeout_seconds: int = Field(default=600, gt=0, validate_default=True)
-    delete_emptydir_data: bool = False
-    force_bare_pods: bool = False
-    blocked_drain_policy: Literal["wait", "quarantine", "rollback"] = "wait"
-    dry_run: bool = False
-    approval: Literal["auto", "always", "never"] = "auto"
-    rollback: bool = False
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    critical_labels: list[LabelSelectorItem] = Field(default_factory=list)
-    health_checks: list[HealthCheck] = Field(default_factory=list)
-    node_pools: list[str] = Field(default_factory=list)
-    soak_seconds: int = Field(default=30, gt=0)
+    max_surge_percent: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        allow_inf_nan=False,
+        validate_default=True,
+        description="Extra nodes the surge strategy may add to a pool, in percent (above 0 for surge).",
+        json_schema_extra=_form(WORKERS, "Max surge (%)"),
+    )
+    node_pools: list[PoolName] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        description="Pools to upgrade first, in this order (the rest follow). Empty: the planner's order.",
+        json_schema_extra=_form(WORKERS, "Node pool order"),
+    )
+    # -1 is kubectl's "use each pod's own terminationGracePeriodSeconds".
+    drain_grace_period_seconds: int = Field(
+        default=300,
+        ge=-1,
+        le=DAY_SECONDS,
+        description="Seconds each evicted pod gets to shut down; -1 uses the pod's own grace period.",
+        json_schema_extra=_form(DRAIN, "Drain grace period (s)"),
+    )
+    drain_timeout_seconds: int = Field(
+        default=600,
+        gt=0,
+        le=DAY_SECONDS,
+        validate_default=True,
+        description="How long one node's drain may take before the blocked-drain policy applies; at "
+        "least the grace period.",
+        json_schema_extra=_form(DRAIN, "Drain timeout (s)"),
+    )
+    delete_emptydir_data: bool = Field(
+        default=False,
+        description="Allow draining pods that keep data in an emptyDir volume; that data is lost.",
+        json_schema_extra=_form(DRAIN, "Allow deleting emptyDir data"),
+    )
+    force_bare_pods: bool = Field(
+        default=False,
+        description="Allow draining pods that no controller owns; nothing recreates them.",
+        json_schema_extra=_form(DRAIN, "Evict pods without a controller"),
+    )
+    blocked_drain_policy: Literal["wait", "quarantine", "rollback"] = Field(
+        default="wait",
+        description="When a disruption budget keeps a pod from leaving: wait until the drain timeout; "
+        "quarantine: leave the node cordoned and labelled and carry on; rollback the batch.",
+        json_schema_extra=_form(DRAIN, "When a PDB blocks a drain"),
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Plan and run every check, change nothing (k8s_cluster_upgrade and the preflight; "
+        "the worker-only DAG refuses it).",
+        json_schema_extra=_form(SAFETY, "Dry run (plan and check only)"),
+    )
+    approval: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: a human approves when the risk assessment asks for it. always: a human "
+        "approves every run. never: refuse rather than wait for a human (a run whose risk needs "
+        "approval is refused, except on the local platform).",
+        json_schema_extra=_form(SAFETY, "Human approval"),
+    )
+    rollback: bool = Field(
+        default=False,
+        description="Allow a target older than the cluster: a deliberate downgrade.",
+        json_schema_extra=_form(SAFETY, "Rollback (allow a downgrade)"),
+    )
+    critical_labels: list[LabelSelectorItem] = Field(
+        default_factory=list,
+        max_length=MAX_LIST_ITEMS,
+        description="key=value labels of workloads that must never lose availability.",
+        json_schema_extra=_form(SAFETY, "Critical workload labels (key=value)"),
+    )
+    soak_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=DAY_SECONDS,
+        description="How long each batch is watched before the next one starts.",
+        json_schema_extra=_form(CHECKS, "Soak between batches (s)"),
+    )
+    node_ready_timeout_seconds: int = Field(
+        default=600,
+        gt=0,
+        le=DAY_SECONDS,
+        description="How long an upgraded node may take to report Ready.",
+        json_schema_extra=_form(CHECKS, "Node startup timeout (s)"),
+    )
+    health_checks: list[HealthCheck] = Field(
+        default_factory=list,
+        max_length=MAX_HEALTH_CHECKS,
+        description='Run between batches, at most 20, e.g. [{"kind": "http", "url": '
+        '"https://shop.example/healthz"}, {"kind": "deployment", "namespace": "shop", "name": "web"}, '
+        '{"kind": "prometheus", "url": "http://prometheus.monitoring:9090", "query": '
+        '"sum(rate(errors[5m]))", "max_value": 0.5}]. URLs carry no credentials; cloud metadata, '
+        "link-local and unspecified addresses are refused, loopback only on the local platform.",
+        json_schema_extra=_form(CHECKS, "Application health checks"),
+    )
     # Apiserver/scheduler p99 during a batch against the pre-upgrade baseline: always
     # recorded; "enforce" also fails the batch when a p99 rises past the tolerance.
-    latency_policy: Literal["report", "enforce"] = "report"
-    latency_tolerance: float = Field(default=2.0, gt=1.0, le=100, allow_inf_nan=False)
-    node_ready_timeout_seconds: int = Field(default=600, gt=0)
+    latency_policy: Literal["report", "enforce"] = Field(
+        default="report",
+        description="report: record apiserver and scheduler p99 latency per batch. enforce: also fail "
+        "the batch when a p99 rises past the tolerance.",
+        json_schema_extra=_form(CHECKS, "Latency against the baseline"),
+    )
+    latency_tolerance: float = Field(
+        default=2.0,
+        gt=1.0,
+        le=100,
+        allow_inf_nan=False,
+        description="How many times the pre-upgrade p99 a batch's p99 may reach.",
+        json_schema_extra=_form(CHECKS, "Latency tolerance (x baseline p99)"),
+    )
+    window_start: datetime | None = Field(
+        default=None,
+        description="When this run's window opens (with a timezone, e.g. 2026-01-03T01:00:00Z). Empty: now.",
+        json_schema_extra=_form(TIMING, "Window opens at"),
+    )
+    window_end: datetime | None = Field(
+        default=None,
+        description="No batch starts that cannot finish before this (with a timezone); at most 7 days "
+        "after the window opens. Empty: no end (a scheduled run uses its window).",
+        json_schema_extra=_form(TIMING, "Window closes at"),
+    )
 
     @field_validator("target_version")
     @classmethod
@@ -231,7 +530,7 @@ class UpgradeRequest(BaseModel):
         if not is_known(version):
             try:
                 hint = f"the newest {version.minor_line} patch is {latest_patch(version.minor_line)}"
-            except ValueError as exc:  # the whole minor is outside the table; its message says so
+            except (ValueError, LookupError) as exc:  # the whole minor is outside the table
                 hint = str(exc)
             raise ValueError(f"{version} is not a known Kubernetes release; {hint}")
         # Normalised so "v1.37.2" and "1.37.2" plan and log the same.
@@ -258,24 +557,30 @@ class UpgradeRequest(BaseModel):
     @field_validator("window_start", "window_end")
     @classmethod
     def _aware(cls, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
         # A naive time means a different instant on every worker's clock setting.
-        if moment is not None and moment.utcoffset() is None:
+        if moment.utcoffset() is None:
             raise ValueError(f"{moment.isoformat()} has no timezone; write it like 2026-01-03T01:00:00Z")
+        # Far from datetime's edges, so adding a predicted duration can never overflow.
+        if not EARLIEST_WINDOW <= moment < LATEST_WINDOW:
+            raise ValueError(f"{moment.isoformat()} is outside the years 2000 to 2199")
         return moment
 
     @field_validator("window_end")
     @classmethod
     def _end_after_start(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
         start = info.data.get("window_start")
-        if end is not None and start is not None and end <= start:
-            raise ValueError(f"{end.isoformat()} is not after window_start ({start.isoformat()})")
+        if end is not None and start is not None:
+            if end <= start:
+                raise ValueError(f"{end.isoformat()} is not after window_start ({start.isoformat()})")
+            if end - start > MAX_WINDOW:
+                raise ValueError(f"the window from {start.isoformat()} is longer than 7 days")
         return end
 
     @field_validator("node_pools")
     @classmethod
     def _distinct_pools(cls, pools: list[str]) -> list[str]:
-        if any(not pool for pool in pools):
-            raise ValueError("pool names must not be empty")
         repeated = sorted({pool for pool in pools if pools.count(pool) > 1})
         if repeated:
             raise ValueError(f"pools listed twice: {', '.join(repeated)}")
@@ -317,15 +622,29 @@ class UpgradeRequest(BaseModel):
             raise RequestError(problems)
 
 
-def parse_request(conf: Mapping[str, Any] | None) -> UpgradeRequest:
+def unknown_field(name: str, known: Iterable[str]) -> str:
+    """The reason given for a field nobody defined, with the closest known name when there is one."""
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    return (
+        f"unknown field (did you mean {close[0]}?)" if close else f"unknown field (known: {', '.join(names)})"
+    )
+
+
+def parse_request(conf: Mapping[str, Any] | None, *, local_platform: bool | None = None) -> UpgradeRequest:
     """Build a request from a DAG run's ``conf``; every bad field is named in one error.
 
+    :param local_platform: whether the cluster is the embedded local one; False refuses
+        loopback health-check targets. None (a request already accepted once) does not judge it.
     :raises RequestError: one ``field: reason`` line per problem, for the task log.
     """
     if conf is not None and not isinstance(conf, Mapping):
         raise RequestError([("conf", f"must be a JSON object, got {type(conf).__name__}")])
+    not_named = [key for key in (conf or {}) if not isinstance(key, str)]
+    if not_named:
+        raise RequestError([("conf", f"keys must be field names, got {_shorten(not_named[0])}")])
     try:
-        return UpgradeRequest.model_validate(dict(conf or {}))
+        return UpgradeRequest.model_validate(dict(conf or {}), context={"local_platform": local_platform})
     except ValidationError as exc:
         raise RequestError([_describe(error) for error in exc.errors()]) from None
 
@@ -339,9 +658,7 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
     ctx = error.get("ctx", {})
     if kind == "extra_forbidden":
         known = HealthCheck.model_fields if loc[:1] == ("health_checks",) else UpgradeRequest.model_fields
-        close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
-        return field, f"unknown field{hint}"
+        return field, unknown_field(str(loc[-1]), known)
     if kind == "missing":
         return field, "required, but not given"
     if kind == "value_error":

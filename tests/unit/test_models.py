@@ -134,7 +134,7 @@ class TestParseRequest:
 
     def test_typo_field_named_with_suggestion(self) -> None:
         error = refusal({"target_version": NEWEST, "stratgy": "surge"})
-        assert "did you mean 'strategy'" in reason_for(error, "stratgy")
+        assert reason_for(error, "stratgy") == "unknown field (did you mean strategy?)"
 
     def test_bad_label_items_named_by_position(self) -> None:
         error = refusal({"target_version": NEWEST, "critical_labels": ["tier=web", "app", "a=b c"]})
@@ -146,7 +146,6 @@ class TestParseRequest:
         ("check", "words"),
         [
             ({"kind": "http"}, "needs url"),
-            ({"kind": "http", "url": "ftp://x"}, "needs url"),
             ({"kind": "http", "url": "http://x", "name": "api"}, "takes url, not namespace"),
             ({"kind": "http", "url": "http://x", "query": "up"}, "only url"),
             ({"kind": "deployment", "name": "api"}, "namespace"),
@@ -164,6 +163,52 @@ class TestParseRequest:
     def test_bad_health_checks(self, check: dict[str, str], words: str) -> None:
         error = refusal({"target_version": NEWEST, "health_checks": [check]})
         assert words in reason_for(error, "health_checks[0]")
+
+    @pytest.mark.parametrize(
+        ("url", "words"),
+        [
+            ("ftp://x", "scheme 'ftp' is not allowed"),
+            ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+            ("http://[fd00:ec2::254]/", "cloud metadata"),
+            ("http://169.254.1.1/", "link-local"),
+            ("http://0.0.0.0:8080/", "unspecified"),
+            ("http://2852039166/", "is a number"),
+            ("https://user:hunter2@shop.example/healthz", "credentials"),
+            ("http://metadata.google.internal/", "cloud metadata"),
+        ],
+    )
+    def test_health_check_urls_outside_the_allowlist_are_refused(self, url: str, words: str) -> None:
+        error = refusal({"target_version": NEWEST, "health_checks": [{"kind": "http", "url": url}]})
+        reason = reason_for(error, "health_checks[0].url")
+        assert words in reason
+        assert "hunter2" not in str(error)  # a refused URL's credentials are not echoed
+
+    def test_loopback_is_allowed_only_on_the_local_platform(self) -> None:
+        conf = {
+            "target_version": NEWEST,
+            "health_checks": [{"kind": "http", "url": "http://127.0.0.1:8080/"}],
+        }
+        assert parse_request(conf, local_platform=True).health_checks[0].url == "http://127.0.0.1:8080/"
+        with pytest.raises(RequestError) as caught:
+            parse_request(conf, local_platform=False)
+        assert "loopback, allowed only on the local platform" in reason_for(
+            caught.value, "health_checks[0].url"
+        )
+
+    def test_private_in_cluster_addresses_are_allowed(self) -> None:
+        urls = [
+            "http://10.0.0.7:8080/healthz",
+            "http://web.shop.svc.cluster.local/healthz",
+            "http://[fd12::1]/",
+        ]
+        conf = {"target_version": NEWEST, "health_checks": [{"kind": "http", "url": u} for u in urls]}
+        assert [c.url for c in parse_request(conf, local_platform=False).health_checks] == urls
+
+    def test_more_than_twenty_health_checks_are_refused(self) -> None:
+        checks = [{"kind": "http", "url": f"http://web-{i}.shop/"} for i in range(21)]
+        assert "at most 20" in reason_for(
+            refusal({"target_version": NEWEST, "health_checks": checks}), "health_checks"
+        )
 
     def test_duplicate_pools_refused(self) -> None:
         error = refusal({"target_version": NEWEST, "node_pools": ["a", "b", "a"]})

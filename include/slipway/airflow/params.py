@@ -1,8 +1,10 @@
-"""The trigger form: Airflow Params mirroring :class:`slipway.models.UpgradeRequest`.
+"""The trigger form, generated from :class:`slipway.models.UpgradeRequest`.
 
-The form catches the obvious (types, enums, ranges) in the browser; the first task
-re-validates everything with the pydantic model, which also knows the cluster-free
-rules (known releases, window order), and refuses with one line per bad field.
+The model is the one definition of the request: each field's default, choices, bounds,
+title, section and description become one Airflow ``Param`` here, so the form and the
+model cannot drift apart (``tests/unit/test_params_parity.py`` holds them to that). The
+form catches the obvious (types, choices, ranges) in the browser; the first task validates
+everything again with the model and refuses with one line per bad field.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ from typing import Any
 
 from airflow.sdk import Param
 
+from slipway.models import RequestError, UpgradeRequest, unknown_field
 from slipway.versions import RELEASES
+
+WINDOW_FIELDS = ("window_start", "window_end")
+# Pydantic's schema keys that the form does not use (the UI reads title/section/type/...).
+_DROPPED = ("default", "description")
 
 
 def known_versions() -> list[str]:
@@ -19,121 +26,130 @@ def known_versions() -> list[str]:
     return [p for minor in reversed(RELEASES.values()) for p in reversed(minor.patches)]
 
 
+def _inline(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``$ref`` with the definition it points to (the form has no ``$defs``)."""
+    if "$ref" in schema:
+        return _inline(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            out[key] = (
+                _inline(value, defs)
+                if key != "properties"
+                else {name: _inline(sub, defs) for name, sub in value.items()}
+            )
+        elif isinstance(value, list):
+            out[key] = [_inline(item, defs) if isinstance(item, dict) else item for item in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, null]`` as the form renders it: X's keywords with ``type: [null, X]``."""
+    options = schema.get("anyOf")
+    if not options or len(options) != 2 or {"type": "null"} not in options:
+        return schema
+    (real,) = [option for option in options if option != {"type": "null"}]
+    merged: dict[str, Any] = {key: value for key, value in schema.items() if key != "anyOf"} | real
+    merged["type"] = ["null", real["type"]]
+    return merged
+
+
+def field_schemas() -> dict[str, dict[str, Any]]:
+    """Each request field's JSON schema, as the form uses it (defaults and descriptions kept)."""
+    full = UpgradeRequest.model_json_schema()
+    defs = full.get("$defs", {})
+    return {name: _nullable(_inline(prop, defs)) for name, prop in full["properties"].items()}
+
+
+def _default(name: str) -> Any:
+    field = UpgradeRequest.model_fields[name]
+    if field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    return None if field.is_required() else field.default
+
+
 def request_params(*, with_window: bool = True) -> dict[str, Param]:
-    params: dict[str, Param] = {
-        "target_version": Param(
-            known_versions()[0],
-            type="string",
-            enum=known_versions(),
-            title="Target Kubernetes version",
-            description="The control plane moves one minor at a time to the latest patch.",
-        ),
-        "strategy": Param(
-            "in-place",
-            type="string",
-            enum=["in-place", "surge", "blue-green"],
-            title="Worker strategy",
-            description=(
-                "in-place: upgrade each node; surge: add a new node, retire the old after its batch; "
-                "blue-green: keep the old nodes until the whole cluster is validated, switch back on "
-                "failure (k8s_cluster_upgrade, platforms that can add nodes)."
-            ),
-        ),
-        "batch_policy": Param(
-            "fixed",
-            type="string",
-            enum=["fixed", "adaptive"],
-            title="Batch policy",
-            description="adaptive grows the batch after clean batches, shrinks after trouble.",
-        ),
-        "batch_size": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            title="Batch size",
-            description="Empty: by cluster size (small 1-2, medium 3-5, large 5-10).",
-        ),
-        "max_unavailable_percent": Param(
-            10.0, type="number", exclusiveMinimum=0, maximum=100, title="Max unavailable (%)"
-        ),
-        "max_surge_percent": Param(0.0, type="number", minimum=0, maximum=100, title="Max surge (%)"),
-        "drain_grace_period_seconds": Param(300, type="integer", minimum=0, title="Drain grace period (s)"),
-        "drain_timeout_seconds": Param(600, type="integer", minimum=1, title="Drain timeout (s)"),
-        "delete_emptydir_data": Param(False, type="boolean", title="Allow deleting emptyDir data"),
-        "force_bare_pods": Param(False, type="boolean", title="Evict pods without a controller"),
-        "blocked_drain_policy": Param(
-            "wait",
-            type="string",
-            enum=["wait", "quarantine", "rollback"],
-            title="When a PDB blocks a drain",
-            description="wait until the drain timeout; quarantine: leave the node "
-            "cordoned and labelled, continue; rollback the batch.",
-        ),
-        "dry_run": Param(False, type="boolean", title="Dry run (plan and check only)"),
-        "approval": Param(
-            "auto",
-            type="string",
-            enum=["auto", "always", "never"],
-            title="Human approval",
-            description="auto: the risk assessment decides.",
-        ),
-        "soak_seconds": Param(30, type="integer", minimum=1, title="Soak between batches (s)"),
-        "node_ready_timeout_seconds": Param(
-            600,
-            type="integer",
-            minimum=1,
-            title="Node startup timeout (s)",
-            description="How long an upgraded node may take to be Ready.",
-        ),
-        "latency_policy": Param(
-            "report",
-            type="string",
-            enum=["report", "enforce"],
-            title="Latency against the baseline",
-            description="report: record apiserver/scheduler p99 per batch; enforce: "
-            "also fail the batch when a p99 rises past the tolerance.",
-        ),
-        "latency_tolerance": Param(
-            2.0, type="number", exclusiveMinimum=1, maximum=100, title="Latency tolerance (x baseline p99)"
-        ),
-        "health_checks": Param(
-            [],
-            type="array",
-            items={
-                "type": "object",
-                "properties": {
-                    "kind": {"type": "string", "enum": ["http", "deployment", "prometheus"]},
-                    "url": {"type": "string"},
-                    "namespace": {"type": "string"},
-                    "name": {"type": "string"},
-                    "query": {"type": "string"},
-                    "min_value": {"type": "number"},
-                    "max_value": {"type": "number"},
-                },
-                "required": ["kind"],
-            },
-            title="Application health checks",
-            description='Run between batches, e.g. [{"kind": "http", "url": "https://shop.example/healthz"}, '
-            '{"kind": "deployment", "namespace": "shop", "name": "web"}, '
-            '{"kind": "prometheus", "url": "http://prometheus:9090", "query": "sum(rate(errors[5m]))", '
-            '"max_value": 0.5}].',
-        ),
-        "node_pools": Param([], type="array", items={"type": "string"}, title="Node pool order"),
-        "critical_labels": Param(
-            [], type="array", items={"type": "string"}, title="Critical workload labels (key=value)"
-        ),
-    }
-    if with_window:
-        params["window_end"] = Param(
-            None,
-            type=["null", "string"],
-            format="date-time",
-            title="Window closes at (UTC)",
-            description="No batch starts that cannot finish before this.",
-        )
+    """One ``Param`` per request field, in the model's order.
+
+    ``target_version`` is required by the model; the form offers every known release and
+    preselects the newest (the model accepts exactly those).
+    """
+    params: dict[str, Param] = {}
+    for name, schema in field_schemas().items():
+        if not with_window and name in WINDOW_FIELDS:
+            continue
+        keywords = {key: value for key, value in schema.items() if key not in _DROPPED}
+        default = _default(name)
+        if name == "target_version":
+            default = known_versions()[0]
+            keywords["enum"] = known_versions()
+        params[name] = Param(default, description=schema.get("description"), **keywords)
     return params
 
 
 def conf_to_request(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset optional fields so the model's defaults apply."""
-    return {k: v for k, v in params.items() if v is not None and k in request_params()}
+    """The form's values as the model's input: unset optional fields dropped so the model's
+    defaults apply.
+
+    :raises RequestError: naming every key that is not a request field (a typo would
+        otherwise be ignored and the run go ahead with the default), one line each.
+    """
+    known = list(UpgradeRequest.model_fields)
+    unknown = sorted(str(key) for key in params if key not in UpgradeRequest.model_fields)
+    if unknown:
+        raise RequestError([(f"conf.{key}", unknown_field(key, known)) for key in unknown])
+    return {key: value for key, value in params.items() if value is not None}
+
+
+WORKERS_ONLY_DAG = "k8s_worker_upgrade"
+
+
+def dag_request_problems(dag_id: str, request: UpgradeRequest) -> list[tuple[str, str]]:
+    """What a valid request asks that this DAG cannot do: refused rather than ignored.
+
+    The worker-only DAG has no plan-only path and no risk gate, so it can neither honour
+    a dry run (it would drain nodes) nor wait for a human's approval.
+    """
+    problems: list[tuple[str, str]] = []
+    if dag_id == WORKERS_ONLY_DAG:
+        if request.dry_run:
+            problems.append(
+                (
+                    "dry_run",
+                    f"{WORKERS_ONLY_DAG} has no dry run; run k8s_upgrade_preflight to plan and check only",
+                )
+            )
+        if request.approval == "always":
+            problems.append(
+                (
+                    "approval",
+                    f"{WORKERS_ONLY_DAG} has no approval step; a human approves in k8s_cluster_upgrade",
+                )
+            )
+    return problems
+
+
+def approval_never_problem(risk: dict[str, Any], *, local_platform: bool) -> str | None:
+    """Why ``approval=never`` may not skip the human the risk assessment asks for (None when it may).
+
+    A high or critical risk, or more than one minor crossed, needs a human: ``never`` then
+    refuses the run instead of proceeding. The embedded local cluster is the exception: it is
+    Slipway's own sandbox (demo, tests), where nobody is there to approve.
+    """
+    if local_platform:
+        return None
+    serious = [
+        f"{item['name']} risk is {item['level']}"
+        for item in risk.get("items", [])
+        if item.get("level") in ("high", "critical")
+    ]
+    if int(risk.get("minors_crossed", 0)) > 1:
+        serious.append(f"the upgrade crosses {risk['minors_crossed']} minor versions")
+    if not serious:
+        return None
+    return (
+        f"approval=never refused: the risk needs a human ({'; '.join(serious)}); "
+        "trigger with approval=auto and approve the run"
+    )

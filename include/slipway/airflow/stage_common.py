@@ -10,10 +10,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from slipway import reports
 from slipway.airflow import runbooks
-from slipway.airflow.params import conf_to_request
+from slipway.airflow.params import approval_never_problem, conf_to_request, dag_request_problems
 from slipway.airflow.runtime import orchestrator_api, platform, record
 from slipway.kube import nodes as kube_nodes
 from slipway.models import RequestError, parse_request
+from slipway.platform import PlatformError
 from slipway.runrecord import RunRecord
 from slipway.versions import Version
 
@@ -77,12 +78,17 @@ def _refuse_more_than_one_control_plane_minor(api: Any, request: Any) -> None:
 def validate_request() -> dict[str, Any]:
     """Refuse a bad form before anything touches the cluster; one line per bad field."""
     context = get_current_context()
-    conf = conf_to_request(dict(context["params"]))
     interval_end = context.get("data_interval_end")
-    if conf.get("window_end") is None and context["dag_run"].run_type == "scheduled" and interval_end:
-        conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
     try:
-        request = parse_request(conf)
+        conf = conf_to_request(dict(context["params"]))
+        if conf.get("window_end") is None and context["dag_run"].run_type == "scheduled" and interval_end:
+            conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
+        # Loopback health-check targets are refused unless the cluster is the local one.
+        local = platform().settings.platform == "local"
+        request = parse_request(conf, local_platform=local)
+        dag_problems = dag_request_problems(context["dag"].dag_id, request)
+        if dag_problems:
+            raise RequestError(dag_problems)
         api = orchestrator_api()
         workers = kube_nodes.list_workers(api)
         versions = [Version.parse(kube_nodes.kubelet_version(n)) for n in workers]
@@ -93,7 +99,7 @@ def validate_request() -> dict[str, Any]:
         if context["dag"].dag_id == FULL_UPGRADE_DAG:
             _refuse_more_than_one_control_plane_minor(api, request)
         _refuse_strategy_not_runnable_here(context["dag"].dag_id, request)
-    except RequestError as err:
+    except (RequestError, PlatformError) as err:
         raise AirflowFailException(str(err)) from err
     rec = record()
     run_type = context["dag_run"].run_type
@@ -136,6 +142,14 @@ def risk_gate(risk: dict[str, Any], request: dict[str, Any], proceed_to: str) ->
         return "refused"
     if decision == "approval":
         return "approve_upgrade"
+    if request.get("approval") == "never":
+        # never may not skip a human the risk asks for: recorded as a refusal with its reason.
+        problem = approval_never_problem(risk, local_platform=platform().settings.platform == "local")
+        if problem:
+            rec = record()
+            rec.update(risk=risk | {"decision": "refuse", "reasons": [problem, *risk["reasons"]]})
+            rec.event("approval-never-refused", problem)
+            raise AirflowFailException(problem)
     return proceed_to
 
 

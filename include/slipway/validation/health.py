@@ -5,35 +5,94 @@ run record and the report. An HTTP check is made from the Airflow worker, as a s
 probe of a user-facing endpoint would be; a Deployment check reads the Deployment as the
 orchestrator identity; a Prometheus check runs the user's PromQL instant query against
 their monitoring (the Prometheus HTTP API) and holds every returned sample to the bounds.
+
+Where a check may go was decided when the request was accepted (``slipway.models.url_problem``:
+http(s) only, no credentials, no cloud metadata, link-local or unspecified address, loopback
+only on the local platform; private ranges stay allowed for in-cluster services). Here a
+name is also refused when it resolves to such an address, redirects are never followed,
+and any exception inside a check becomes a failed check.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from slipway.models import HealthCheck
+from slipway.models import HealthCheck, address_problem
 
 HTTP_TIMEOUT_SECONDS = 5.0
 HTTP_ERROR = 400
+REDIRECT = 300
 NOT_FOUND = 404
+MAX_ANSWER_BYTES = 1 << 20  # a Prometheus answer larger than this is not a health signal
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, never followed: a check may only reach the host it was given
+    (a redirect could point at a metadata service or carry the request elsewhere)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def resolved_problem(url: str) -> str | None:
+    """Why the host ``url`` names resolves somewhere no check may go (None when it may not
+    or cannot be resolved here: the request itself then fails and says so).
+
+    The request-time allowlist judged the text; this judges where a name points now, so a
+    name that resolves to a metadata or link-local address is refused as well. Loopback was
+    judged at request time with the platform in hand and is not judged again here.
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        problem = address_problem(address, allow_loopback=True)
+        if problem:
+            return f"{host} resolves to {problem}"
+    return None
+
+
+def _open(url: str, timeout: float) -> Any:
+    problem = resolved_problem(url)
+    if problem:
+        raise urllib.error.URLError(f"refused: {problem}")
+    return _OPENER.open(url, timeout=timeout)
 
 
 def check_http(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> list[str]:
-    """Healthy when ``url`` answers with a status below 400 within ``timeout``."""
+    """Healthy when ``url`` answers with a status below 300 within ``timeout``; a redirect
+    is not followed and fails the check, naming where it pointed."""
+    location = ""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # http(s) only: the model checks
+        with _open(url, timeout) as response:  # http(s) only: the model checks
             status = int(response.status)
     except urllib.error.HTTPError as err:
         status = err.code
+        location = err.headers.get("Location", "") if err.headers else ""
     except (urllib.error.URLError, OSError) as err:
         return [f"health check {url} failed: {getattr(err, 'reason', err)}"]
+    if REDIRECT <= status < HTTP_ERROR:
+        where = f" to {location}" if location else ""
+        return [
+            f"health check {url} answered HTTP {status} (a redirect{where}, not followed): give the final URL"
+        ]
     if status >= HTTP_ERROR:
         return [f"health check {url} answered HTTP {status}"]
     return []
@@ -72,12 +131,23 @@ def check_prometheus(
     where = f"health check query {query!r}"
     address = f"{url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
     try:
-        with urllib.request.urlopen(address, timeout=timeout) as response:  # http(s) only: the model checks
-            answer = json.loads(response.read())
+        with _open(address, timeout) as response:  # http(s) only: the model checks
+            body = response.read(MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            return [f"{where}: the answer is larger than {MAX_ANSWER_BYTES} bytes"]
+        answer = json.loads(body)
     except urllib.error.HTTPError as err:
         return [f"{where}: Prometheus answered HTTP {err.code}"]
     except (urllib.error.URLError, OSError, ValueError) as err:
         return [f"{where}: {getattr(err, 'reason', err)}"]
+    try:
+        return _judge(where, answer, low, high)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        # Whatever the server sent, a malformed answer is a failed check, never a crash.
+        return [f"{where}: malformed Prometheus answer ({type(err).__name__}: {err})"]
+
+
+def _judge(where: str, answer: Any, low: float | None, high: float | None) -> list[str]:
     if answer.get("status") != "success":
         return [f"{where}: {answer.get('errorType', 'error')}: {answer.get('error', 'no reason given')}"]
     data = answer.get("data", {})
@@ -93,35 +163,39 @@ def check_prometheus(
         return [f"{where}: no data"]
     problems = []
     for labels, text in samples:
-        outside = _bounds(float(text), low, high)
+        value = float(text)
+        outside = "is not a number" if math.isnan(value) else _bounds(value, low, high)
         if outside:
             series = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
             problems.append(f"{where}: {series if labels else 'value'} {outside}")
     return problems
 
 
+def _guarded(name: str, check: Callable[[], list[str]]) -> Callable[[], list[str]]:
+    """Any exception inside a check is a failed check, never an exception out of the batch's
+    validation: the batch already changed nodes, and its rollback branch must still run."""
+
+    def run() -> list[str]:
+        try:
+            return check()
+        except Exception as err:  # by design: a crashing check is a failing check
+            return [f"health check {name} failed: {type(err).__name__}: {err}"]
+
+    run.__name__ = name
+    return run
+
+
 def health_check(api: client.ApiClient, check: HealthCheck) -> Callable[[], list[str]]:
-    """A zero-argument check for the soak loop, named after what it probes."""
+    """A zero-argument check for the soak loop, named after what it probes; it never raises."""
     if check.kind == "http":
         url = str(check.url)
-
-        def probe() -> list[str]:
-            return check_http(url)
-
-        probe.__name__ = f"http {url}"
-        return probe
+        return _guarded(f"http {url}", lambda: check_http(url))
     if check.kind == "prometheus":
         base, query = str(check.url), str(check.query)
-
-        def prometheus() -> list[str]:
-            return check_prometheus(base, query, check.min_value, check.max_value)
-
-        prometheus.__name__ = f"query {query}"
-        return prometheus
+        return _guarded(
+            f"query {query}", lambda: check_prometheus(base, query, check.min_value, check.max_value)
+        )
     namespace, name = str(check.namespace), str(check.name)
-
-    def deployment() -> list[str]:
-        return check_deployment(api, namespace, name)
-
-    deployment.__name__ = f"deployment {namespace}/{name} available"
-    return deployment
+    return _guarded(
+        f"deployment {namespace}/{name} available", lambda: check_deployment(api, namespace, name)
+    )
