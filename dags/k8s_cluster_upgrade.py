@@ -16,10 +16,9 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import TaskGroup, dag
 
-from slipway.airflow import runbooks
+from slipway.airflow.approval import RecordedApprovalOperator
 from slipway.airflow.params import request_params
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
@@ -43,6 +42,7 @@ from slipway.airflow.stage_control_plane import (
     upgrade_kind,
     verify_control_plane,
 )
+from slipway.airflow.stage_lease import cluster_lease
 from slipway.airflow.stage_prepare import preparation
 from slipway.airflow.stage_workers import worker_phase
 
@@ -62,15 +62,13 @@ MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
 )
 def k8s_cluster_upgrade() -> None:
     request = validate_request()
-    plan, risk = preparation(request)
+    # The cluster lease before anything else: preparation (so everything after it) waits for it.
+    taken, release = cluster_lease(request)
+    plan, risk = preparation(taken)
     gate = risk_gate(risk, request, proceed_to="backup_etcd")
-    approve = ApprovalOperator(
+    approve = RecordedApprovalOperator(
         task_id="approve_upgrade",
         subject="Approve the Kubernetes upgrade to {{ params.target_version }}",
-        body="The risk assessment asks for a human decision. Read the preflight report before approving.",
-        response_timeout=timedelta(hours=12),
-        fail_on_reject=True,
-        doc_md=runbooks.RISK_GATE,
     )
     backup = backup_etcd()
     gate >> [approve, backup, refused(risk), dry_run_done()]
@@ -102,7 +100,7 @@ def k8s_cluster_upgrade() -> None:
     [validated, workers.children["workers.worker_phase_rolled_back"]] >> switched
     report = write_upgrade_report()
     [validated, rolled_back, retired, switched] >> report
-    report >> notify() >> final_verdict()
+    report >> notify() >> final_verdict() >> release
 
 
 k8s_cluster_upgrade()

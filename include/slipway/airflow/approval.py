@@ -1,0 +1,66 @@
+"""Human approval of a risky upgrade, with the decision recorded in the run record.
+
+Airflow's ``ApprovalOperator`` asks; this records who answered and when (or that nobody
+did), so a rejected upgrade ends with the verdict ``rejected`` — a decision, not a failed
+attempt — and the maturity score does not count it as a failure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+from slipway.airflow import runbooks
+
+RISK_TASK = "preparation.assess_risk"
+APPROVED, REJECTED, TIMED_OUT = "approval-granted", "approval-rejected", "approval-timed-out"
+
+# The body is rendered when the task runs: the risk reasons come from the assessment's XCom.
+BODY = (
+    "The risk assessment asks for a human decision before the upgrade to {{ params.target_version }}.\n\n"
+    "Why:\n"
+    "{% for reason in (ti.xcom_pull(task_ids='" + RISK_TASK + "') or {}).get('reasons', []) %}"
+    "- {{ reason }}\n"
+    "{% endfor %}\n"
+    "Approve to continue with the proven etcd backup and the control plane; reject to stop "
+    "here with nothing changed. The preflight's findings are in this run's report."
+)
+
+
+def approval_outcome(event: dict[str, Any]) -> dict[str, Any]:
+    """The decision as the run record keeps it: outcome, who, when."""
+    if "error" in event:
+        kind = TIMED_OUT if event.get("error_type") == "timeout" else "approval-failed"
+        return {"outcome": kind, "by": None, "at": None, "detail": str(event.get("error"))}
+    chosen = list(event.get("chosen_options") or [])
+    outcome = APPROVED if chosen == [ApprovalOperator.APPROVE] else REJECTED
+    at = event.get("responded_at")
+    user = event.get("responded_by_user") or {}
+    by = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
+    return {
+        "outcome": outcome,
+        "by": by,
+        "at": at.isoformat() if isinstance(at, datetime) else (str(at) if at else None),
+    }
+
+
+class RecordedApprovalOperator(ApprovalOperator):
+    """``ApprovalOperator`` that writes the decision to the run record before acting on it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("body", BODY)
+        kwargs.setdefault("response_timeout", timedelta(hours=12))
+        kwargs.setdefault("doc_md", runbooks.RISK_GATE)
+        super().__init__(fail_on_reject=True, **kwargs)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from slipway.airflow.runtime import record
+
+        outcome = approval_outcome(event)
+        rec = record()
+        rec.update(approval=outcome)
+        who = f" by {outcome['by']}" if outcome.get("by") else ""
+        rec.event(outcome["outcome"], f"{outcome['outcome'].replace('-', ' ')}{who}")
+        return super().execute_complete(context, event)
