@@ -19,12 +19,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _MAX_DURATION = timedelta(days=7)
+# Bounds on what a schedule may declare, far above any real one; they keep every date
+# computation inside what datetime can represent and every search finite.
+MAX_WINDOWS = 50
+MAX_BLACKOUTS = 100
+MAX_ENTRY_LENGTH = 200
+MAX_BLACKOUT_DAYS = 366
+FIRST_YEAR, LAST_YEAR = 2000, 2199
 # A window may open up to a week before the instant asked about and still be open.
 _LOOKBACK = timedelta(days=8)
 SEARCH_DAYS = 400
 # With no history, assume a drain that runs to its 600 s timeout plus 300 s to upgrade and
 # become Ready: better to wait for a longer window than to overrun this one.
 DEFAULT_SECONDS_PER_NODE = 900.0
+
+
+class WindowError(ValueError):
+    """A maintenance window or blackout entry was refused; the message starts with the field
+    (``windows[1]``, ``blackouts[0]``) and says why, on one line."""
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -103,6 +115,13 @@ class Blackout:
     def __post_init__(self) -> None:
         if self.last < self.first:
             raise ValueError(f"blackout ends ({self.last}) before it starts ({self.first})")
+        for day in (self.first, self.last):
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise ValueError(f"{day} is outside the years {FIRST_YEAR} to {LAST_YEAR}")
+        if (self.last - self.first).days + 1 > MAX_BLACKOUT_DAYS:
+            # Longer than a year is not a change freeze but a schedule with no windows.
+            days = (self.last - self.first).days + 1
+            raise ValueError(f"blackout of {days} days is longer than {MAX_BLACKOUT_DAYS} days")
         _zone(self.timezone)
 
     def span(self) -> tuple[datetime, datetime]:
@@ -121,7 +140,7 @@ class MaintenanceSchedule:
 
     def __post_init__(self) -> None:
         if not self.windows:
-            raise ValueError("a maintenance schedule needs at least one window")
+            raise WindowError("windows: a maintenance schedule needs at least one window")
 
     def _open_stretches(self, after: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Merged, blackout-free stretches that end after ``after``, in order."""
@@ -162,9 +181,13 @@ class MaintenanceSchedule:
         return self.remaining(moment) > timedelta(0)
 
     def remaining(self, moment: datetime) -> timedelta:
-        """Time left in the window open at ``moment``; zero when none is open."""
+        """Time left in the window open at ``moment``; zero when none is open (blackouts may
+        close every window for the whole search horizon: that is zero too, not an error)."""
         moment = _utc(moment)
-        start, end = self.next_window(moment)
+        try:
+            start, end = self.next_window(moment)
+        except LookupError:
+            return timedelta(0)
         return end - moment if start <= moment else timedelta(0)
 
     def fits(self, moment: datetime, predicted: timedelta, margin: timedelta = timedelta(minutes=10)) -> bool:
@@ -190,7 +213,8 @@ class MaintenanceSchedule:
 
 
 _SPAN = re.compile(r"^(?P<start>\d{1,2}:\d{2})(?:-(?P<end>\d{1,2}:\d{2})|\+(?P<duration>.+))$")
-_DURATION = re.compile(r"^(?:(?P<days>\d+)d)?(?:(?P<hours>\d+)h)?(?:(?P<minutes>\d+)m)?$")
+# Few digits: a duration is at most 7 days, and a huge number must not overflow timedelta.
+_DURATION = re.compile(r"^(?:(?P<days>\d{1,2})d)?(?:(?P<hours>\d{1,3})h)?(?:(?P<minutes>\d{1,5})m)?$")
 
 
 def _clock(text: str) -> timedelta:
@@ -214,8 +238,16 @@ def _weekdays(text: str) -> frozenset[int]:
     return frozenset(days)
 
 
+def _entry_text(entry: object) -> str:
+    if not isinstance(entry, str):
+        raise ValueError(f"must be a string, got {type(entry).__name__}")
+    if len(entry) > MAX_ENTRY_LENGTH:
+        raise ValueError(f"is {len(entry)} characters long; at most {MAX_ENTRY_LENGTH}")
+    return entry
+
+
 def _parse_window(entry: str) -> MaintenanceWindow:
-    parts = entry.split()
+    parts = _entry_text(entry).split()
     if len(parts) != 3:
         raise ValueError("expected 'DAYS HH:MM-HH:MM TIMEZONE' or 'DAYS HH:MM+3h TIMEZONE'")
     days, span, zone = parts
@@ -249,32 +281,45 @@ def parse_windows(entries: Sequence[str]) -> tuple[MaintenanceWindow, ...]:
 
     Days may be ``Mon``, ``Mon-Fri``, ``Fri-Mon``, ``Sat,Sun`` or ``daily``.
 
-    :raises ValueError: naming the bad entry and why it is wrong.
+    :raises WindowError: ``windows[i]: maintenance window 'entry': why``, on one line.
     """
+    if isinstance(entries, str) or len(entries) > MAX_WINDOWS:
+        raise WindowError(f"windows: a list of at most {MAX_WINDOWS} entries, got {_count(entries)}")
     windows = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         try:
             windows.append(_parse_window(entry))
         except ValueError as exc:
-            raise ValueError(f"maintenance window {entry!r}: {exc}") from None
+            raise WindowError(f"windows[{i}]: maintenance window {_show(entry)}: {exc}") from None
     return tuple(windows)
+
+
+def _show(entry: object) -> str:
+    text = repr(entry)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _count(entries: object) -> str:
+    return "a string" if isinstance(entries, str) else f"{len(entries)} entries"  # type: ignore[arg-type]
 
 
 def parse_blackouts(entries: Sequence[str]) -> tuple[Blackout, ...]:
     """Parse blackout entries: ``"2026-12-24"``, ``"2026-12-24..2027-01-01 Europe/Berlin"``.
 
-    :raises ValueError: naming the bad entry and why it is wrong.
+    :raises WindowError: ``blackouts[i]: blackout 'entry': why``, on one line.
     """
+    if isinstance(entries, str) or len(entries) > MAX_BLACKOUTS:
+        raise WindowError(f"blackouts: a list of at most {MAX_BLACKOUTS} entries, got {_count(entries)}")
     blackouts = []
-    for entry in entries:
-        dates, _, zone = entry.strip().partition(" ")
-        first, _, last = dates.partition("..")
+    for i, entry in enumerate(entries):
         try:
+            dates, _, zone = _entry_text(entry).strip().partition(" ")
+            first, _, last = dates.partition("..")
             start = date.fromisoformat(first)
             end = date.fromisoformat(last) if last else start
             blackouts.append(Blackout(start, end, zone.strip() or "UTC"))
         except ValueError as exc:
-            raise ValueError(f"blackout {entry!r}: {exc}") from None
+            raise WindowError(f"blackouts[{i}]: blackout {_show(entry)}: {exc}") from None
     return tuple(blackouts)
 
 

@@ -163,9 +163,28 @@ class TestSchedule:
         assert frozen.next_window(at("2026-01-02T00:00"))[0] == at("2026-01-10T01:00")
 
     def test_everything_blacked_out(self) -> None:
-        frozen = schedule("daily 01:00+1h UTC", blackouts=("2026-01-01..2027-12-31",))
+        frozen = schedule(
+            "daily 01:00+1h UTC", blackouts=("2026-01-01..2026-12-31", "2027-01-01..2027-12-31")
+        )
         with pytest.raises(LookupError, match="no maintenance window"):
             frozen.next_window(at("2026-01-02T00:00"))
+        # Asking whether a window is open is no error: none is.
+        assert frozen.remaining(at("2026-01-02T01:30")) == timedelta(0)
+        assert not frozen.is_inside(at("2026-01-02T01:30"))
+
+    def test_a_timetable_whose_windows_are_all_blacked_out_schedules_nothing(self) -> None:
+        from airflow.timetables.base import TimeRestriction
+        from pendulum import instance
+
+        from slipway.airflow.timetable import MaintenanceWindowTimetable
+
+        table = MaintenanceWindowTimetable(
+            ["daily 01:00+1h UTC"], ["2026-01-01..2026-12-31", "2027-01-01..2027-12-31"]
+        )
+        manual = table.infer_manual_data_interval(run_after=instance(at("2026-01-02T01:30")))
+        assert manual.start == manual.end == at("2026-01-02T01:30")  # no window: an empty interval
+        restriction = TimeRestriction(earliest=instance(at("2026-01-02T00:00")), latest=None, catchup=True)
+        assert table.next_dagrun_info(last_automated_data_interval=None, restriction=restriction) is None
 
     def test_naive_time_refused(self) -> None:
         with pytest.raises(ValueError, match="no timezone"):

@@ -19,10 +19,10 @@ class MaintenanceWindowTimetable(Timetable):
     """Runs at the start of every maintenance window that no blackout touches."""
 
     def __init__(self, windows: list[str], blackouts: list[str] | None = None) -> None:
+        # Parsing here refuses a bad window when the DAG file is loaded, naming the entry.
+        self._schedule = MaintenanceSchedule(parse_windows(windows), parse_blackouts(blackouts or []))
         self.windows = list(windows)
         self.blackouts = list(blackouts or [])
-        # Parsing here refuses a bad window when the DAG file is loaded, naming the entry.
-        self._schedule = MaintenanceSchedule(parse_windows(self.windows), parse_blackouts(self.blackouts))
         self.description = "maintenance windows: " + "; ".join(self.windows)
 
     @property
@@ -41,7 +41,8 @@ class MaintenanceWindowTimetable(Timetable):
 
     def infer_manual_data_interval(self, *, run_after: DateTime) -> DataInterval:
         # A manual run inside a window gets that window; outside, it gets no window
-        # (an empty interval), and the window check then reports it.
+        # (an empty interval), and the window check then reports it. Blackouts that close
+        # every window within the search horizon count as outside, never as an error.
         if self._schedule.is_inside(run_after):
             start, end = self._schedule.next_window(run_after)
             return DataInterval(instance(start), instance(end))
@@ -58,7 +59,10 @@ class MaintenanceWindowTimetable(Timetable):
             after = restriction.earliest
             if not restriction.catchup:
                 after = max(after, DateTime.now(UTC))
-        start, end = self._schedule.next_window(after)
+        try:
+            start, end = self._schedule.next_window(after)
+        except LookupError:
+            return None  # no window opens within the search horizon: nothing to schedule
         if restriction.latest is not None and start > restriction.latest:
             return None
         return DagRunInfo.interval(start=instance(start), end=instance(end))
