@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -307,14 +309,20 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
 # ---- the cluster --------------------------------------------------------------------------------------
 
 
-def is_unreachable(err: BaseException) -> bool:
-    """Errors that mean the cluster did not answer or refused who we are."""
-    from kubernetes.client.exceptions import ApiException
+def connection_lost(err: BaseException) -> bool:
+    """Errors that mean no answer came back: refused, reset, timed out, TLS failed."""
     from urllib3.exceptions import HTTPError
 
+    return isinstance(err, (HTTPError, ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError))
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """No answer, or an answer refusing who we are."""
+    from kubernetes.client.exceptions import ApiException
+
     if isinstance(err, ApiException):
-        return err.status in (0, 401, 403) or err.status is None
-    return isinstance(err, (HTTPError, OSError, TimeoutError))
+        return err.status in (401, 403)
+    return connection_lost(err)
 
 
 def _describe_unreachable(err: BaseException) -> str:
@@ -322,7 +330,9 @@ def _describe_unreachable(err: BaseException) -> str:
     from urllib3.exceptions import MaxRetryError
 
     if isinstance(err, ApiException):
-        return f"the API answered {err.status} {err.reason}: the credentials were refused or lack permission"
+        return (
+            f"the API answered {err.status} {err.reason}: the credentials were refused or lack a permission"
+        )
     if isinstance(err, MaxRetryError) and err.reason is not None:
         err = err.reason
     text = " ".join(str(err).split())
@@ -367,10 +377,10 @@ def _run(args: argparse.Namespace, ready: dict[str, Any]) -> int:
                 plan = cli_cluster.gather_plan(api, target)
                 _emit(plan, args.output, cli_render.render_plan(plan))
                 return DECISION_EXIT[plan["risk"]["decision"]]
-            if args.output == "table":
+            if sys.stderr.isatty():
                 print(f"Running preflight checks against {host} …", file=sys.stderr, flush=True)
             result = cli_cluster.gather_preflight(
-                api, target, with_backup=args.with_backup, is_unreachable=is_unreachable
+                api, target, with_backup=args.with_backup, connection_lost=connection_lost
             )
             _emit(result, args.output, cli_render.render_preflight(result))
             return BLOCKERS if result["errors"] else DECISION_EXIT[result["decision"]]

@@ -8,6 +8,7 @@ the caller asks for it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,8 +119,7 @@ def gather_preflight(
     target: Target,
     *,
     with_backup: bool,
-    on_check: Callable[[str], None] | None = None,
-    is_unreachable: Callable[[BaseException], bool] = lambda _: False,
+    connection_lost: Callable[[BaseException], bool] = lambda _: False,
 ) -> dict[str, Any]:
     """Every preflight check the DAG runs (the backup only when asked), the risk matrix and
     the decision. A check that raises is reported as an error, as its DAG task would fail."""
@@ -148,12 +148,10 @@ def gather_preflight(
                 }
             )
             continue
-        if on_check:
-            on_check(name)
         try:
             result["checks"] += [r.model_dump(mode="json") for r in pre.run(name)]
         except Exception as err:  # the DAG's task for this check would fail; say why and go on
-            if is_unreachable(err):
+            if connection_lost(err):
                 raise
             result["errors"].append({"name": name, "error": f"{type(err).__name__}: {_one_line(err)}"})
     risk = assess_run(result["checks"], plan_for_risk, target.request)
@@ -164,7 +162,11 @@ def gather_preflight(
 
 def _one_line(err: BaseException) -> str:
     if isinstance(err, ApiException):
-        return f"{err.status} {err.reason}"
+        try:  # the API's own sentence names the resource and the verb
+            message = json.loads(err.body or "{}").get("message", "")
+        except ValueError:
+            message = ""
+        return f"{err.status} {err.reason}" + (f": {message}" if message else "")
     return " ".join(str(err).split())[:300]
 
 

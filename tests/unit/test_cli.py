@@ -295,3 +295,50 @@ def test_structured_output_round_trips() -> None:
         "items": [{"a": 1}],
         "text": "é",
     }
+
+
+def test_a_closed_port_is_exit_4_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once it is closed
+    config = _kubeconfig(tmp_path / "kubeconfig", f"https://127.0.0.1:{port}")
+    code, out, err = _run(["status", "--kubeconfig", str(config)], capsys)
+    assert code == cli.UNREACHABLE and out == ""
+    assert (
+        err.strip()
+        == f"slipway: cannot reach the cluster at https://127.0.0.1:{port}: [Errno 111] Connection refused"
+    )
+
+
+def test_preflight_table_says_what_was_skipped_and_what_could_not_run() -> None:
+    item = {
+        "category": "technical",
+        "name": "data_loss",
+        "probability": 1,
+        "impact": 4,
+        "score": 4,
+        "level": "low",
+    }
+    result = {
+        "checks": [
+            {"name": "capacity", "severity": "ok", "passed": True, "summary": "room for every batch"},
+            {
+                "name": "pod-disruption-budgets",
+                "severity": "blocker",
+                "passed": False,
+                "summary": "shop/db allows no disruption",
+                "mitigation": "Raise maxUnavailable.",
+            },
+        ],
+        "skipped": [{"name": "etcd-backup", "reason": "not run: pass --with-backup"}],
+        "errors": [{"name": "etcd-health", "error": "PlatformError: etcd_endpoints are required"}],
+        "risk": {"items": [item], "decision": "refuse", "reasons": ["blocker pod-disruption-budgets: ..."]},
+    }
+    lines = cli_render.render_preflight(result).splitlines()
+    assert any(line.split()[:3] == ["etcd-backup", "skipped", "-"] for line in lines)
+    assert any(
+        line.split()[:3] == ["etcd-health", "error", "NO"] and "could not run" in line for line in lines
+    )
+    assert "  - pod-disruption-budgets: Raise maxUnavailable." in lines
+    assert "Decision: refuse" in lines
+    assert lines[-1].startswith("Preflight incomplete: etcd-health could not run")
