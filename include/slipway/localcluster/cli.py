@@ -1,6 +1,7 @@
 """``slipway-local``: build, start, inspect, change and stop the embedded local cluster.
 
-Every failure prints one line starting with ``error:`` and exits non-zero.
+Every failure prints one line starting with ``error:`` and exits non-zero. Arguments are
+checked before anything is started, stopped or removed (:func:`validate_args`).
 """
 
 from __future__ import annotations
@@ -11,16 +12,112 @@ import sys
 import time
 from pathlib import Path
 
-from slipway.localcluster import binaries
+from slipway.localcluster import binaries, components
 from slipway.localcluster.cluster import ClusterError, LocalCluster
-from slipway.localcluster.config import ClusterConfig, default_state_root
+from slipway.localcluster.config import ClusterConfig, default_state_root, name_problem
 from slipway.localcluster.health import NotHealthy
-from slipway.localcluster.kit import ETCD_VERSIONS, KUBERNETES_VERSIONS
+from slipway.localcluster.kit import (
+    ETCD_VERSIONS,
+    KUBERNETES_VERSIONS,
+    Release,
+    etcd_release,
+    kubernetes_release,
+)
 from slipway.localcluster.workloads import install_samples
+
+MAX_NODES = 5000
+
+
+class CliError(ValueError):
+    """A command line was refused; the message is ``--flag: reason`` on one line."""
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_root()
+
+
+def _component_release(cfg: ClusterConfig, component: str, version: str | None) -> tuple[Release, str] | None:
+    """The release and binary ``component`` would run at ``version`` (None for components
+    that have no version of their own: the load balancer and kwok).
+
+    :raises CliError: for an unknown component, or a version the kit does not have.
+    """
+    names = [components.etcd_name(i) for i in range(cfg.etcd_members)]
+    names += [components.apiserver_name(i) for i in range(cfg.apiservers)]
+    names += ["kube-controller-manager", "kube-scheduler"]
+    if component not in [*names, "haproxy", "kwok"]:
+        raise CliError(
+            f"component: unknown component {component!r}; one of {', '.join([*names, 'haproxy', 'kwok'])}"
+        )
+    if component in ("haproxy", "kwok"):
+        if version is not None:
+            raise CliError(f"--version: {component} has no Kubernetes or etcd version to change")
+        return None
+    if version is None:
+        return None
+    if component.startswith("etcd-"):
+        if version not in ETCD_VERSIONS:
+            raise CliError(
+                f"--version: etcd {version!r} is not in the local kit ({', '.join(ETCD_VERSIONS)})"
+            )
+        return etcd_release(version), "etcd"
+    if version not in KUBERNETES_VERSIONS:
+        raise CliError(
+            f"--version: Kubernetes {version!r} is not in the local kit ({', '.join(KUBERNETES_VERSIONS)})"
+        )
+    binary = "kube-apiserver" if component.startswith("kube-apiserver-") else component
+    return kubernetes_release(version, with_kubectl=False), binary
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Refuse a bad command line before anything is started, stopped or removed.
+
+    :raises CliError: ``--flag: reason``, one line.
+    """
+    problem = name_problem(args.name)
+    if problem:
+        raise CliError(f"--name: {problem}")
+    if args.state_dir is not None and (not args.state_dir.strip() or "\x00" in args.state_dir):
+        raise CliError(f"--state-dir: {args.state_dir!r} is not a folder")
+    command = args.command
+    if command == "up":
+        if not 0 <= args.nodes <= MAX_NODES:
+            raise CliError(f"--nodes: {args.nodes} must be between 0 and {MAX_NODES}")
+        if not 1024 <= args.base_port <= 65000:
+            raise CliError(f"--base-port: {args.base_port} must be between 1024 and 65000")
+        for flag, value, known in (
+            ("--kubernetes-version", args.kubernetes_version, KUBERNETES_VERSIONS),
+            ("--etcd-version", args.etcd_version, ETCD_VERSIONS),
+        ):
+            if value not in known:
+                raise CliError(f"{flag}: {value!r} is not in the local kit ({', '.join(known)})")
+        if args.kubelet_version is not None and args.kubelet_version not in KUBERNETES_VERSIONS:
+            raise CliError(
+                f"--kubelet-version: {args.kubelet_version!r} is not in the local kit "
+                f"({', '.join(KUBERNETES_VERSIONS)})"
+            )
+    if command == "down" and args.purge:
+        state = _root(args) / args.name
+        if state.exists() and not (state / "cluster.json").is_file():
+            # Only a folder this CLI created (it holds cluster.json) is ever removed.
+            raise CliError(f"--name: {state} holds no local cluster (no cluster.json); nothing is removed")
+    if command == "restart":
+        try:
+            cfg = ClusterConfig.load(args.name, _root(args))
+        except FileNotFoundError:
+            cfg = ClusterConfig(name=args.name, state_root=_root(args))
+        found = _component_release(cfg, args.component, args.version)
+        if found is not None:
+            release, name = found
+            try:
+                binaries.binary(release, name)
+            except binaries.BinaryError as err:
+                # Checked before the component is stopped: a restart must not end in a stop.
+                raise CliError(f"--version: {err}") from None
 
 
 def _cluster(args: argparse.Namespace) -> LocalCluster:
-    root = Path(args.state_dir) if args.state_dir else default_state_root()
+    root = _root(args)
     try:
         cfg = ClusterConfig.load(args.name, root)
     except FileNotFoundError:
@@ -29,16 +126,7 @@ def _cluster(args: argparse.Namespace) -> LocalCluster:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    root = Path(args.state_dir) if args.state_dir else default_state_root()
-    if args.kubernetes_version not in KUBERNETES_VERSIONS:
-        raise ClusterError(
-            f"--kubernetes-version {args.kubernetes_version!r} is not in the local kit "
-            f"({', '.join(KUBERNETES_VERSIONS)})"
-        )
-    if args.etcd_version not in ETCD_VERSIONS:
-        raise ClusterError(
-            f"--etcd-version {args.etcd_version!r} is not in the local kit ({', '.join(ETCD_VERSIONS)})"
-        )
+    root = _root(args)
     cfg = ClusterConfig(
         name=args.name,
         state_root=root,
@@ -135,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        validate_args(args)
         result: int = args.func(args)
     except (ClusterError, NotHealthy, binaries.BinaryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,24 @@ POOL_SHAPES = {  # allocatable of a simulated node per pool: cpu millis, memory 
     "memory": (4000, 64 * 2**30, 110),
 }
 CONTROL_PLANE_SHAPE = (4000, 16 * 2**30, 110)
+# The name becomes a folder under the state root that `down --purge` removes: a DNS-label-like
+# name can never be "", "/", ".." or a path, so the purge stays inside the state root.
+CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """A local cluster setting was refused; the message is ``field: reason`` on one line."""
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a local cluster (None when it can)."""
+    if not isinstance(name, str) or not CLUSTER_NAME.match(name):
+        shown = repr(name) if len(repr(name)) <= 40 else f"{repr(name)[:37]}..."
+        return (
+            f"{shown} is not a cluster name: 1-32 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return None
 
 
 def default_state_root() -> Path:
@@ -38,6 +57,12 @@ class ClusterConfig:
     # Simulated kubelets may lag the control plane (up to three minors, as the skew policy allows).
     kubelet_version: str | None = None
     state_root: Path = field(default_factory=default_state_root)
+
+    def __post_init__(self) -> None:
+        # Checked on construction: no path is ever derived from a bad name.
+        problem = name_problem(self.name)
+        if problem:
+            raise ConfigError(f"name: {problem}")
 
     @property
     def state_dir(self) -> Path:
@@ -108,6 +133,9 @@ class ClusterConfig:
 
     def validate(self) -> None:
         """Refuse a layout that cannot work, naming the field."""
+        problem = name_problem(self.name)
+        if problem:
+            raise ConfigError(f"name: {problem}")
         if not 1024 <= self.base_port <= 65000:
             raise ValueError(f"base_port: {self.base_port} must be between 1024 and 65000")
         if self.etcd_members not in (1, 3, 5):
@@ -127,6 +155,9 @@ class ClusterConfig:
 
     @classmethod
     def load(cls, name: str = "slipway", state_root: Path | None = None) -> ClusterConfig:
+        problem = name_problem(name)
+        if problem:
+            raise ConfigError(f"name: {problem}")
         root = state_root or default_state_root()
         path = root / name / "cluster.json"
         if not path.exists():
