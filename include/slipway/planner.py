@@ -6,6 +6,14 @@ moves to the version that minor ships with, and kubelets that the hop would leav
 outside the skew policy catch up first. A final kubelet hop takes every node to the
 target. Order inside a control-plane hop follows the seed: kube-apiserver, then
 kube-controller-manager, then kube-scheduler.
+
+Rules (official *Version Skew Policy*, https://kubernetes.io/releases/version-skew-policy/):
+kube-apiserver never skips a minor; kubelets stay within three minors of it (two for a
+kubelet older than 1.25) and catch up to the newest patch of the control plane's minor;
+controller-manager and scheduler more than one minor behind make the cluster unplannable
+(moving them up would take kube-apiserver backwards). etcd moves one minor at a time.
+Every plan is replayed against these rules before it is returned; a plan that cannot be
+made is refused with :class:`PlanRefused`, which names the field, the rule and the reason.
 """
 
 from __future__ import annotations
@@ -16,14 +24,17 @@ from typing import Any, Literal
 
 from slipway.apiremovals import ApiRemoval, removals_between
 from slipway.versions import (
-    KUBELET_MAX_MINORS_BEHIND,
+    CONTROL_PLANE_MAX_MINORS_BEHIND,
     RELEASES,
     Version,
+    apiserver_upgrade_violations,
     is_known,
+    kubelet_max_minors_behind,
     latest_patch,
     minor_gap,
     newest_release,
     release_for,
+    skew_violations,
 )
 
 HopKind = Literal["etcd", "control-plane", "kubelet"]
@@ -34,6 +45,33 @@ _RISK_ORDER: tuple[Risk, ...] = ("none", "low", "medium", "high")
 _CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 # etcd's upgrade guide for 3.5 -> 3.6: every member must run 3.5.26 or later first.
 _ETCD_MINOR_UPGRADE_FLOOR = {"3.5": Version(3, 5, 26)}
+
+RefusalRule = Literal[
+    "bad-input",  # a field is missing or malformed
+    "unknown-target",  # the target is not a known release
+    "downgrade",  # the target is older than something running and no rollback was asked for
+    "apiserver-skew",  # HA kube-apiservers more than one minor apart
+    "control-plane-skew",  # controller-manager/scheduler outside the policy
+    "etcd-path",  # etcd cannot reach the version the target needs one minor at a time
+    "plan-invariant",  # the plan would break the skew policy (a planner bug: never run it)
+]
+
+
+class PlanRefused(ValueError):
+    """No safe plan exists; ``field`` and ``reason`` say why, ``rule`` says which rule refused.
+
+    A ``ValueError`` so existing callers keep working; :meth:`to_dict` is the JSON a task
+    returns so the DAG can turn it into a ``refuse`` decision with the reason in the report.
+    """
+
+    def __init__(self, field: str, reason: str, rule: RefusalRule = "bad-input") -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.rule: RefusalRule = rule
+
+    def to_dict(self) -> dict[str, str]:
+        return {"decision": "refuse", "field": self.field, "rule": self.rule, "reason": str(self)}
 
 
 @dataclass(frozen=True)
@@ -50,7 +88,7 @@ class ClusterVersions:
     def from_dict(cls, data: Mapping[str, Any]) -> ClusterVersions:
         """Build from JSON-shaped data (version strings), e.g. an inventory task's XCom.
 
-        :raises ValueError: naming the missing or malformed field.
+        :raises PlanRefused: naming the missing or malformed field.
         """
         try:
             return cls(
@@ -63,7 +101,7 @@ class ClusterVersions:
                 etcd=_parse("etcd", data["etcd"]),
             )
         except KeyError as missing:
-            raise ValueError(f"cluster versions: missing field {missing}") from None
+            raise PlanRefused("cluster versions", f"missing field {missing}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -157,22 +195,26 @@ def plan_upgrade(
 
     :param target: a known release, as a :class:`Version` or text such as ``"v1.37.2"``.
     :param allow_downgrade: plan a rollback when ``target`` is older than the cluster.
-    :raises ValueError: naming the field and the reason when no safe plan exists.
+    :raises PlanRefused: naming the field, the rule and the reason when no safe plan exists.
     """
     target = target if isinstance(target, Version) else _parse("target", target)
     _check_target(target)
     _check_cluster(cluster)
     newest_component = max([*cluster.control_plane, *cluster.kubelets.values()])
     if newest_component > target and not allow_downgrade:
-        raise ValueError(
-            f"target: {target} is older than {_who_runs(cluster, newest_component)} ({newest_component}); "
-            "pass allow_downgrade=True to plan a rollback"
+        raise PlanRefused(
+            "target",
+            f"{target} is older than {_who_runs(cluster, newest_component)} ({newest_component}); "
+            "pass allow_downgrade=True to plan a rollback",
+            "downgrade",
         )
     if newest_component > target:
-        return _plan(cluster, target, "downgrade")
-    path = _plan(cluster, target, "upgrade")
-    if not path.hops:
-        return UpgradePath(cluster, target, "none", notes=["every component already runs the target"])
+        path = _plan(cluster, target, "downgrade")
+    else:
+        path = _plan(cluster, target, "upgrade")
+        if not path.hops:
+            return UpgradePath(cluster, target, "none", notes=["every component already runs the target"])
+    verify_path(path)
     return path
 
 
@@ -180,30 +222,40 @@ def _parse(field_name: str, text: str) -> Version:
     try:
         return Version.parse(text)
     except ValueError as error:
-        raise ValueError(f"{field_name}: {error}") from None
+        raise PlanRefused(field_name, str(error)) from None
 
 
 def _check_target(target: Version) -> None:
     newest = newest_release()
     if target > newest:
-        raise ValueError(f"target: {target} is newer than the newest known release {newest}")
+        raise PlanRefused(
+            "target", f"{target} is newer than the newest known release {newest}", "unknown-target"
+        )
     if target.minor_line not in RELEASES:
-        raise ValueError(f"target: {target} is outside the release table ({', '.join(RELEASES)})")
+        raise PlanRefused(
+            "target", f"{target} is outside the release table ({', '.join(RELEASES)})", "unknown-target"
+        )
     if not is_known(target):
         patches = release_for(target).patches
-        raise ValueError(f"target: {target} is not a released patch (known: {patches[0]} to {patches[-1]})")
+        raise PlanRefused(
+            "target",
+            f"{target} is not a released patch (known: {patches[0]} to {patches[-1]})",
+            "unknown-target",
+        )
 
 
 def _check_cluster(cluster: ClusterVersions) -> None:
     if not cluster.apiservers:
-        raise ValueError("apiservers: at least one kube-apiserver version is required")
+        raise PlanRefused("apiservers", "at least one kube-apiserver version is required")
     if not cluster.kubelets:
-        raise ValueError("kubelets: at least one node is required")
+        raise PlanRefused("kubelets", "at least one node is required")
     oldest, newest = min(cluster.apiservers), max(cluster.apiservers)
     if (spread := minor_gap(oldest, newest)) > 1:
-        raise ValueError(
-            f"apiservers: {oldest} and {newest} are {spread} minors apart; "
-            "the cluster is outside the skew policy and must be repaired by hand"
+        raise PlanRefused(
+            "apiservers",
+            f"{oldest} and {newest} are {spread} minors apart; "
+            "the cluster is outside the skew policy and must be repaired by hand",
+            "apiserver-skew",
         )
     for name, versions in (
         ("controller_managers", cluster.controller_managers),
@@ -211,9 +263,22 @@ def _check_cluster(cluster: ClusterVersions) -> None:
     ):
         ahead = [v for v in versions if v.minor_line != newest.minor_line and v > newest]
         if ahead:
-            raise ValueError(
-                f"{name}: {max(ahead)} is newer than every kube-apiserver (newest {newest}); "
-                "the control plane was upgraded out of order and must be repaired by hand"
+            raise PlanRefused(
+                name,
+                f"{max(ahead)} is newer than every kube-apiserver (newest {newest}); "
+                "the control plane was upgraded out of order and must be repaired by hand",
+                "control-plane-skew",
+            )
+        behind = [v for v in versions if minor_gap(v, oldest) > CONTROL_PLANE_MAX_MINORS_BEHIND]
+        if behind:
+            lag = min(behind)
+            raise PlanRefused(
+                name,
+                f"{lag} is {minor_gap(lag, oldest)} minors older than kube-apiserver {oldest}; "
+                f"the version-skew policy allows {CONTROL_PLANE_MAX_MINORS_BEHIND}, and an upgrade "
+                "must never move kube-apiserver backwards to meet it: "
+                f"bring it to {oldest.minor_line} by hand, then plan again",
+                "control-plane-skew",
             )
 
 
@@ -234,6 +299,14 @@ def _control_plane_steps(cluster: ClusterVersions, target: Version, downgrade: b
     return steps
 
 
+def _newest_patch_of(version: Version) -> Version:
+    """The newest known patch of ``version``'s minor (``version`` itself outside the table)."""
+    try:
+        return max(version, latest_patch(version.minor_line))
+    except ValueError:
+        return version
+
+
 def _plan(
     cluster: ClusterVersions, target: Version, direction: Literal["upgrade", "downgrade"]
 ) -> UpgradePath:
@@ -251,9 +324,10 @@ def _plan(
             etcd = needed
         catch_up = _kubelets_to_move_before(kubelets, step, downgrade)
         if catch_up:
-            # Upgrades lift lagging kubelets to the control plane's current version; rollbacks
-            # lower kubelets first, because a kubelet must never be newer than kube-apiserver.
-            to = step if downgrade else control_plane
+            # Upgrades lift lagging kubelets to the newest patch of the control plane's current
+            # minor (never a stale patch); rollbacks lower kubelets first, because a kubelet must
+            # never be newer than kube-apiserver.
+            to = step if downgrade else _newest_patch_of(control_plane)
             hops.append(
                 _kubelet_hop(kubelets, catch_up, to, f"keep kubelets within skew before control plane {step}")
             )
@@ -272,11 +346,58 @@ def _plan(
     return UpgradePath(cluster, target, direction, hops, abs(minor_gap(start, target)), notes)
 
 
+def verify_path(path: UpgradePath) -> None:
+    """Replay ``path`` hop by hop and refuse it if any state on the way breaks the skew policy.
+
+    Guards the rules themselves, not a particular plan shape: kube-apiserver never skips a
+    minor nor goes backwards in an upgrade, etcd never skips a minor, no hop adds a skew
+    violation, and none is left after a control-plane hop or at the end (a cluster that starts
+    outside the policy is repaired before its control plane moves).
+    """
+    cluster = path.current
+    apiservers, cms = list(cluster.apiservers), list(cluster.controller_managers)
+    schedulers, kubelets, etcd = list(cluster.schedulers), dict(cluster.kubelets), cluster.etcd
+    upgrade = path.direction == "upgrade"
+    before = set(skew_violations(apiservers, cms, schedulers, kubelets))
+    for step, hop in enumerate(path.hops, start=1):
+        problems: list[str] = []
+        if hop.kind == "etcd":
+            if minor_gap(etcd, hop.to_version) > 1 or hop.to_version < etcd:
+                problems.append(f"etcd {etcd} -> {hop.to_version} skips a minor or goes backwards")
+            etcd = hop.to_version
+        elif hop.kind == "control-plane":
+            if upgrade:
+                problems += apiserver_upgrade_violations(
+                    apiservers, cms, schedulers, kubelets, hop.to_version
+                )
+                lowered = [v for v in [*apiservers, *cms, *schedulers] if v > hop.to_version]
+                if lowered:
+                    problems.append(f"the hop to {hop.to_version} would move {max(lowered)} backwards")
+            elif abs(minor_gap(hop.to_version, min(apiservers))) > 1:
+                problems.append(f"kube-apiserver {min(apiservers)} -> {hop.to_version} skips a minor")
+            apiservers = [hop.to_version] * len(apiservers)
+            cms = [hop.to_version] * len(cms)
+            schedulers = [hop.to_version] * len(schedulers)
+        else:
+            kubelets.update(dict.fromkeys(hop.nodes, hop.to_version))
+        now = skew_violations(apiservers, cms, schedulers, kubelets)
+        must_be_clean = hop.kind == "control-plane" or step == len(path.hops)
+        problems += now if must_be_clean else [v for v in now if v not in before]
+        if problems:
+            raise PlanRefused(
+                "target",
+                f"the plan to {path.target} breaks the version-skew policy at step {step} "
+                f"({hop.kind} {hop.from_version} -> {hop.to_version}): {problems[0]}",
+                "plan-invariant",
+            )
+        before = set(now)
+
+
 def _kubelets_to_move_before(kubelets: Mapping[str, Version], step: Version, downgrade: bool) -> list[str]:
     """Nodes whose kubelet would break the skew policy once the control plane runs ``step``."""
     if downgrade:
         return sorted(node for node, v in kubelets.items() if minor_gap(step, v) > 0)
-    return sorted(node for node, v in kubelets.items() if minor_gap(v, step) > KUBELET_MAX_MINORS_BEHIND)
+    return sorted(node for node, v in kubelets.items() if minor_gap(v, step) > kubelet_max_minors_behind(v))
 
 
 def _etcd_hops(current: Version, needed: Version, for_step: Version) -> list[Hop]:
@@ -288,7 +409,16 @@ def _etcd_hops(current: Version, needed: Version, for_step: Version) -> list[Hop
             to = floor
             reason = f"etcd {current.minor_line} must reach {floor} before moving to the next etcd minor"
         elif minor_gap(current, needed) > 1:
-            to = max((v for v in _known_etcd() if minor_gap(current, v) == 1), default=needed)
+            next_minor = [v for v in _known_etcd() if minor_gap(current, v) == 1]
+            if not next_minor:
+                # Jumping straight to ``needed`` would skip an etcd minor, which etcd does not support.
+                raise PlanRefused(
+                    "etcd",
+                    f"{current} cannot reach {needed} one minor at a time: Slipway knows no etcd "
+                    f"{current.major}.{current.minor + 1} release; upgrade etcd to it by hand first",
+                    "etcd-path",
+                )
+            to = max(next_minor)
             reason = f"etcd upgrades one minor at a time on the way to {needed}"
         else:
             to = needed

@@ -5,7 +5,14 @@ kubernetes/website, the sig-release schedules) and the Go module proxy's list of
 ``k8s.io/kubernetes`` tags. Where a minor still gets patches, its list ends at the
 newest patch we could confirm; the comment on each row says which.
 
-Skew rules follow https://kubernetes.io/releases/version-skew-policy/.
+Skew rules follow the official *Version Skew Policy*
+(https://kubernetes.io/releases/version-skew-policy/): HA kube-apiservers within one minor;
+kubelet never newer than kube-apiserver and up to three minors older (two when the kubelet
+is older than 1.25); kube-controller-manager and kube-scheduler never newer than
+kube-apiserver and at most one minor older; kubectl within one minor either way. Its
+"Supported component upgrade order" adds the prerequisites of a kube-apiserver upgrade
+(:func:`apiserver_upgrade_violations`): never skip a minor, controller-manager and scheduler
+already at the apiserver's minor, kubelets within reach of the new version.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
 
 # How many minors a component may trail the oldest kube-apiserver (version-skew policy).
 KUBELET_MAX_MINORS_BEHIND = 3
+# "kubelet < 1.25 may only be up to two minor versions older than kube-apiserver".
+LEGACY_KUBELET_MAX_MINORS_BEHIND = 2
+LEGACY_KUBELET_BEFORE = (1, 25)
 CONTROL_PLANE_MAX_MINORS_BEHIND = 1
 
 
@@ -171,7 +181,9 @@ def skew_violations(
     for name, versions in (("kube-controller-manager", controller_managers), ("kube-scheduler", schedulers)):
         violations += _lagging(name, sorted(set(versions)), oldest, CONTROL_PLANE_MAX_MINORS_BEHIND)
     for node, version in sorted(kubelets.items()):
-        violations += _lagging(f"kubelet on node {node}", [version], oldest, KUBELET_MAX_MINORS_BEHIND)
+        limit = kubelet_max_minors_behind(version)
+        why = " for a kubelet older than 1.25" if limit == LEGACY_KUBELET_MAX_MINORS_BEHIND else ""
+        violations += _lagging(f"kubelet on node {node}", [version], oldest, limit, why)
     if kubectl is not None:
         for apiserver in sorted({oldest, newest}):
             if abs(minor_gap(apiserver, kubectl)) > 1:
@@ -182,7 +194,9 @@ def skew_violations(
     return violations
 
 
-def _lagging(component: str, versions: Iterable[Version], apiserver: Version, max_behind: int) -> list[str]:
+def _lagging(
+    component: str, versions: Iterable[Version], apiserver: Version, max_behind: int, why: str = ""
+) -> list[str]:
     """Violations of "not newer than the oldest kube-apiserver, at most N minors older"."""
     found = []
     for version in versions:
@@ -195,6 +209,58 @@ def _lagging(component: str, versions: Iterable[Version], apiserver: Version, ma
         elif gap > max_behind:
             found.append(
                 f"{component} is {version}, {gap} minors older than kube-apiserver {apiserver}; "
-                f"at most {max_behind} older is supported"
+                f"at most {max_behind} older is supported{why}"
+            )
+    return found
+
+
+def kubelet_max_minors_behind(kubelet: Version) -> int:
+    """How many minors this kubelet may trail kube-apiserver: 3, or 2 for a kubelet older than 1.25."""
+    if minor_key(kubelet) < LEGACY_KUBELET_BEFORE:
+        return LEGACY_KUBELET_MAX_MINORS_BEHIND
+    return KUBELET_MAX_MINORS_BEHIND
+
+
+def apiserver_upgrade_violations(
+    apiservers: list[Version],
+    controller_managers: list[Version],
+    schedulers: list[Version],
+    kubelets: Mapping[str, Version],
+    to: Version,
+) -> list[str]:
+    """Why upgrading the kube-apiservers to ``to`` now would break the policy (empty: it may go ahead).
+
+    The policy's prerequisites for moving kube-apiserver from 1.y to 1.(y+1): every instance at
+    1.y or already at 1.(y+1) (no minor is skipped), kube-controller-manager and kube-scheduler
+    at 1.y or newer (they may then trail by one), every kubelet within reach of 1.(y+1).
+
+    :raises ValueError: when no kube-apiserver version is given.
+    """
+    if not apiservers:
+        raise ValueError("apiservers: at least one kube-apiserver version is required to check an upgrade")
+    found: list[str] = []
+    oldest = min(apiservers)
+    if minor_gap(oldest, to) > 1:
+        found.append(
+            f"kube-apiserver {oldest} -> {to} skips {minor_gap(oldest, to) - 1} minor(s); "
+            "kube-apiserver must not skip minor versions when upgrading"
+        )
+    if minor_gap(oldest, to) < 0:
+        found.append(f"kube-apiserver {oldest} -> {to} is a downgrade, not an upgrade")
+    for name, versions in (("kube-controller-manager", controller_managers), ("kube-scheduler", schedulers)):
+        for version in sorted(set(versions)):
+            # Already one behind 1.y, they would be two behind 1.(y+1); a patch move leaves them be.
+            if minor_gap(oldest, to) > 0 and minor_gap(version, oldest) > 0:
+                found.append(
+                    f"{name} is {version}; it must run {oldest.minor_line} before kube-apiserver moves "
+                    f"to {to} (at most {CONTROL_PLANE_MAX_MINORS_BEHIND} minor older than kube-apiserver)"
+                )
+    for node, version in sorted(kubelets.items()):
+        limit = kubelet_max_minors_behind(version)
+        if minor_gap(version, to) > limit:
+            found.append(
+                f"kubelet on node {node} is {version}, {minor_gap(version, to)} minors older than {to}; "
+                f"at most {limit} older is supported"
+                + (" for a kubelet older than 1.25" if limit == LEGACY_KUBELET_MAX_MINORS_BEHIND else "")
             )
     return found

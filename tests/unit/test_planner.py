@@ -1,4 +1,12 @@
-"""Unit tests for the multi-hop upgrade planner."""
+"""Unit tests for the multi-hop upgrade planner.
+
+``TestSkewPolicyRules`` checks the planner against each rule of the official *Version Skew
+Policy* (https://kubernetes.io/releases/version-skew-policy/): HA kube-apiservers within one
+minor; kubelet never newer than kube-apiserver and at most three minors older (two for a
+kubelet older than 1.25); kube-controller-manager/kube-scheduler never newer and at most one
+minor older; "Supported component upgrade order": kube-apiserver never skips a minor. etcd
+upgrades one minor at a time (etcd's upgrade guides: "upgrade one minor version at a time").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,8 @@ import json
 
 import pytest
 
-from slipway.planner import ClusterVersions, Hop, UpgradePath, plan_upgrade
-from slipway.versions import RELEASES, Version, minor_gap, skew_violations
+from slipway.planner import ClusterVersions, Hop, PlanRefused, UpgradePath, plan_upgrade, verify_path
+from slipway.versions import RELEASES, Version, latest_patch, minor_gap, skew_violations
 
 
 def v(text: str) -> Version:
@@ -305,3 +313,152 @@ class TestSerialisation:
         }
         removals = {(r["api_version"], r["kind"]) for hop in data["hops"] for r in hop["api_removals"]}
         assert ("networking.k8s.io/v1beta1", "ServiceCIDR") in removals
+
+
+def with_control_plane(
+    start: ClusterVersions, controller_managers: str | None = None, schedulers: str | None = None
+) -> ClusterVersions:
+    return ClusterVersions(
+        start.apiservers,
+        [v(controller_managers)] if controller_managers else start.controller_managers,
+        [v(schedulers)] if schedulers else start.schedulers,
+        start.kubelets,
+        start.etcd,
+    )
+
+
+class TestSkewPolicyRules:
+    # -- kube-apiserver: HA instances within one minor, never skip a minor ------------------------
+
+    def test_ha_apiservers_more_than_one_minor_apart_are_refused_with_a_typed_reason(self) -> None:
+        with pytest.raises(PlanRefused) as refused:
+            plan_upgrade(cluster(["1.30.14", "1.32.13"]), v("1.33.13"))
+        assert (refused.value.field, refused.value.rule) == ("apiservers", "apiserver-skew")
+
+    @pytest.mark.parametrize("start_minor", range(25, 37))
+    def test_control_plane_never_skips_a_minor_from_any_release(self, start_minor: int) -> None:
+        start = cluster(str(latest_patch(f"1.{start_minor}")))
+        path = plan_upgrade(start, v("1.37.2"))
+        hops = [h for h in path.hops if h.kind == "control-plane"]
+        assert [h.to_version.minor for h in hops] == list(range(start_minor + 1, 38))
+        for hop in hops:
+            assert minor_gap(hop.from_version, hop.to_version) == 1
+        assert_skew_holds_after_every_hop(start, path)
+
+    # -- kubelet: never newer, at most 3 older, only 2 when older than 1.25 -----------------------
+
+    def test_kubelet_older_than_1_25_catches_up_at_two_minors(self) -> None:
+        start = cluster("1.25.16", {"legacy": "1.23.17", "w-1": "1.25.16"}, etcd="3.5.6")
+        path = plan_upgrade(start, v("1.26.15"))
+        assert kinds(path) == ["kubelet", "control-plane", "kubelet"]
+        catch_up = path.hops[0]
+        assert (catch_up.nodes, catch_up.from_version, catch_up.to_version) == (
+            ("legacy",),
+            v("1.23.17"),
+            v("1.25.16"),
+        )
+        assert_skew_holds_after_every_hop(start, path)
+
+    def test_kubelet_1_25_may_stay_three_minors_behind(self) -> None:
+        start = cluster("1.27.16", {"w-1": "1.25.16"}, etcd="3.5.9")
+        path = plan_upgrade(start, v("1.28.15"))
+        assert kinds(path) == ["control-plane", "kubelet"]
+
+    def test_catch_up_goes_to_the_newest_patch_of_the_control_planes_minor(self) -> None:
+        start = cluster("1.28.3", {"w-1": "1.25.16", "w-2": "1.28.3"}, etcd="3.5.10")
+        path = plan_upgrade(start, v("1.29.14"))
+        catch_up = path.hops[0]
+        assert (catch_up.kind, catch_up.nodes) == ("kubelet", ("w-1",))
+        assert catch_up.to_version == v("1.28.15"), "not the stale patch the control plane runs"
+        assert_skew_holds_after_every_hop(start, path)
+
+    def test_no_kubelet_ever_ends_newer_than_the_apiserver(self) -> None:
+        start = cluster("1.30.2", {"w-1": "1.27.16", "w-2": "1.30.2"}, etcd="3.5.15")
+        path = plan_upgrade(start, v("1.33.13"))
+        apiserver = start.apiservers[0]
+        for hop in path.hops:
+            if hop.kind == "control-plane":
+                apiserver = hop.to_version
+            elif hop.kind == "kubelet":
+                assert minor_gap(hop.to_version, apiserver) >= 0, hop
+
+    # -- controller-manager / scheduler: never newer, at most one minor older ---------------------
+
+    @pytest.mark.parametrize("component", ["controller_managers", "schedulers"])
+    def test_more_than_one_minor_behind_is_refused_never_an_apiserver_downgrade(self, component: str) -> None:
+        lagging = {component: "1.28.15"}
+        start = with_control_plane(cluster("1.30.14", etcd="3.5.15"), **lagging)
+        with pytest.raises(PlanRefused) as refused:
+            plan_upgrade(start, v("1.31.14"))
+        assert (refused.value.field, refused.value.rule) == (component, "control-plane-skew")
+        assert "1.28.15 is 2 minors older than kube-apiserver 1.30.14" in str(refused.value)
+        assert refused.value.to_dict()["decision"] == "refuse"
+
+    def test_one_minor_behind_is_planned_without_moving_the_apiserver_backwards(self) -> None:
+        start = with_control_plane(cluster("1.30.14", etcd="3.5.15"), "1.29.14", "1.29.14")
+        path = plan_upgrade(start, v("1.31.14"))
+        for hop in path.hops:
+            if hop.kind == "control-plane":
+                assert hop.to_version >= max(start.apiservers), hop
+        assert control_plane_targets(path) == ["1.30.14", "1.31.14"]
+
+    # -- etcd: one minor at a time ----------------------------------------------------------------
+
+    def test_etcd_without_a_known_next_minor_is_refused_not_skipped(self) -> None:
+        with pytest.raises(PlanRefused) as refused:
+            plan_upgrade(cluster("1.25.16", etcd="3.3.17"), v("1.26.15"))
+        assert (refused.value.field, refused.value.rule) == ("etcd", "etcd-path")
+        assert "knows no etcd 3.4 release" in str(refused.value)
+
+    @pytest.mark.parametrize("etcd", ["3.4.13", "3.5.0", "3.5.21", "3.6.4"])
+    def test_etcd_hops_never_skip_a_minor(self, etcd: str) -> None:
+        path = plan_upgrade(cluster("1.33.13", etcd=etcd), v("1.37.2"))
+        for hop in (h for h in path.hops if h.kind == "etcd"):
+            assert 0 <= minor_gap(hop.from_version, hop.to_version) <= 1, hop
+        assert [h for h in path.hops if h.kind == "etcd"][-1].to_version == v("3.7.3")
+
+
+class TestVerifyPath:
+    """The replay guard refuses a plan that breaks the policy, whoever made it."""
+
+    def test_a_control_plane_hop_that_skips_a_minor(self) -> None:
+        start = cluster("1.30.14", etcd="3.5.16")
+        bad = UpgradePath(
+            start,
+            v("1.32.13"),
+            "upgrade",
+            [Hop("control-plane", v("1.30.14"), v("1.32.13"), "high", "full-regression", "skip")],
+        )
+        with pytest.raises(PlanRefused, match="must not skip minor versions") as refused:
+            verify_path(bad)
+        assert refused.value.rule == "plan-invariant"
+
+    def test_a_kubelet_hop_ahead_of_the_apiserver(self) -> None:
+        start = cluster("1.30.14", etcd="3.5.16")
+        bad = UpgradePath(
+            start,
+            v("1.31.14"),
+            "upgrade",
+            [Hop("kubelet", v("1.30.14"), v("1.31.14"), "low", "smoke", "early", nodes=("w-1",))],
+        )
+        with pytest.raises(PlanRefused, match=r"kubelet on node w-1 is 1\.31\.14, newer than"):
+            verify_path(bad)
+
+    def test_an_etcd_hop_that_skips_a_minor(self) -> None:
+        start = cluster("1.33.13", etcd="3.5.21")
+        bad = UpgradePath(
+            start, v("1.33.13"), "upgrade", [Hop("etcd", v("3.5.21"), v("3.7.3"), "high", "smoke", "skip")]
+        )
+        with pytest.raises(PlanRefused, match=r"etcd 3\.5\.21 -> 3\.7\.3 skips a minor"):
+            verify_path(bad)
+
+    def test_refusal_is_a_value_error_with_json_for_the_dag(self) -> None:
+        with pytest.raises(ValueError) as raised:
+            plan_upgrade(cluster("1.36.3"), "1.38.0")
+        assert isinstance(raised.value, PlanRefused)
+        assert json.loads(json.dumps(raised.value.to_dict())) == {
+            "decision": "refuse",
+            "field": "target",
+            "rule": "unknown-target",
+            "reason": "target: 1.38.0 is newer than the newest known release 1.37.2",
+        }

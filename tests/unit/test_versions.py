@@ -1,4 +1,12 @@
-"""Unit tests for the release table and the version-skew policy."""
+"""Unit tests for the release table and the version-skew policy.
+
+Every ``TestSkew``/``TestUpgradeOrder`` case is one rule of the official *Version Skew Policy*
+(https://kubernetes.io/releases/version-skew-policy/), quoted in its docstring:
+kube-apiserver (HA instances within one minor), kubelet (not newer than kube-apiserver, up
+to three minors older, only two when the kubelet is older than 1.25),
+kube-controller-manager/kube-scheduler (not newer, at most one minor older), kubectl, and
+"Supported component upgrade order" (kube-apiserver never skips a minor; its prerequisites).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,9 @@ import pytest
 from slipway.versions import (
     RELEASES,
     Version,
+    apiserver_upgrade_violations,
     is_known,
+    kubelet_max_minors_behind,
     latest_patch,
     minor_gap,
     minor_key,
@@ -179,3 +189,88 @@ class TestSkew:
     def test_no_apiserver_is_an_error(self) -> None:
         with pytest.raises(ValueError, match="apiservers"):
             skew_violations([], [], [], {"w-1": v("1.30.0")})
+
+
+class TestLegacyKubeletRule:
+    """ "kubelet may be up to three minor versions older than kube-apiserver (kubelet < 1.25 may
+    only be up to two minor versions older than kube-apiserver)"."""
+
+    def test_limit_by_kubelet_version(self) -> None:
+        assert kubelet_max_minors_behind(v("1.24.17")) == 2
+        assert kubelet_max_minors_behind(v("1.22.0")) == 2
+        assert kubelet_max_minors_behind(v("1.25.0")) == 3
+        assert kubelet_max_minors_behind(v("1.33.1")) == 3
+
+    def test_kubelet_1_24_two_behind_is_supported(self) -> None:
+        assert skew_violations([v("1.26.15")], [], [], {"w-1": v("1.24.17")}) == []
+
+    def test_kubelet_1_23_three_behind_is_not(self) -> None:
+        found = skew_violations([v("1.26.15")], [], [], {"w-1": v("1.23.17")})
+        assert found == [
+            "kubelet on node w-1 is 1.23.17, 3 minors older than kube-apiserver 1.26.15; "
+            "at most 2 older is supported for a kubelet older than 1.25"
+        ]
+
+    def test_kubelet_1_25_three_behind_is_supported(self) -> None:
+        assert skew_violations([v("1.28.15")], [], [], {"w-1": v("1.25.16")}) == []
+
+
+class TestUpgradeOrder:
+    """ "Supported component upgrade order": kube-apiserver first, never skipping a minor; before
+    it moves from 1.y to 1.(y+1), controller-manager and scheduler run 1.y and every kubelet is
+    within reach of 1.(y+1)."""
+
+    def test_one_minor_with_everything_in_place(self) -> None:
+        kubelets = {"w-1": v("1.30.14"), "w-2": v("1.32.13")}
+        assert (
+            apiserver_upgrade_violations(
+                [v("1.32.13")] * 2, [v("1.32.13")], [v("1.32.13")], kubelets, v("1.33.13")
+            )
+            == []
+        )
+
+    def test_half_upgraded_ha_control_plane_may_continue(self) -> None:
+        apiservers = [v("1.33.13"), v("1.32.13")]
+        assert (
+            apiserver_upgrade_violations(apiservers, [v("1.32.13")], [v("1.32.13")], {}, v("1.33.13")) == []
+        )
+
+    def test_a_patch_move_leaves_a_one_minor_lag_alone(self) -> None:
+        assert (
+            apiserver_upgrade_violations([v("1.32.4")], [v("1.31.14")], [v("1.31.14")], {}, v("1.32.13"))
+            == []
+        )
+
+    def test_never_skip_a_minor(self) -> None:
+        found = apiserver_upgrade_violations([v("1.31.14")], [v("1.31.14")], [v("1.31.14")], {}, v("1.33.13"))
+        assert found == [
+            "kube-apiserver 1.31.14 -> 1.33.13 skips 1 minor(s); kube-apiserver must not skip minor versions "
+            "when upgrading"
+        ]
+
+    @pytest.mark.parametrize("lagging", ["controller_managers", "schedulers"])
+    def test_controller_manager_and_scheduler_must_be_at_the_apiserver_minor_first(
+        self, lagging: str
+    ) -> None:
+        behind, current = [v("1.31.14")], [v("1.32.13")]
+        cms, schedulers = (behind, current) if lagging == "controller_managers" else (current, behind)
+        found = apiserver_upgrade_violations([v("1.32.13")], cms, schedulers, {}, v("1.33.13"))
+        assert len(found) == 1
+        assert "is 1.31.14; it must run 1.32 before kube-apiserver moves to 1.33.13" in found[0]
+
+    def test_kubelets_must_be_within_reach_of_the_new_version(self) -> None:
+        kubelets = {"old": v("1.29.14"), "older": v("1.28.15"), "legacy": v("1.24.17")}
+        found = apiserver_upgrade_violations([v("1.31.14")], [], [], kubelets, v("1.32.13"))
+        assert found == [
+            "kubelet on node legacy is 1.24.17, 8 minors older than 1.32.13; at most 2 older is supported "
+            "for a kubelet older than 1.25",
+            "kubelet on node older is 1.28.15, 4 minors older than 1.32.13; at most 3 older is supported",
+        ]
+
+    def test_a_downgrade_is_not_an_upgrade(self) -> None:
+        found = apiserver_upgrade_violations([v("1.32.13")], [], [], {}, v("1.31.14"))
+        assert found == ["kube-apiserver 1.32.13 -> 1.31.14 is a downgrade, not an upgrade"]
+
+    def test_needs_an_apiserver(self) -> None:
+        with pytest.raises(ValueError, match="apiservers"):
+            apiserver_upgrade_violations([], [], [], {}, v("1.32.0"))
