@@ -83,9 +83,16 @@ def desired_conf(documents: Sequence[dict[str, Any]], where: str) -> dict[str, A
     ]
     if len(found) != 1:
         raise GitOpsError(f"overlay {where}: expected one ConfigMap {DESIRED_STATE}, found {len(found)}")
+    data = found[0].get("data") or {}
+    if not isinstance(data, dict):
+        raise GitOpsError(
+            f"overlay {where}: data: must be a mapping of request fields, got {type(data).__name__}"
+        )
     conf: dict[str, Any] = {}
-    for key, value in (found[0].get("data") or {}).items():
-        text = str(value).strip()
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise GitOpsError(f"overlay {where}: {key}: must be a string (lists and objects as JSON)")
+        text = value.strip()
         if text[:1] in "[{":
             try:
                 conf[key] = json.loads(text)
@@ -98,11 +105,22 @@ def desired_conf(documents: Sequence[dict[str, Any]], where: str) -> dict[str, A
 
 def desired_request(overlay: Path, kubectl_path: str | None = None) -> UpgradeRequest:
     """Render ``overlay`` and validate its desired state as an upgrade request."""
-    conf = desired_conf(render(overlay, kubectl_path), overlay.name)
+    return validate_desired(desired_conf(render(overlay, kubectl_path), overlay.name), overlay.name)
+
+
+def validate_desired(conf: dict[str, Any], where: str) -> UpgradeRequest:
+    """The desired state as a request the model accepted, or a refusal naming the overlay and
+    each field. A rollback is never declared in git: it is an operator's explicit decision."""
+    problems = []
+    if str(conf.get("rollback", "")).lower() == "true":
+        problems.append(("rollback", "a downgrade is an operator's decision, never declared in git"))
     try:
-        return parse_request(conf)
+        request = parse_request(conf)
     except RequestError as err:
-        raise GitOpsError(f"overlay {overlay.name}: {err}") from err
+        problems = [*problems, *err.problems]
+    if problems:
+        raise GitOpsError(f"overlay {where}: {RequestError(problems)}")
+    return request
 
 
 def drift(desired: UpgradeRequest, control_plane: Version, kubelets: Sequence[Version]) -> list[str]:
