@@ -5,6 +5,9 @@ opened so far with their verdicts, the adaptive batcher's state and a timeline o
 events. A cleared task or a resumed run reads it back: the cluster, not XCom or
 memory, is the source of truth for progress. Writes carry the resourceVersion they
 were based on, so concurrent mapped tasks never lose each other's events.
+
+Nothing secret is written: every value and event message goes through
+:func:`slipway.redact.redact_value` on its way to the cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from slipway.redact import redact_value
 
 NAMESPACE = "slipway-system"
 CONFLICT = 409
@@ -81,6 +86,8 @@ class RunRecord:
             data = {k: json.loads(v) for k, v in ((cm.data or {}) if cm else {}).items()}
             data.setdefault("run_id", self.run_id)
             change(data)
+            # Redacted here, on the one way into the cluster: also what callers get back.
+            data = {k: redact_value(v) for k, v in data.items()}
             body: dict[str, Any] = {
                 "metadata": {
                     "name": self.name,

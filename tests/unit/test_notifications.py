@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from slipway import redact
 from slipway.notifications import NotificationError, notification_payload, send_webhook, webhook_url
 from tests.localhttp import QuietHandler, serving
 
@@ -18,8 +20,14 @@ class _Receiver(QuietHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         RECEIVED.append((self.path, body, self.headers.get("Authorization")))
-        self.send_response(500 if self.path == "/broken" else 200)
+        self.send_response(500 if self.path.split("?")[0] == "/broken" else 200)
         self.end_headers()
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_left() -> Iterator[None]:
+    yield
+    redact.forget_secrets()
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def test_the_webhook_gets_the_payload_and_the_token(receiver: str) -> None:
 def test_a_refusing_or_missing_webhook_is_named(receiver: str) -> None:
     with pytest.raises(NotificationError, match=r"answered HTTP 500"):
         send_webhook(f"{receiver}/broken", {"text": "x"})
-    with pytest.raises(NotificationError, match=r"webhook http://127.0.0.1:9/x unreachable"):
+    with pytest.raises(NotificationError, match=r"webhook http://127.0.0.1:9/… unreachable"):
         send_webhook("http://127.0.0.1:9/x", {"text": "x"})
     with pytest.raises(NotificationError, match="must be an http"):
         send_webhook("file:///etc/passwd", {"text": "x"})
@@ -76,3 +84,38 @@ def test_the_url_comes_from_the_connection_either_way() -> None:
     assert webhook_url("hooks.example.com") == "https://hooks.example.com/"
     with pytest.raises(NotificationError, match="no host"):
         webhook_url(None)
+
+
+def test_a_failed_webhook_is_named_by_host_never_by_its_secrets(receiver: str) -> None:
+    """The error goes to the run record, the report and the task log: no key, token or password."""
+    port = receiver.rsplit(":", 1)[1]
+    url = f"http://ops:hunter2pass@127.0.0.1:{port}/broken?token=tok3n-value&sig=s1gnature"
+    with pytest.raises(NotificationError) as refused:
+        send_webhook(url, {"text": "x"}, "bearer-s3cret")
+    message = str(refused.value)
+    assert message == f"webhook http://***@127.0.0.1:{port}/… answered HTTP 500"
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    # The token reached the receiver (it was sent) but is now a known secret.
+    assert RECEIVED[-1][0] == "/broken?token=tok3n-value&sig=s1gnature"
+    assert RECEIVED[-1][2] == "Bearer bearer-s3cret"
+    assert redact.redact("hunter2pass tok3n-value bearer-s3cret") == "*** *** ***"
+
+
+def test_user_and_password_in_the_url_go_as_basic_credentials(receiver: str) -> None:
+    url = receiver.replace("http://", "http://ops%40example:p%3Ass@") + "/hooks/abc"
+    assert send_webhook(url, {"text": "x"}) == 200
+    assert RECEIVED[-1][0] == "/hooks/abc"
+    assert RECEIVED[-1][2] == "Basic " + base64.b64encode(b"ops@example:p:ss").decode()
+
+
+def test_a_slack_webhook_key_never_shows_in_an_error() -> None:
+    key = "T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX"
+    # Port 9 (discard) on loopback: nothing listens, the POST fails at once.
+    url = webhook_url(f"127.0.0.1/services/{key}", "http", 9)
+    with pytest.raises(NotificationError) as refused:
+        send_webhook(url, {"text": "x"})
+    assert "XXXXXXXXXXXXXXXXXXXXXXXX" not in str(refused.value)
+    assert str(refused.value).startswith("webhook http://127.0.0.1:9/… unreachable")
+    assert (
+        redact.redact(f"posted to {url}") == "posted to http://127.0.0.1:9/services/T0000AAAA/B0000BBBB/***"
+    )

@@ -2,27 +2,69 @@
 
 Credentials come only from the ``kubernetes_default`` connection (through the
 cncf-kubernetes provider's KubernetesHook) and the ``slipway_platform`` connection.
+
+No credential reaches the disk. Given kubeconfig *data* (``client-key-data`` and the
+like), the kubernetes client writes each piece to a temp file and keeps it until the
+process exits: a client key left in ``/tmp`` of every worker. So the kubeconfig's
+certificate and key data are taken out before the hook loads it, and go straight into
+the client's TLS context from memory (a ``memfd`` on Linux: a file that lives in RAM
+and dies with its descriptor). Every secret the kubeconfig holds is also registered with
+:mod:`slipway.redact` and Airflow's secrets masker, so no message or task log shows it.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
+import json
+import os
+import shutil
+import ssl
+import tempfile
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
+from urllib3.util.ssl_ import create_urllib3_context
 
+from slipway import redact
 from slipway.airflow_env import KUBE_CONN_ID, PLATFORM_CONN_ID
 from slipway.models import UpgradeRequest, parse_request
 from slipway.platform import Platform, parse_settings
 from slipway.runrecord import RunRecord
 
 
+def _mask_in_airflow(secret: str) -> None:
+    # The task log (task process and supervisor) hides what slipway.redact hides.
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+redact.add_listener(_mask_in_airflow)
+
+
+def kube_connection_extra() -> dict[str, Any]:
+    """The ``kubernetes_default`` extras, with the provider's old ``extra__kubernetes__``
+    prefix removed (what the hook's private ``_get_field`` would read)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        extra = BaseHook.get_connection(KUBE_CONN_ID).extra_dejson
+    except AirflowNotFoundException:
+        return {}  # the provider then uses in-cluster or ~/.kube/config credentials
+    prefix = "extra__kubernetes__"
+    fields = {k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}
+    return fields | {k: v for k, v in extra.items() if not k.startswith(prefix)}
+
+
 def orchestrator_api() -> client.ApiClient:
     """One client per connection setting, built by the provider's hook from the connection."""
-    from airflow.sdk import BaseHook
-
-    extra = BaseHook.get_connection(KUBE_CONN_ID).extra
-    return _client_for(extra or "")
+    return _client_for(json.dumps(kube_connection_extra(), sort_keys=True))
 
 
 @cache
@@ -31,7 +73,149 @@ def _client_for(connection_extra: str) -> client.ApiClient:
     # that sees the connection change must not keep talking to the old cluster.
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-    return KubernetesHook(conn_id=KUBE_CONN_ID).get_conn()
+    extra: dict[str, Any] = json.loads(connection_extra)
+    loaded = _kubeconfig_from(extra)
+    if loaded is None:  # in-cluster, or the default kubeconfig file: nothing written by us
+        return KubernetesHook(conn_id=KUBE_CONN_ID).get_conn()
+    identity = _take_out_data(loaded, extra.get("cluster_context"))
+    hook = KubernetesHook(
+        conn_id=None,
+        kubernetes_conn_id=None,
+        client_configuration=client.Configuration(),
+        config_dict=identity.config,
+        cluster_context=extra.get("cluster_context") or None,
+        disable_verify_ssl=_flag(extra.get("disable_verify_ssl")),
+        disable_tcp_keepalive=_flag(extra.get("disable_tcp_keepalive")),
+    )
+    api = hook.get_conn()
+    if identity.in_memory:
+        _use_tls_from_memory(api, identity)
+    return api
+
+
+def _flag(value: Any) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value is True or str(value).lower() == "true"
+
+
+def _kubeconfig_from(extra: dict[str, Any]) -> tuple[dict[str, Any], Path | None] | None:
+    """(the kubeconfig as a dict, the folder its relative paths start from), or None when
+    the connection names no kubeconfig (the provider's in-cluster/default lookup applies)."""
+    if _flag(extra.get("in_cluster")):
+        return None
+    path, content = extra.get("kube_config_path"), extra.get("kube_config")
+    if path:
+        file = Path(str(path)).expanduser()
+        return yaml.safe_load(file.read_text()) or {}, file.parent
+    if content:
+        loaded = content if isinstance(content, dict) else yaml.safe_load(str(content))
+        return dict(loaded or {}), None
+    return None
+
+
+@dataclass
+class _Identity:
+    """The kubeconfig without its data fields, and those fields decoded (PEM bytes)."""
+
+    config: dict[str, Any]
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        return bool(self.ca or (self.cert and self.key))
+
+
+def _named(items: list[dict[str, Any]] | None, name: str, what: str) -> dict[str, Any]:
+    """The ``what`` entry of the item called ``name`` (itself, to be edited in place)."""
+    for item in items or []:
+        if item.get("name") == name:
+            entry: dict[str, Any] = item.setdefault(what, {}) or {}
+            item[what] = entry
+            return entry
+    raise ValueError(f"kubeconfig of connection {KUBE_CONN_ID}: no {what} named {name!r}")
+
+
+def _take_out_data(loaded: tuple[dict[str, Any], Path | None], context: str | None) -> _Identity:
+    """Move the active context's certificate data out of the kubeconfig (so the kubernetes
+    client writes no temp file for it) and make its relative paths absolute."""
+    config, base = copy.deepcopy(loaded[0]), loaded[1]
+    name = context or config.get("current-context") or ""
+    ctx = _named(config.get("contexts"), name, "context")
+    cluster = _named(config.get("clusters"), ctx.get("cluster", ""), "cluster")
+    user = _named(config.get("users"), ctx.get("user", ""), "user") if ctx.get("user") else {}
+
+    def pem(entry: dict[str, Any], field: str) -> bytes | None:
+        data = entry.pop(f"{field}-data", None)
+        path = entry.get(field)
+        if data:
+            redact.register_secret(str(data))
+            return base64.b64decode(data)
+        if path and base and not Path(path).is_absolute():
+            entry[field] = str(base / path)
+        return None
+
+    identity = _Identity(config, pem(cluster, "certificate-authority"))
+    identity.cert = pem(user, "client-certificate")
+    identity.key = pem(user, "client-key")
+    if identity.key:
+        redact.register_secret(identity.key.decode(errors="replace").strip())
+    if identity.cert and not identity.key and user.get("client-key"):
+        identity.key = Path(user.pop("client-key")).read_bytes()  # certificate data, key in a file
+        user.pop("client-certificate", None)
+    if identity.key and not identity.cert and user.get("client-certificate"):
+        identity.cert = Path(user.pop("client-certificate")).read_bytes()
+    for secret in (user.get("token"), user.get("password")):
+        redact.register_secret(secret)
+    return identity
+
+
+def _use_tls_from_memory(api: client.ApiClient, identity: _Identity) -> None:
+    """Give the client's connection pool an SSL context holding the CA and the client
+    identity, loaded from memory; the pool then opens no certificate file at all."""
+    conf = api.configuration
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if conf.verify_ssl else ssl.CERT_NONE)
+    if conf.verify_ssl:
+        if identity.ca:
+            context.load_verify_locations(cadata=identity.ca.decode())
+        elif conf.ssl_ca_cert:
+            context.load_verify_locations(cafile=conf.ssl_ca_cert)
+        else:
+            context.load_default_certs()
+    if identity.cert and identity.key:
+        _load_identity(context, identity.cert, identity.key)
+    elif conf.cert_file:
+        context.load_cert_chain(conf.cert_file, conf.key_file)
+    pool = api.rest_client.pool_manager
+    for name in ("ca_certs", "cert_file", "key_file"):
+        pool.connection_pool_kw.pop(name, None)
+    pool.connection_pool_kw["ssl_context"] = context
+    pool.clear()  # no pool was opened yet; make sure none keeps the old settings
+
+
+def _load_identity(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """``load_cert_chain`` only reads files: hand it one that lives in memory."""
+    chain = cert.rstrip(b"\n") + b"\n" + key
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("slipway-client-identity", os.MFD_CLOEXEC)
+        try:
+            with os.fdopen(os.dup(fd), "wb") as fh:
+                fh.write(chain)
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    # No memfd (not Linux): a 0600 file in a private 0700 folder, gone before we return.
+    folder = tempfile.mkdtemp(prefix="slipway-identity-")
+    try:
+        path = os.path.join(folder, "identity.pem")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(chain)
+        context.load_cert_chain(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def platform() -> Platform:

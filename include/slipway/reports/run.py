@@ -1,4 +1,8 @@
-"""The evidence pack of one run, rendered from its run record."""
+"""The evidence pack of one run, rendered from its run record.
+
+Reports are attached to change requests and mailed around: both files are redacted
+(:mod:`slipway.redact`) as they are written, whatever the record holds.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway import incidents
+from slipway.redact import redact, redact_value
 
 GREEN_VERDICTS = ("upgraded", "paused", "dry-run", "preflight-passed", "preflight-needs-approval")
 
@@ -256,11 +261,12 @@ def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[
     """Write ``upgrade-report.json`` and ``upgrade-report.md``; returns their paths."""
     folder = report_dir(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
+    data = redact_value(data)
     verdict = run_verdict(data)
     json_path = folder / "upgrade-report.json"
     incident = incidents.classify(data)
     found = {"verdict": verdict, "incident": incident.to_dict() if incident else None}
     json_path.write_text(json.dumps(found | data, indent=2, sort_keys=True, default=str))
     md_path = folder / "upgrade-report.md"
-    md_path.write_text(render_markdown(data, verdict))
+    md_path.write_text(redact(render_markdown(data, verdict)))
     return {"json": json_path, "markdown": md_path}
