@@ -18,7 +18,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from slipway import gitops
+from slipway import gitops, lease
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import orchestrator_api
 from slipway.kube import nodes as kube_nodes
@@ -53,6 +53,10 @@ def compare_with_cluster(desired: dict[str, Any]) -> str:
         print(f"in sync with git: cluster at {desired['target_version']}")
         return "in_sync"
     print("drift from git: " + "; ".join(reasons))
+    held = lease.holder(api)  # any upgrade of this cluster, whichever DAG runs it
+    if held:
+        print(f"the cluster lease is held by {held}: not triggering another upgrade")
+        return "upgrade_in_progress"
     active = get_current_context()["ti"].get_dr_count(UPGRADE_DAG, states=["queued", "running"])
     if active:
         print(f"{UPGRADE_DAG} already has {active} run(s) queued or running: not triggering another")
@@ -76,6 +80,8 @@ def upgrade_in_progress() -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # Triggers upgrades on a schedule: acts only once someone unpauses it on purpose.
+    is_paused_upon_creation=True,
     params={
         "environment": Param(
             ENVIRONMENT,

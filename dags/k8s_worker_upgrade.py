@@ -17,6 +17,7 @@ from airflow.sdk import dag
 
 from slipway.airflow.params import request_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
+from slipway.airflow.stage_lease import cluster_lease
 from slipway.airflow.stage_workers import worker_phase
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 
@@ -33,6 +34,8 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # Changes clusters on a schedule: acts only once someone unpauses it on purpose.
+    is_paused_upon_creation=True,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "workers"],
     default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
@@ -40,9 +43,11 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
 )
 def k8s_worker_upgrade() -> None:
     request = validate_request()
+    taken, release = cluster_lease(request)
     workers = worker_phase(request, MAX_BATCHES)
+    taken >> workers  # the cluster lease before the first batch opens
     report = write_upgrade_report()
-    workers >> report >> final_verdict()
+    workers >> report >> final_verdict() >> release
 
 
 k8s_worker_upgrade()

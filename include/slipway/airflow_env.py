@@ -42,7 +42,9 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Scheduled DAGs change clusters on their own (GitOps sync, windowed worker upgrades):
+        # every DAG starts paused; whoever means to run one unpauses it (the demo its own).
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__API__PORT": str(api_port),
         # Task processes report to the API server's execution API: it must name the same port.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",

@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         "force_bare_pods": True,
         "delete_emptydir_data": True,
     }
+    # Every DAG starts paused (scheduled ones change clusters on their own): unpause only this one.
+    _api("PATCH", f"/api/v2/dags/{DAG_ID}", token, {"is_paused": False})
     run = _api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", token, {"logical_date": None, "conf": conf})
     print(f"triggered {DAG_ID} run {run['dag_run_id']} with {json.dumps(conf)}", flush=True)
     state = follow(token, run["dag_run_id"])

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import client
 
+from slipway import lease
 from slipway.batching import AdaptiveBatcher, next_batch, plan_batches
 from slipway.checks.capacity import describe_shortfall, largest_fitting, running_pods
 from slipway.inventory import ControlPlaneReader, node_info
@@ -113,6 +114,8 @@ def select_batch(
         raise RuntimeError(f"batch {index} cannot open before batch {len(batches)}")
     every_worker = kube_nodes.list_workers(api)
     candidates, versions = _upgradable(api, every_worker)
+    busy = lease.cordoned_by_other_live_run(api, every_worker, record.run_id)  # that run is on them
+    candidates = [c for c in candidates if c.name not in busy]
     plan = plan_batches(candidates, request)
     batcher = None
     if request.batch_policy == "adaptive":

@@ -257,3 +257,20 @@ TRIGGER_FROM_GIT = runbook(
     "Check that k8s_cluster_upgrade is not paused and parses; its first task re-validates the request.",
     "Safe: the run id is fixed per reconcile run, so a cleared task does not start a second upgrade.",
 )
+TAKE_CLUSTER_LEASE = runbook(
+    "Takes the cluster Lease slipway-system/slipway-upgrade for this run (holder `<dag_id>/<run_id>`, "
+    "120 s, renewed by every task that changes the cluster) before anything changes it: one upgrade per "
+    "cluster, whichever DAG, schedule or GitOps reconcile started it. Every later task waits for it.",
+    "`cluster lease ... is held by <dag>/<run>, live until <time>`: another run is changing this cluster "
+    "and this run changed nothing. Let that run finish (or, if its Airflow run is gone, wait until the "
+    "time shown: an unrenewed lease expires), then trigger again. A task later in the run failing with "
+    "the same line lost the lease to another run and stopped before writing.",
+    "Safe: taking a lease this run already holds only renews it; another run's live lease is never taken.",
+)
+RELEASE_CLUSTER_LEASE = runbook(
+    "Teardown of take_cluster_lease: clears the lease's holder when this run holds it, also when the run "
+    "failed, so the next run need not wait for it to expire.",
+    "The lease is then left to expire on its own (120 s after the last renewal); nothing else depends on "
+    "this task. A lease another run took over is left alone.",
+    "Safe: releasing twice is a no-op, and another run's lease is never released.",
+)

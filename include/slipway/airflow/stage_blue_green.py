@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import platform, record, request_from
 from slipway.airflow.stage_common import declare_incident
+from slipway.airflow.stage_lease import holds_cluster_lease
 from slipway.kube.drain import DrainBlocked, DrainRefused
 from slipway.models import UpgradeRequest
 
@@ -28,6 +29,7 @@ def _blue_green_only(request: dict[str, Any]) -> UpgradeRequest:
 
 
 @task(doc_md=runbooks.RETIRE_BLUE, retries=2)
+@holds_cluster_lease
 def retire_blue_nodes(request: dict[str, Any]) -> list[str]:
     req = _blue_green_only(request)
     upgrader = platform().blue_green()
@@ -42,6 +44,7 @@ def retire_blue_nodes(request: dict[str, Any]) -> list[str]:
 
 
 @task(doc_md=runbooks.SWITCH_BACK, trigger_rule=TriggerRule.ONE_FAILED, retries=1)
+@holds_cluster_lease
 def switch_back_to_blue(request: dict[str, Any]) -> list[str]:
     _blue_green_only(request)
     upgrader = platform().blue_green()

@@ -81,6 +81,7 @@ def backup_etcd() -> dict[str, Any]:
 
 
 @task(doc_md=runbooks.DEFRAGMENT_ETCD, retries=1)
+@holds_cluster_lease
 def defragment_etcd() -> list[dict[str, Any]]:
     """§2.2: reclaim etcd's free pages before the upgrade, one member at a time, leader last."""
     try:

@@ -16,11 +16,12 @@ from airflow.sdk import TaskGroup, TriggerRule, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client.exceptions import ApiException
 
-from slipway import workers
+from slipway import lease, workers
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, record, request_from
 from slipway.airflow.sensors import NodesReadySensor
 from slipway.airflow.stage_common import declare_incident
+from slipway.airflow.stage_lease import holds_cluster_lease
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node, plan_drain
 from slipway.kube.pdb import blocking_pdbs
@@ -51,7 +52,8 @@ def _open_latency_window(index: int) -> None:
 
 def _adopt_cordon_of_earlier_run(node: str) -> None:
     """A run that died mid-batch left its cordon: the run resuming the work takes it over,
-    so its own uncordon undoes it. An operator's (external) cordon is never adopted."""
+    so its own uncordon undoes it. An operator's (external) cordon is never adopted, nor the
+    cordon of a run that still holds the cluster lease (it is still working on the node)."""
     from kubernetes import client
 
     api = orchestrator_api()
@@ -59,11 +61,21 @@ def _adopt_cordon_of_earlier_run(node: str) -> None:
     current = core.read_node(node)
     owner = kube_nodes.cordon_owner(current)
     if kube_nodes.is_cordoned(current) and owner not in (None, kube_nodes.EXTERNAL_CORDON, current_run_id()):
-        core.patch_node(node, {"metadata": {"annotations": {kube_nodes.CORDONED_BY: current_run_id()}}})
+        if lease.cordoned_by_other_live_run(api, [current], current_run_id()):
+            raise AirflowFailException(
+                f"node {node} is cordoned by run {owner}, which holds the cluster lease"
+            )
+        # Guarded by the resourceVersion read above: a 409 means the node changed; the retry decides again.
+        annotations = {kube_nodes.CORDONED_BY: current_run_id()}
+        core.patch_node(
+            node,
+            {"metadata": {"annotations": annotations, "resourceVersion": current.metadata.resource_version}},
+        )
         record().event("cordon-adopted", f"node {node}: cordon of run {owner} taken over", node=node)
 
 
 @task(doc_md=runbooks.PRE_DRAIN, retries=2)
+@holds_cluster_lease
 def pre_drain_check(node: str, request: dict[str, Any]) -> dict[str, Any]:
     req = request_from(request)
     api = orchestrator_api()
@@ -86,6 +98,7 @@ def pre_drain_check(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(doc_md=runbooks.CORDON, retries=3)
+@holds_cluster_lease
 def cordon_node(node: str) -> bool:
     api = orchestrator_api()
     if _quarantined(node):
@@ -97,6 +110,7 @@ def cordon_node(node: str) -> bool:
 
 
 @task(doc_md=runbooks.DRAIN, retries=1)
+@holds_cluster_lease
 def drain(node: str, request: dict[str, Any]) -> dict[str, Any]:
     req = request_from(request)
     api = orchestrator_api()
@@ -117,6 +131,7 @@ def drain(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(doc_md=runbooks.UPGRADE_NODE, retries=2)
+@holds_cluster_lease
 def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
     req = request_from(request)
     if _quarantined(node):
@@ -133,6 +148,7 @@ def upgrade_node(node: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(doc_md=runbooks.UNCORDON, retries=3)
+@holds_cluster_lease
 def uncordon_node(node: str, request: dict[str, Any]) -> bool:
     if request_from(request).strategy in TWIN_STRATEGIES:
         return False  # a replaced (blue) node stays cordoned until retired
@@ -152,6 +168,7 @@ def uncordon_node(node: str, request: dict[str, Any]) -> bool:
 
 
 @task(doc_md=runbooks.POST_CHECKS, retries=2)
+@holds_cluster_lease
 def post_checks(node: str, request: dict[str, Any]) -> str:
     """The node (or, for surge/blue-green, its twin) is Ready at the target and back in
     service before its step is marked done; a failure here fails the batch's node."""
@@ -194,6 +211,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         prefix = group.group_id
 
         @task(doc_md=runbooks.SELECT_BATCH, retries=2)
+        @holds_cluster_lease
         def select_batch(request: dict[str, Any]) -> dict[str, Any]:
             selection = workers.select_batch(orchestrator_api(), record(), request_from(request), index)
             return selection.to_dict()
@@ -207,6 +225,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
             return str(selection["reason"])
 
         @task(doc_md=runbooks.UPGRADE_NODE, retries=2)
+        @holds_cluster_lease
         def prepare_batch(selection: dict[str, Any], request: dict[str, Any]) -> list[str]:
             req = request_from(request)
             _open_latency_window(index)
@@ -218,6 +237,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
         # Runs even when node steps failed (that is what it judges), so it takes no XCom that
         # a failed upstream would leave missing: the batch and the request come from the run record.
         @task(doc_md=runbooks.VALIDATE_BATCH, trigger_rule=TriggerRule.NONE_SKIPPED)
+        @holds_cluster_lease
         def validate_batch() -> dict[str, Any]:
             rec = record()
             data = rec.load()
@@ -250,6 +270,7 @@ def batch_slot(index: int, request: Any) -> tuple[Any, Any, Any, Any]:
             return index
 
         @task(doc_md=runbooks.ROLLBACK_BATCH, retries=2)
+        @holds_cluster_lease
         def rollback_batch(request: dict[str, Any]) -> list[dict[str, str]]:
             req = request_from(request)
             batches = record().get("batches", [])
