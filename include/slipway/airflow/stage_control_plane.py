@@ -61,6 +61,7 @@ def _kubeconfig_for_probe() -> Path:
 
 
 @task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+@holds_cluster_lease
 def backup_etcd() -> dict[str, Any]:
     proof = back_up_and_prove(
         platform().etcd(), artefacts_dir() / "etcd-before-control-plane.db", overwrite=True
@@ -127,6 +128,7 @@ def probe_tasks() -> tuple[Any, Any]:
 
 def upgrade_kind(kind: str) -> Any:
     @task(task_id=f"upgrade_{kind.replace('-', '_')}", doc_md=runbooks.UPGRADE_COMPONENT, retries=1)
+    @holds_cluster_lease
     def upgrade(plan: dict[str, Any]) -> list[dict[str, Any]]:
         target, previous = targets(plan)
         upgrader = platform().control_plane_upgrader()
@@ -195,6 +197,7 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str:
 
 
 @task(doc_md=runbooks.ROLLBACK_CONTROL_PLANE, retries=1)
+@holds_cluster_lease
 def rollback_control_plane(plan: dict[str, Any], backup: dict[str, Any]) -> list[str]:
     _, previous = targets(plan)
     rec = record()
