@@ -5,8 +5,12 @@ measuring downtime across all of it, and a rollback branch after verification.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +47,28 @@ def targets(plan: dict[str, Any]) -> tuple[ControlPlaneTarget, ControlPlaneTarge
     return ControlPlaneTarget(target_k8s, target_etcd), ControlPlaneTarget(current, previous_etcd)
 
 
-def _kubeconfig_for_probe() -> Path:
-    """The orchestrator kubeconfig from the connection, as a file the probe process can read."""
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+@contextlib.contextmanager
+def _kubeconfig_for_probe() -> Iterator[Path]:
+    """The orchestrator kubeconfig as a file the probe process reads when it starts: the
+    connection's own file, or a 0600 copy in a private 0700 folder that is removed as soon
+    as the probe has started (it read the file by then), also when the start fails."""
+    from slipway.airflow.runtime import kube_connection_extra
 
-    hook = KubernetesHook(conn_id="kubernetes_default")
-    path = hook._get_field("kube_config_path")
-    if path:
-        return Path(path)
-    content = hook._get_field("kube_config")
+    extra = kube_connection_extra()
+    if extra.get("kube_config_path"):
+        yield Path(str(extra["kube_config_path"])).expanduser()
+        return
+    content = extra.get("kube_config")
     if not content:
         raise AirflowFailException("kubernetes_default has neither kube_config_path nor kube_config")
-    fd, name = tempfile.mkstemp(prefix="slipway-probe-", suffix=".kubeconfig")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content if isinstance(content, str) else __import__("json").dumps(content))
-    return Path(name)
+    folder = Path(tempfile.mkdtemp(prefix="slipway-probe-"))
+    try:
+        path = folder / "kubeconfig"
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(content if isinstance(content, str) else json.dumps(content))
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -107,7 +118,8 @@ def probe_tasks() -> tuple[Any, Any]:
     @setup
     @task(doc_md=runbooks.START_PROBE)
     def start_api_probe() -> int:
-        return probe_process.start(_kubeconfig_for_probe(), artefacts_dir() / "probe")
+        with _kubeconfig_for_probe() as kubeconfig:
+            return probe_process.start(kubeconfig, artefacts_dir() / "probe")
 
     @teardown
     @task(doc_md=runbooks.STOP_PROBE)

@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway.models import HealthCheck, address_problem
+from slipway.redact import redact
 
 HTTP_TIMEOUT_SECONDS = 5.0
 HTTP_ERROR = 400
@@ -87,14 +88,15 @@ def check_http(url: str, timeout: float = HTTP_TIMEOUT_SECONDS) -> list[str]:
         status = err.code
         location = err.headers.get("Location", "") if err.headers else ""
     except (urllib.error.URLError, OSError) as err:
-        return [f"health check {url} failed: {getattr(err, 'reason', err)}"]
+        return [f"health check {redact(url)} failed: {redact(str(getattr(err, 'reason', err)))}"]
     if REDIRECT <= status < HTTP_ERROR:
-        where = f" to {location}" if location else ""
+        where = f" to {redact(location)}" if location else ""
         return [
-            f"health check {url} answered HTTP {status} (a redirect{where}, not followed): give the final URL"
+            f"health check {redact(url)} answered HTTP {status} (a redirect{where}, not followed): "
+            "give the final URL"
         ]
     if status >= HTTP_ERROR:
-        return [f"health check {url} answered HTTP {status}"]
+        return [f"health check {redact(url)} answered HTTP {status}"]
     return []
 
 
@@ -139,7 +141,7 @@ def check_prometheus(
     except urllib.error.HTTPError as err:
         return [f"{where}: Prometheus answered HTTP {err.code}"]
     except (urllib.error.URLError, OSError, ValueError) as err:
-        return [f"{where}: {getattr(err, 'reason', err)}"]
+        return [f"{where}: {redact(str(getattr(err, 'reason', err)))}"]
     try:
         return _judge(where, answer, low, high)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
@@ -179,7 +181,7 @@ def _guarded(name: str, check: Callable[[], list[str]]) -> Callable[[], list[str
         try:
             return check()
         except Exception as err:  # by design: a crashing check is a failing check
-            return [f"health check {name} failed: {type(err).__name__}: {err}"]
+            return [f"health check {name} failed: {type(err).__name__}: {redact(str(err))}"]
 
     run.__name__ = name
     return run
@@ -189,7 +191,7 @@ def health_check(api: client.ApiClient, check: HealthCheck) -> Callable[[], list
     """A zero-argument check for the soak loop, named after what it probes; it never raises."""
     if check.kind == "http":
         url = str(check.url)
-        return _guarded(f"http {url}", lambda: check_http(url))
+        return _guarded(f"http {redact(url)}", lambda: check_http(url))
     if check.kind == "prometheus":
         base, query = str(check.url), str(check.query)
         return _guarded(
