@@ -9,6 +9,7 @@ section), never copied from ``slipway.apiremovals``: a wrong table row fails her
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,17 @@ from slipway.apiremovals import (
     removals_between,
     removals_by_release,
     removed_group_versions,
+)
+from slipway.checks.apis import (
+    REQUEST_ONLY_KINDS,
+    AppliedObject,
+    Discovery,
+    ServedResource,
+    judge_audit,
+    judge_manifests,
+    judge_served,
+    plan_scan,
+    scanned_kinds,
 )
 from slipway.versions import Version, minor_key
 
@@ -266,3 +278,175 @@ class TestDeprecatedInTarget:
         found = pairs(deprecated_in_target(v("1.28.15")))
         assert ("flowcontrol.apiserver.k8s.io/v1beta2", "FlowSchema") in found
         assert ("flowcontrol.apiserver.k8s.io/v1beta3", "FlowSchema") not in found
+
+
+# ---- the removed-API preflight check, on plain data ---------------------------------------------
+
+V131, V132 = Version(1, 31, 14), Version(1, 32, 13)
+
+
+def discovery(skipped: list[str] | None = None) -> Discovery:
+    """Discovery of a stock 1.31 cluster, trimmed: flowcontrol v1 preferred, v1beta3 still served."""
+
+    def res(gv: str, kind: str, plural: str, listable: bool = True) -> ServedResource:
+        return ServedResource(gv, kind, plural, listable)
+
+    fc = "flowcontrol.apiserver.k8s.io"
+    return Discovery(
+        versions={
+            "": ["v1"],
+            fc: [f"{fc}/v1", f"{fc}/v1beta3"],
+            "authentication.k8s.io": ["authentication.k8s.io/v1"],
+        },
+        resources={
+            "v1": {"ConfigMap": res("v1", "ConfigMap", "configmaps")},
+            f"{fc}/v1": {
+                "FlowSchema": res(f"{fc}/v1", "FlowSchema", "flowschemas"),
+                "PriorityLevelConfiguration": res(
+                    f"{fc}/v1", "PriorityLevelConfiguration", "prioritylevelconfigurations"
+                ),
+            },
+            f"{fc}/v1beta3": {
+                "FlowSchema": res(f"{fc}/v1beta3", "FlowSchema", "flowschemas"),
+                "PriorityLevelConfiguration": res(
+                    f"{fc}/v1beta3", "PriorityLevelConfiguration", "prioritylevelconfigurations"
+                ),
+            },
+            "authentication.k8s.io/v1": {
+                "TokenReview": res("authentication.k8s.io/v1", "TokenReview", "tokenreviews", listable=False)
+            },
+        },
+        skipped=skipped or [],
+    )
+
+
+class TestScanCoverage:
+    def test_every_guide_kind_is_scanned_in_the_group_that_serves_it_today(self) -> None:
+        wanted = set(scanned_kinds())
+        for _, api_version, kind, replacement in GUIDE:
+            home = group_of(replacement or api_version)
+            assert (home, kind) in wanted, f"{kind} ({home}) is not scanned"
+        for kind in ("EndpointSlice", "Event", "CSIStorageCapacity", "PodSecurityPolicy", "FlowSchema"):
+            assert kind in {k for _, k in wanted}
+
+    def test_kinds_are_listed_at_the_preferred_served_version(self) -> None:
+        plan = plan_scan(discovery(), [("flowcontrol.apiserver.k8s.io", "FlowSchema"), ("", "ConfigMap")])
+        assert [k.path for k in plan.kinds] == [
+            "/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas",
+            "/api/v1/configmaps",
+        ]
+
+    def test_every_kind_not_listed_is_named_with_why(self) -> None:
+        wanted = [
+            ("authentication.k8s.io", "TokenReview"),  # served, create-only
+            ("policy", "Eviction"),  # a subresource
+            ("discovery.k8s.io", "EndpointSlice"),  # group absent from this trimmed discovery
+            ("apps", "Deployment"),
+        ]
+        plan = plan_scan(discovery(skipped=["apps/v1: HTTP 503 Service Unavailable"]), wanted)
+        assert plan.kinds == []
+        assert plan.request_only == ["TokenReview (authentication.k8s.io)", "Eviction (policy)"]
+        assert plan.not_served == ["EndpointSlice (discovery.k8s.io)"]
+        assert plan.skipped == ["Deployment (apps): discovery failed (apps/v1: HTTP 503 Service Unavailable)"]
+        assert "Eviction" in REQUEST_ONLY_KINDS
+
+    def test_skipped_kinds_are_reported_not_dropped_and_never_block(self) -> None:
+        plan = plan_scan(
+            discovery(skipped=["apps/v1: HTTP 503 Service Unavailable"]), [("apps", "Deployment")]
+        )
+        result = judge_manifests(
+            [], V131, V132, ["/apis/events.k8s.io/v1/events: forbidden for this identity"], plan
+        )
+        assert (result.severity, result.passed) == ("info", True)
+        assert isinstance(result.evidence, dict)
+        assert result.evidence["skipped"] == [
+            "Deployment (apps): discovery failed (apps/v1: HTTP 503 Service Unavailable)",
+            "/apis/events.k8s.io/v1/events: forbidden for this identity",
+        ]
+        assert "could not read 2 kind(s)" in result.summary
+
+    def test_a_stored_object_at_a_removed_version_still_blocks(self) -> None:
+        legacy = AppliedObject("FlowSchema legacy", "flowcontrol.apiserver.k8s.io/v1beta3", "FlowSchema")
+        result = judge_manifests([legacy], V131, V132, (), plan_scan(discovery(), scanned_kinds()))
+        assert result.severity == "blocker"
+        assert "FlowSchema legacy (flowcontrol.apiserver.k8s.io/v1beta3, removed in 1.32)" in result.summary
+
+    def test_an_ingress_applied_as_extensions_v1beta1_is_caught_on_any_release(self) -> None:
+        old = AppliedObject("Ingress shop/web", "extensions/v1beta1", "Ingress")
+        result = judge_manifests([old], V131, V132)
+        assert result.severity == "blocker"
+        assert isinstance(result.evidence, dict)
+        assert result.evidence["removed"][0]["status"] == "removed in 1.22, before the current 1.31"
+
+
+class TestServedIsNotUsed:
+    def test_served_by_default_removal_is_information_never_a_blocker(self) -> None:
+        served = discovery().served_kinds()
+        result = judge_served(served, V131, V132)
+        assert (result.severity, result.passed) == ("info", True)
+        assert "FlowSchema flowcontrol.apiserver.k8s.io/v1beta3 (removed in 1.32)" in result.summary
+
+    def test_unreadable_group_versions_are_named(self) -> None:
+        result = judge_served({"v1": {"ConfigMap"}}, V131, V132, ["metrics.k8s.io/v1beta1: HTTP 503 x"])
+        assert result.severity == "info"
+        assert "metrics.k8s.io/v1beta1: HTTP 503 x" in result.summary
+
+
+def audit_event(
+    audit_id: str, user: str, group: str, version: str, resource: str, removed: str | None
+) -> dict[str, Any]:
+    annotations = {"k8s.io/deprecated": "true"} | ({"k8s.io/removed-release": removed} if removed else {})
+    return {
+        "auditID": audit_id,
+        "stage": "ResponseComplete",
+        "user": {"username": user},
+        "objectRef": {"apiGroup": group, "apiVersion": version, "resource": resource},
+        "annotations": annotations,
+    }
+
+
+class TestAudit:
+    def test_callers_of_a_removed_api_are_named(self) -> None:
+        events = [
+            audit_event(
+                "a",
+                "system:serviceaccount:ops:tuner",
+                "flowcontrol.apiserver.k8s.io",
+                "v1beta3",
+                "flowschemas",
+                "1.32",
+            ),
+            audit_event(
+                "a",
+                "system:serviceaccount:ops:tuner",
+                "flowcontrol.apiserver.k8s.io",
+                "v1beta3",
+                "flowschemas",
+                "1.32",
+            ),
+            audit_event(
+                "b",
+                "system:serviceaccount:ops:tuner",
+                "flowcontrol.apiserver.k8s.io",
+                "v1beta3",
+                "flowschemas",
+                "1.32",
+            ),
+            {
+                "auditID": "c",
+                "user": {"username": "admin"},
+                "objectRef": {"resource": "pods"},
+                "annotations": {},
+            },
+        ]
+        result = judge_audit(events, V132)
+        assert result.severity == "blocker"
+        caller = "system:serviceaccount:ops:tuner -> flowschemas.flowcontrol.apiserver.k8s.io/v1beta3"
+        assert f"{caller} (removed in 1.32)" in result.summary
+        assert isinstance(result.evidence, dict)
+        assert result.evidence["removed"][0]["requests"] == 2, "one request logs several stages"
+
+    def test_deprecated_but_still_served_informs(self) -> None:
+        events = [audit_event("a", "ci", "flowcontrol.apiserver.k8s.io", "v1beta3", "flowschemas", "1.32")]
+        assert judge_audit(events, V131).severity == "info"
+        assert judge_audit([], V132).severity == "ok"
