@@ -5,10 +5,12 @@ record that drove the run says what went wrong, when it was first seen, what was
 back and what is left for a human. Severity follows §4.2's split of critical alerts
 (cluster unavailable, data inconsistency, control-plane failure) and warnings:
 
-- ``SEV1`` — the control plane failed verification or was rolled back, or etcd was restored;
+- ``SEV1`` — the control plane failed verification, a step failed or it was rolled back, etcd's
+  data failed its check, or etcd was (or needs to be) restored;
 - ``SEV2`` — a worker batch failed and was rolled back, a blue-green upgrade switched back,
-  the final validation failed, or API requests failed while the control plane moved;
-- ``SEV3`` — the upgrade stopped safely short of its goal (backup refused, no capacity,
+  the final validation failed, API requests failed while the control plane moved, or the
+  run's proven snapshot was altered (backup refused);
+- ``SEV3`` — the upgrade stopped safely short of its goal (backup not proven, no capacity,
   nodes quarantined for a human).
 
 Pure apart from :func:`declare`, which writes the declaration into the run record.
@@ -27,7 +29,12 @@ DECLARED = "incident-declared"
 SIGNALS = {
     "control-plane-verification-failed": "SEV1",
     "control-plane-rolled-back": "SEV1",
+    "control-plane-step-failed": "SEV1",
+    "etcd-data-check-failed": "SEV1",
     "etcd-restored": "SEV1",
+    "etcd-restore-needed": "SEV1",
+    "etcd-restore-failed": "SEV1",
+    "backup-refused": "SEV2",
     "batch-failed": "SEV2",
     "batch-rolled-back": "SEV2",
     "switched-back": "SEV2",
@@ -40,6 +47,26 @@ FOLLOW_UPS = {
     "control-plane-verification-failed": (
         "Find why verification failed (the event names the component) before the next attempt; "
         "check every component's logs for the failed version."
+    ),
+    "control-plane-step-failed": (
+        "The failed step is named in the event; read that component's log at the target version, fix "
+        "the cause, then trigger a new run (the rollback put the previous versions back)."
+    ),
+    "etcd-data-check-failed": (
+        "etcd members held different data (or less than the proven backup): keep the data dirs the "
+        "restore set aside (`*.before-restore-*`) for forensics and check the disks of the member named."
+    ),
+    "etcd-restore-needed": (
+        "etcd data cannot be trusted and this platform cannot restore it: restore the proven snapshot "
+        "named in the event by the etcd restore plan, now."
+    ),
+    "etcd-restore-failed": (
+        "The etcd restore stopped: read the event, then finish the restore by hand from the proven "
+        "snapshot (its sha256 is in the run record)."
+    ),
+    "backup-refused": (
+        "The run's proven pre-upgrade snapshot was altered or removed: find out how before trusting "
+        "any snapshot in that folder."
     ),
     "etcd-restored": (
         "Data was restored from the pre-upgrade snapshot: writes made after the snapshot are lost; "

@@ -391,6 +391,30 @@ def key_count(etcd: EtcdEndpoints) -> int:
     return int(out.data.get("count", 0))
 
 
+def key_counts(etcd: EtcdEndpoints, revision: int) -> PerEndpoint[int]:
+    """Each member's own count of live keys at ``revision`` (serializable reads, one per member)."""
+    results: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    for endpoint in etcd.endpoints:
+        try:
+            out = etcdctl(
+                etcd.only(endpoint),
+                ["get", "", "--from-key", "--keys-only", "--limit=1", f"--rev={revision}", "--consistency=s"],
+                what=f"etcd key count at revision {revision}",
+            )
+        except EtcdError as err:
+            failures[endpoint] = str(err)
+            continue
+        results[endpoint] = int(out.data.get("count", 0))
+    return PerEndpoint(results, failures)
+
+
+def put(etcd: EtcdEndpoints, key: str, value: str) -> int:
+    """``etcdctl put``; returns the revision the write created."""
+    out = etcdctl(etcd, ["put", key, value], what=f"etcd put {key}")
+    return int(out.data.get("header", {}).get("revision", 0))
+
+
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 

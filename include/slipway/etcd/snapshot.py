@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import os
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,7 @@ DRILL_START_TIMEOUT_SECONDS = 60.0
 DRILL_STOP_TIMEOUT_SECONDS = 10.0
 SNAPSHOT_TIMEOUT_SECONDS = 600.0
 _CHUNK = 1 << 20
+SNAPSHOT_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,11 @@ def sha256_of(path: Path) -> str:
 def save_snapshot(
     etcd: EtcdEndpoints, path: Path, *, endpoint: str | None = None, overwrite: bool = False
 ) -> Path:
-    """``etcdctl snapshot save`` from one member (default: the first endpoint) to ``path``.
+    """``etcdctl snapshot save`` from one member (default: the first endpoint) to ``path``, mode 0600.
+
+    etcdctl renames its output over the target, so it writes beside it and the file is then
+    linked into place: without ``overwrite`` an existing snapshot is never replaced, even by
+    a save racing this one.
 
     :param overwrite: replace an existing file; off by default so a retry never clobbers a backup.
     :raises FileExistsError: when ``path`` exists and ``overwrite`` is False.
@@ -99,15 +105,24 @@ def save_snapshot(
     source = etcd.only(endpoint or etcd.endpoints[0])
     if path.exists() and not overwrite:
         raise FileExistsError(f"etcd snapshot {path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    etcdctl(
-        source,
-        ["snapshot", "save", str(path)],
-        what=f"etcd snapshot to {path}",
-        timeout=SNAPSHOT_TIMEOUT_SECONDS,
-        expect_json=False,
-    )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    saving = path.with_name(f"{path.name}.saving-{os.getpid()}")
+    saving.unlink(missing_ok=True)
+    try:
+        etcdctl(
+            source,
+            ["snapshot", "save", str(saving)],
+            what=f"etcd snapshot to {path}",
+            timeout=SNAPSHOT_TIMEOUT_SECONDS,
+            expect_json=False,
+        )
+        os.chmod(saving, SNAPSHOT_FILE_MODE)  # every Secret of the cluster is in it
+        if overwrite:
+            os.replace(saving, path)
+        else:
+            os.link(saving, path)  # fails when path appeared meanwhile: never replaced
+    finally:
+        saving.unlink(missing_ok=True)
     return path
 
 

@@ -9,15 +9,19 @@ runs the wanted version does nothing and succeeds.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from slipway.versions import Version
+
+if TYPE_CHECKING:
+    from slipway.etcd.store import ProvenSnapshot
 
 ComponentKind = Literal[
     "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "control-plane-node"
@@ -184,6 +188,101 @@ class ControlPlaneUpgrader(Protocol):
     def verify(self, ref: ComponentRef) -> bool:
         """Whether ``ref`` is healthy and serving now."""
         ...
+
+
+class RestoreResult(BaseModel):
+    """Evidence of a data rollback: what was restored and how consistency was proven."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snapshot: str
+    sha256: str = Field(description="digest of the snapshot, checked against the proof before the restore")
+    snapshot_revision: int
+    snapshot_keys: int
+    keys_after_restore: int
+    revision_after_restore: int
+    etcd_version: str = Field(description="the release every member runs on the restored data")
+    consistency: dict[str, Any] = Field(description="hashkv of every member at one revision")
+    previous_data_dirs: list[str]
+    duration_seconds: float = Field(ge=0)
+
+
+@runtime_checkable
+class EtcdRestorer(Protocol):
+    """Data rollback (§5.1): every etcd member back on a proven snapshot.
+
+    Only platforms whose ``Capabilities.data_restore`` is true provide one
+    (``Platform.etcd_restorer``); the DAG asks the capability, never the method.
+    """
+
+    def restore_etcd(self, snapshot: ProvenSnapshot, version: str | None = None) -> RestoreResult:
+        """Stop the writers and every member, restore each from ``snapshot`` (after checking its
+        digest) with the revision bump Kubernetes needs, start the members at ``version``
+        (default: what each ran), prove they agree, start the writers.
+
+        :raises StepFailed: when the snapshot is refused or the restored data does not check out.
+        """
+        ...
+
+
+@runtime_checkable
+class FaultInjector(Protocol):
+    """Game-day faults for rehearsing the rollback; only platforms whose
+    ``Capabilities.fault_injection`` is true (the local cluster) provide one."""
+
+    def diverge_etcd_member(self, member: str) -> dict[str, Any]:
+        """Make ``member``'s data differ from its peers', as disk corruption would; returns evidence."""
+        ...
+
+
+# The game-day switch: keys of the ConfigMap slipway-system/slipway-chaos (local platform only).
+FAULT_FAIL_VERIFICATION = "fail-control-plane-verification"
+FAULT_FAIL_STEP = "fail-upgrade-step"
+FAULT_DIVERGE_ETCD = "diverge-etcd-member"
+FAULT_KEYS = (FAULT_FAIL_VERIFICATION, FAULT_FAIL_STEP, FAULT_DIVERGE_ETCD)
+_ETCD_MEMBER = re.compile(r"^etcd-[0-9]{1,2}$")
+
+
+@dataclass(frozen=True)
+class ControlPlaneFaults:
+    """Faults requested for this run: fail verification, fail one upgrade step after its first
+    instance moved, or make one etcd member's data diverge right after the etcd step."""
+
+    fail_verification: bool = False
+    fail_step: str | None = None
+    diverge_etcd_member: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.fail_verification or bool(self.fail_step or self.diverge_etcd_member)
+
+
+def parse_faults(data: Mapping[str, str]) -> ControlPlaneFaults:
+    """The chaos ConfigMap's data as faults.
+
+    :raises ValueError: one line naming each bad key and why.
+    """
+    problems = [
+        f"{key}: unknown fault, one of {', '.join(FAULT_KEYS)}" for key in data if key not in FAULT_KEYS
+    ]
+    verification = data.get(FAULT_FAIL_VERIFICATION, "false")
+    if verification not in ("true", "false"):
+        problems.append(f"{FAULT_FAIL_VERIFICATION}: {verification!r} is not true or false")
+    step = data.get(FAULT_FAIL_STEP) or None
+    if step is not None and step not in get_args(ComponentKind):
+        problems.append(f"{FAULT_FAIL_STEP}: {step!r} is not one of {', '.join(get_args(ComponentKind))}")
+    member = data.get(FAULT_DIVERGE_ETCD) or None
+    if member is not None and not _ETCD_MEMBER.match(member):
+        problems.append(f"{FAULT_DIVERGE_ETCD}: {member!r} is not an etcd member name (etcd-N)")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return ControlPlaneFaults(verification == "true", step, member)
+
+
+def control_plane_touched(control_plane: dict[str, Any]) -> bool:
+    """Whether this run's record shows an upgrade step that started (so a rollback is due
+    when anything failed), from the run record's ``control_plane`` section."""
+    return bool(control_plane.get("steps") or control_plane.get("step_failures"))
 
 
 @dataclass(frozen=True)

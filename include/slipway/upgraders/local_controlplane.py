@@ -18,7 +18,8 @@ and adds what a careful operator adds around each restart:
 
 Running versions come from the components themselves
 (:class:`~slipway.inventory.LocalControlPlaneReader`), etcd operations from
-:mod:`slipway.etcd`. Data rollback (§5.1) is :meth:`LocalControlPlaneUpgrader.restore_etcd`.
+:mod:`slipway.etcd`. Data rollback (§5.1) is :meth:`LocalControlPlaneUpgrader.restore_etcd`;
+game-day faults (the local platform only) are :meth:`LocalControlPlaneUpgrader.diverge_etcd_member`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import http.client
 import io
 import json
 import logging
+import secrets
 import socket
 import ssl
 import time
@@ -40,7 +42,6 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, Field
 from urllib3.exceptions import HTTPError
 
 from slipway.etcd import (
@@ -55,7 +56,9 @@ from slipway.etcd import (
     restore_snapshot,
     snapshot_status,
 )
-from slipway.etcd.client import etcdctl
+from slipway.etcd.client import etcdctl, put
+from slipway.etcd.faults import overwrite_in_place
+from slipway.etcd.store import ProvenSnapshot, SnapshotRefused, verify_digest
 from slipway.inventory import LocalControlPlaneReader
 from slipway.localcluster import binaries, components
 from slipway.localcluster.cluster import LocalCluster
@@ -65,6 +68,7 @@ from slipway.upgraders.controlplane import (
     PAST_TENSE,
     Action,
     ComponentRef,
+    RestoreResult,
     StepFailed,
     StepRefused,
     StepResult,
@@ -74,6 +78,8 @@ from slipway.versions import Version, skew_violations
 
 log = logging.getLogger(__name__)
 
+# Written by the game-day fault outside /registry: the apiserver never reads it.
+FAULT_MARKER_KEY = "/slipway-fault/diverged"
 LB_BACKEND = "kube-apiservers"  # the backend name in slipway.localcluster.haproxy
 LB_UP = "UP"
 HTTP_OK = 200
@@ -91,21 +97,6 @@ class LocalTimeouts:
     etcd_hash: float = 60.0
     etcd_downgrade: float = 120.0
     version_report: float = 30.0
-
-
-class RestoreResult(BaseModel):
-    """Evidence of a data rollback: what was restored and how consistency was proven."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    snapshot: str
-    snapshot_revision: int
-    snapshot_keys: int
-    keys_after_restore: int
-    revision_after_restore: int
-    consistency: dict[str, Any] = Field(description="hashkv of every member at one revision")
-    previous_data_dirs: list[str]
-    duration_seconds: float = Field(ge=0)
 
 
 class LocalControlPlaneUpgrader:
@@ -424,31 +415,39 @@ class LocalControlPlaneUpgrader:
         return seen[-1]
 
     # ---- data rollback -----------------------------------------------------------------
-    def restore_etcd(self, snapshot: Path) -> RestoreResult:
+    def restore_etcd(self, snapshot: ProvenSnapshot, version: str | None = None) -> RestoreResult:
         """Data rollback: every member restored from ``snapshot`` (revision bumped), then proven.
 
-        Stops the writers (scheduler, controller-manager, apiservers) and every member, keeps
-        the old data dirs beside the new ones, restores each member from the verified snapshot
-        with ``--bump-revision --mark-compacted``, starts the members, proves they agree on
-        ``hashkv`` and hold at least the snapshot's keys, then starts the apiservers (waiting
-        until the load balancer has them UP), controller-manager and scheduler. The API is
-        down meanwhile: a data rollback is an outage by nature.
+        Checks the file's sha256 against the proof's first. Stops the writers (scheduler,
+        controller-manager, apiservers) and every member, keeps the old data dirs beside the
+        new ones, restores each member with the ``etcdutl`` of the release it will run
+        (``version``, default the one it ran) with ``--bump-revision --mark-compacted``, starts
+        the members, proves they agree on ``hashkv`` and hold at least the snapshot's keys, then
+        starts the apiservers (waiting until the load balancer has them UP), controller-manager
+        and scheduler. Fresh data dirs need no downgrade protocol, so a restore at the previous
+        release is also the etcd version rollback. The API is down meanwhile: a data rollback
+        is an outage by nature.
 
-        :raises StepFailed: when the snapshot is unreadable or the restored data is not consistent.
+        :raises StepFailed: when the snapshot is refused or the restored data is not consistent.
         """
         started = time.monotonic()
+        path = Path(snapshot.path)
         try:
-            status = snapshot_status(self.etcd(), snapshot)
-        except EtcdError as err:
-            raise StepFailed(f"refusing to restore etcd from {snapshot}: {err}") from err
+            verify_digest(snapshot)
+            status = snapshot_status(self.etcd(), path)
+        except (EtcdError, SnapshotRefused) as err:
+            raise StepFailed(f"refusing to restore etcd from {path}: {err}") from err
         writers = [
             "kube-scheduler",
             "kube-controller-manager",
             *(components.apiserver_name(i) for i in reversed(range(self.cfg.apiservers))),
         ]
         members = [components.etcd_name(i) for i in range(self.cfg.etcd_members)]
-        # Each member is restored by the etcdutl of the release it runs.
-        tools = {name: self.etcd(self.cluster.versions().get(name)) for name in members}
+        recorded = self.cluster.versions()
+        releases = {name: version or recorded.get(name, self.cfg.etcd_version) for name in members}
+        for name, release in releases.items():
+            self._check_binaries(ComponentRef(kind="etcd", name=name), release)
+        tools = {name: self.etcd(release) for name, release in releases.items()}
         for name in writers + members:
             self.cluster.stop_component(name, self.timeouts.component_stop)
         peers = {name: f"https://127.0.0.1:{self.cfg.etcd_peer_port(i)}" for i, name in enumerate(members)}
@@ -463,7 +462,7 @@ class LocalControlPlaneUpgrader:
             try:
                 restore_snapshot(
                     tools[name],
-                    snapshot,
+                    path,
                     data_dir,
                     name,
                     peers,
@@ -471,11 +470,10 @@ class LocalControlPlaneUpgrader:
                     initial_cluster_token=f"slipway-{self.cfg.name}",
                 )
             except EtcdError as err:
-                raise StepFailed(f"etcd restore of {name} from {snapshot} failed: {err}") from err
+                raise StepFailed(f"etcd restore of {name} from {path} failed: {err}") from err
         for i, name in enumerate(members):
             # All at once: a lone restored member has no quorum and would never report healthy.
-            version = self.cluster.versions().get(name, self.cfg.etcd_version)
-            self.cluster.sup.start(name, components.etcd_argv(self.cfg, i, version, new_cluster=False))
+            self.cluster._start_etcd(i, releases[name], new_cluster=False)
         for i in range(self.cfg.etcd_members):
             self.cluster.wait_etcd(i, self.timeouts.etcd_quorum)
         etcd = self.etcd()
@@ -484,11 +482,11 @@ class LocalControlPlaneUpgrader:
         consistency = self.etcd_consistency()
         if keys < status.total_keys:
             raise StepFailed(
-                f"etcd restore from {snapshot} lost data: {keys} keys, the snapshot has {status.total_keys}"
+                f"etcd restore from {path} lost data: {keys} keys, the snapshot has {status.total_keys}"
             )
         if revision < status.revision + DEFAULT_BUMP_REVISION:
             raise StepFailed(
-                f"etcd restore from {snapshot}: revision {revision} was not bumped past "
+                f"etcd restore from {path}: revision {revision} was not bumped past "
                 f"{status.revision} + {DEFAULT_BUMP_REVISION}"
             )
         for name in reversed(writers):
@@ -496,15 +494,59 @@ class LocalControlPlaneUpgrader:
             if name.startswith("kube-apiserver-"):
                 self._wait_lb_up(name)
         return RestoreResult(
-            snapshot=str(snapshot),
+            snapshot=str(path),
+            sha256=snapshot.sha256,
             snapshot_revision=status.revision,
             snapshot_keys=status.total_keys,
             keys_after_restore=keys,
             revision_after_restore=revision,
+            etcd_version=", ".join(sorted(set(releases.values()))),
             consistency=consistency.to_dict(),
             previous_data_dirs=previous,
             duration_seconds=round(time.monotonic() - started, 1),
         )
+
+    # ---- game-day faults ---------------------------------------------------------------
+    def diverge_etcd_member(self, member: str) -> dict[str, Any]:
+        """Make ``member``'s data differ from its peers', as a flipped bit on its disk would.
+
+        Writes a marker key through the cluster, waits until every member applied it, stops
+        ``member``, changes the marker's value inside its database file (same length, so the
+        file stays readable), and starts it again. Its ``hashkv`` then differs from its
+        peers'; reads of the marker from it return the changed value.
+
+        :raises StepFailed: when the change did not take (the hashes still agree).
+        """
+        names = [components.etcd_name(i) for i in range(self.cfg.etcd_members)]
+        if member not in names:
+            raise StepRefused(f"no etcd member {member!r} to diverge: one of {', '.join(names)}")
+        etcd = self.etcd()
+        value = f"slipway-fault-{secrets.token_hex(16)}"
+        revision = put(etcd, FAULT_MARKER_KEY, value)
+        wait_until(
+            f"every etcd member applied revision {revision}",
+            lambda: _applied(etcd, revision, self.cfg.etcd_members),
+            self.timeouts.etcd_quorum,
+        )
+        self.cluster.stop_component(member, self.timeouts.component_stop)
+        db = self.cfg.state_dir / "etcd" / member / "member" / "snap" / "db"
+        changed = overwrite_in_place(db, value.encode(), value.replace("fault", "FAULT").encode())
+        evidence: dict[str, Any] = {"member": member, "key": FAULT_MARKER_KEY, "revision": revision}
+        evidence["places_changed"] = changed
+        try:
+            self.cluster.start_component(member, timeout=self.timeouts.component_start)
+        except NotHealthy as err:
+            # A release that checks its data against its peers at start refuses to serve.
+            evidence["refused_to_start"] = str(err)
+            return evidence
+        seen = check_consistency(self.etcd())
+        if seen.consistent:
+            raise StepFailed(
+                f"fault injection on {member} did not take: {changed} place(s) changed in {db}, "
+                "hashes still agree"
+            )
+        evidence["hashes"] = seen.hashes
+        return evidence
 
     # ---- observability ---------------------------------------------------------------
     def metrics_text(self, name: str) -> str:
@@ -549,6 +591,14 @@ def _skew(
     if not apiservers:
         return []  # nothing serves the API: there is no skew to measure against
     return skew_violations(apiservers, of("kube-controller-manager"), of("kube-scheduler"), kubelets)
+
+
+def _applied(etcd: EtcdEndpoints, revision: int, members: int) -> bool:
+    try:
+        statuses = endpoint_status(etcd).results
+    except EtcdError:
+        return False
+    return len(statuses) == members and all(s.revision >= revision for s in statuses.values())
 
 
 def _index(ref: ComponentRef) -> int:
