@@ -201,10 +201,10 @@ def address_problem(
         return f"{address} is the unspecified address"
     if address.is_link_local:
         return f"{address} is link-local (where cloud metadata services live)"
+    if address.is_loopback:  # before "reserved": ::1 lies in IPv6's reserved ::/8
+        return None if allow_loopback else f"{address} is loopback, allowed only on the local platform"
     if address.is_multicast or address.is_reserved:
         return f"{address} is a multicast or reserved address"
-    if address.is_loopback and not allow_loopback:
-        return f"{address} is loopback, allowed only on the local platform"
     return None
 
 
