@@ -6,6 +6,7 @@ so the DAGs stay the same for the local cluster and for kubeadm clusters.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,11 +49,33 @@ class PlatformError(ValueError):
 
 
 def parse_settings(extra: dict[str, Any]) -> PlatformSettings:
+    """The connection's extras, validated; every problem named by its key, on one line.
+
+    :raises PlatformError: ``connection slipway_platform extras refused: key: reason; ...``.
+    """
+    from slipway.localcluster.config import name_problem
+
+    refused = "connection slipway_platform extras refused"
+    if not isinstance(extra, dict):
+        raise PlatformError(f"{refused}: extras: must be a JSON object, got {type(extra).__name__}")
     try:
-        return PlatformSettings.model_validate(extra)
+        settings = PlatformSettings.model_validate(extra)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise PlatformError(f"connection slipway_platform extras refused: {problems}") from err
+        raise PlatformError(f"{refused}: {problems}") from err
+    found = [f"cluster_name: {problem}"] if (problem := name_problem(settings.cluster_name)) else []
+    for key in ("state_root", "admin_kubeconfig", "etcd_bin_dir", "etcd_cacert", "etcd_cert", "etcd_key"):
+        path = getattr(settings, key)
+        # Files on the Airflow worker: absolute, so no working directory decides which.
+        if path is not None and (not path.startswith("/") or "\x00" in path):
+            found.append(f"{key}: {path!r} is not an absolute path")
+    for i, endpoint in enumerate(settings.etcd_endpoints):
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
+            found.append(f"etcd_endpoints[{i}]: {endpoint!r} is not https://host:port (without credentials)")
+    if found:
+        raise PlatformError(f"{refused}: {'; '.join(found)}")
+    return settings
 
 
 @dataclass
