@@ -39,7 +39,7 @@ RUN grep -v -E '^(pytest|ruff|mypy|types-)' requirements.txt > /tmp/runtime-requ
     && rm -rf /tmp/runtime-requirements.txt build include/*.egg-info \
     && kubectl version --client=true \
     && etcd --version && etcdctl version && etcdutl version \
-    && python -c "import slipway.platform, airflow.providers.celery"
+    && python -c "import slipway.platform, airflow.providers.celery.executors.celery_executor"
 
 # Each container's own working folder (logs, reports): group 0 may write, so the image also runs
 # under another uid with group 0. docker-compose.yaml puts a named volume here on each worker.
