@@ -124,6 +124,9 @@ _HOST_NAME = re.compile(
 # Numbers-only hosts (2852039166, 0xa9.0xfe.0xa9.0xfe, 0251.254.169.254) are IPv4 addresses to
 # the resolver; only the canonical dotted-decimal form is accepted, so the allowlist sees them.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|\d+)(\.(0x[0-9a-f]*|\d+))*\.?$")
+# user:password@ (or user@) before the host, whatever the scheme: refused before anything
+# else is said about the URL, so no reason ever echoes a secret.
+_USERINFO = re.compile(r"^[^:/?#]*:?//[^/?#]*@")
 
 # Bounds that keep every later computation (timedeltas, batch arithmetic, the Eviction API's
 # grace period) inside what it can represent; each is far above any sensible setting.
@@ -211,27 +214,28 @@ def address_problem(
 def url_problem(url: str, *, allow_loopback: bool = True) -> str | None:
     """Why ``url`` may not be a health check's target (None when it may): http(s) only, no
     credentials, a host that is neither a metadata service nor link-local or unspecified;
-    loopback only when ``allow_loopback`` (the local platform)."""
+    loopback only when ``allow_loopback`` (the local platform).
+
+    The reasons never repeat the URL itself (it may hold a secret); they name the part at fault.
+    """
     if len(url) > MAX_URL_LENGTH:
         return f"is {len(url)} characters long; at most {MAX_URL_LENGTH}"
+    if _USERINFO.match(url):
+        return "carries credentials (user:password@); health checks must not hold secrets"
     if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
-        return f"{_shorten(url)} contains whitespace or control characters"
+        return "contains whitespace or control characters"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
     except ValueError as err:
-        return f"{_shorten(url)} is not a valid URL ({err})"
+        return f"is not a valid URL ({err})"
     if parts.scheme not in ("http", "https"):
-        return (
-            f"{_shorten(url)}: scheme {parts.scheme or 'missing'!r} is not allowed; use http:// or https://"
-        )
-    if "@" in parts.netloc:
-        return "carries credentials (user:password@); health checks must not hold secrets"
+        return f"scheme {parts.scheme or 'missing'!r} is not allowed; use http:// or https://"
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        return f"{_shorten(url)} names no host"
+        return "names no host; write it like http://host:port/path"
     if port == 0:
-        return f"{_shorten(url)}: port 0 is not a port"
+        return "port 0 is not a port"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -261,9 +265,9 @@ class HealthCheck(BaseModel):
         "deployment: the Deployment must be fully rolled out; prometheus: every sample of the "
         "query must stay within min_value and max_value."
     )
+    # Its length is judged by url_problem, whose reasons never echo the URL.
     url: str | None = Field(
         default=None,
-        max_length=MAX_URL_LENGTH,
         description="http and prometheus checks: http(s) address without credentials. Private "
         "(in-cluster) addresses are allowed; cloud metadata, link-local and unspecified addresses "
         "are refused, loopback is allowed only on the local platform.",

@@ -154,6 +154,8 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("address as one number", _http("http://2852039166/"), "health_checks[0].url"),
     ("address in hex", _http("http://0xa9fea9fe/"), "health_checks[0].url"),
     ("credentials in URL", _http("https://admin:hunter2@shop.example/healthz"), "health_checks[0].url"),
+    ("credentials with another scheme", _http("ftp://admin:hunter2@shop.example/"), "health_checks[0].url"),
+    ("credentials in a malformed URL", _http("http://admin:hunter2@[::1/"), "health_checks[0].url"),
     ("scheme ftp", _http("ftp://shop.example/health"), "health_checks[0].url"),
     ("scheme file", _http("file:///etc/passwd"), "health_checks[0].url"),
     (
@@ -305,6 +307,8 @@ REASONS = {
     "address as one number": "is a number",
     "address in hex": "is a number",
     "credentials in URL": "credentials",
+    "credentials with another scheme": "credentials",
+    "credentials in a malformed URL": "credentials",
     "scheme ftp": "scheme 'ftp'",
     "scheme file": "scheme 'file'",
     "loopback off the local platform": "loopback, allowed only on the local platform",
