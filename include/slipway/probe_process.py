@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     _, ready, report = _paths(folder)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    # slipway-system: the orchestrator's Role may write ConfigMaps there and nowhere else.
-    settings = ProbeSettings(namespace="slipway-system", max_duration_seconds=args.max_seconds)
+    # slipway-probe (the default): the orchestrator's Role there may create and delete
+    # ConfigMaps; in slipway-system it may not delete any (the run records live there).
+    settings = ProbeSettings(max_duration_seconds=args.max_seconds)
     probe = ApiProbe.from_kubeconfig(args.kubeconfig, settings)
     probe.start()
     wait_until("probe baseline", lambda: probe.count("baseline") >= BASELINE_REQUESTS, START_TIMEOUT_SECONDS)

@@ -145,7 +145,8 @@ def test_latency_during_a_batch_is_measured_on_every_instance(local_cluster: Loc
         assert record.get("latency")["baseline"] == opened["baseline"]
         assert record.get("latency")["window_batch"] == 1
     finally:
-        client.CoreV1Api(api).delete_namespaced_config_map(record.name, NAMESPACE)
+        # The orchestrator may not delete run records: the operator (admin) cleans up.
+        client.CoreV1Api(local_cluster.admin_client()).delete_namespaced_config_map(record.name, NAMESPACE)
 
 
 def test_kubeadm_reader_reads_apiserver_latency_through_the_api(local_cluster: LocalCluster) -> None:

@@ -39,7 +39,10 @@ def test_select_upgrade_and_rollback_twice_are_idempotent(local_cluster: LocalCl
         assert [d["action"] for d in done] == ["rolled-back"]
         again_done = workers.rollback_batch(api, record, 0, upgrader)
         assert [d["action"] for d in again_done] == ["already-at-version"]
-        client.CoreV1Api(api).delete_namespaced_config_map(record.name, "slipway-system")
+        # The orchestrator may not delete run records: the operator (admin) cleans up.
+        client.CoreV1Api(local_cluster.admin_client()).delete_namespaced_config_map(
+            record.name, "slipway-system"
+        )
     current = client.CoreV1Api(api).read_node(node)
     assert kube_nodes.kubelet_version(current) == KUBERNETES_OLD
     assert not kube_nodes.is_cordoned(current)
@@ -49,7 +52,9 @@ def test_select_upgrade_and_rollback_twice_are_idempotent(local_cluster: LocalCl
     try:
         assert workers.select_batch(api, stopped, request, 1).reason == "stopped"
     finally:
-        client.CoreV1Api(api).delete_namespaced_config_map(stopped.name, "slipway-system")
+        client.CoreV1Api(local_cluster.admin_client()).delete_namespaced_config_map(
+            stopped.name, "slipway-system"
+        )
 
 
 def test_surge_prepare_twice_adds_one_replacement_and_rollback_removes_it(
@@ -113,4 +118,7 @@ def test_batch_whose_pods_cannot_go_anywhere_is_refused_before_any_cordon(
         assert len(opened.nodes) == 1 and opened.pool == "general"
         assert record.get("capacity_refused") is None
     finally:
-        core.delete_namespaced_config_map(record.name, "slipway-system")
+        # The orchestrator may not delete run records: the operator (admin) cleans up.
+        client.CoreV1Api(local_cluster.admin_client()).delete_namespaced_config_map(
+            record.name, "slipway-system"
+        )
