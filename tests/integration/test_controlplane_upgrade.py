@@ -11,26 +11,32 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway.etcd import DEFAULT_BUMP_REVISION, back_up_and_prove
+from slipway.etcd.client import etcdctl
+from slipway.etcd.safety import check_data, restore_once
+from slipway.etcd.store import ProvenSnapshot
 from slipway.localcluster import binaries
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD, kubernetes_release
 from slipway.localcluster.nodes import count_ready
 from slipway.localcluster.workloads import unavailable_samples
+from slipway.runrecord import RunRecord
 from slipway.upgraders.controlplane import (
     ComponentRef,
     ControlPlaneTarget,
     ControlPlaneUpgrader,
+    StepFailed,
     StepRefused,
     rollback_control_plane,
 )
-from slipway.upgraders.local_controlplane import LocalControlPlaneUpgrader
+from slipway.upgraders.local_controlplane import FAULT_MARKER_KEY, LocalControlPlaneUpgrader
 from slipway.validation.baseline import Baseline, capture_baseline, compare
 from slipway.validation.probe import ApiProbe, ProbeSettings
 from tests.conftest import running_cluster
@@ -203,13 +209,53 @@ def test_forced_rollback_restores_etcd_snapshot(
     assert [r.component for r in rollback] == [ref.name for ref in reversed(apiservers)]
     assert all(r.changed for r in rollback)
     assert not any(upgrader.rollback(ref, KUBERNETES_OLD).changed for ref in apiservers)
-    restored = upgrader.restore_etcd(Path(snapshot.path))
-    print(json.dumps(restored.model_dump(mode="json"), indent=1))
+    proven = ProvenSnapshot.from_proof(snapshot)
 
-    assert restored.keys_after_restore >= snapshot.keys
-    assert restored.revision_after_restore >= snapshot.revision + DEFAULT_BUMP_REVISION
-    assert restored.consistency["consistent"]
-    assert len(set(restored.consistency["hashes"].values())) == 1
+    # A file that is not byte for byte the proven snapshot is refused before anything stops.
+    tampered = tmp_path / "tampered.db"
+    tampered.write_bytes(Path(snapshot.path).read_bytes() + b"\0")
+    with pytest.raises(StepFailed, match="changed since it was proven"):
+        upgrader.restore_etcd(ProvenSnapshot(str(tampered), proven.sha256, proven.revision, proven.keys))
+    assert all(upgrader.verify(ref) for ref in upgrader.components())
+
+    # The game-day fault: one member's data differs from its peers', and the data check names it.
+    fault = upgrader.diverge_etcd_member("etcd-1")
+    assert fault["places_changed"] >= 1 and "refused_to_start" not in fault
+    diverged = check_data(upgrader.etcd(), proven, confirmations=2)
+    assert not diverged.ok and not diverged.transient
+    assert "hold different data" in diverged.problems[0], diverged.problems
+    assert len(set(diverged.hashes.values())) == 2
+
+    # Restored once: the run record, then the cluster itself, stop a second restore.
+    rec = RunRecord(cp_cluster.admin_client(), "test-restore-once")
+    done = restore_once(
+        rec, upgrader.etcd(), proven, lambda s: upgrader.restore_etcd(s).model_dump(mode="json")
+    )
+    assert done.restored and done.entry["digest_verified"]
+    restored = done.entry["result"]
+    print(json.dumps(restored, indent=1))
+
+    def restore_again(_: ProvenSnapshot) -> dict[str, Any]:
+        raise AssertionError("etcd restored twice")
+
+    again = restore_once(rec, upgrader.etcd(), proven, restore_again)
+    assert not again.restored and "not restoring twice" in again.message
+    rec.update(etcd_restore={})  # as if the task died before recording it: the cluster knows
+    found = restore_once(rec, upgrader.etcd(), proven, restore_again)
+    assert not found.restored and found.entry["found"] == "cluster"
+    kinds = [e["kind"] for e in rec.load()["events"]]
+    assert kinds.count("etcd-restore-started") == kinds.count("etcd-restored") == 1
+    assert kinds.count("etcd-restore-skipped") == 2
+    set_aside = list((cp_cluster.cfg.state_dir / "etcd").glob("*.before-restore-*"))
+    assert len(set_aside) == cp_cluster.cfg.etcd_members  # one restore: one old data dir per member
+
+    assert restored["sha256"] == proven.sha256
+    assert restored["keys_after_restore"] >= snapshot.keys
+    assert restored["revision_after_restore"] >= snapshot.revision + DEFAULT_BUMP_REVISION
+    assert restored["consistency"]["consistent"]
+    assert len(set(restored["consistency"]["hashes"].values())) == 1
+    assert check_data(upgrader.etcd(), proven).ok
+    assert not etcdctl(upgrader.etcd(), ["get", FAULT_MARKER_KEY], what="marker").data.get("kvs")
     core = client.CoreV1Api(cp_cluster.admin_client())
     names = {cm.metadata.name for cm in core.list_namespaced_config_map(CHECK_NAMESPACE).items}
     assert "before-snapshot" in names

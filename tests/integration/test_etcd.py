@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ from slipway.etcd import (
     snapshot_status,
 )
 from slipway.etcd.client import etcdctl
-from slipway.etcd.snapshot import DRILL_MEMBER, free_loopback_ports
+from slipway.etcd.safety import check_data
+from slipway.etcd.snapshot import DRILL_MEMBER, free_loopback_ports, sha256_of
+from slipway.etcd.store import ProvenSnapshot, SnapshotRefused, SnapshotStore, verify_digest
 from slipway.localcluster import components
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_OLD
@@ -186,3 +189,56 @@ def test_leadership_moves_away_before_a_leader_restarts(etcd: EtcdEndpoints) -> 
     assert {s.leader_id for s in after.values()} == {statuses[follower].member_id}
     assert not after[leader].is_leader
     assert check_health(etcd).healthy
+
+
+def test_snapshot_store_is_write_once_private_and_digest_checked(etcd: EtcdEndpoints, tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "etcd-snapshots" / "test")
+    proof = store.take(etcd, "manual__run-1", 1)
+    assert proof.restore_ok, proof.problem
+    path = Path(proof.path)
+    assert path.name == "attempt-1.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    assert proof.sha256 == sha256_of(path)
+    proven = ProvenSnapshot.from_proof(proof)
+    verify_digest(proven)
+    # The same attempt again never replaces the proven file; a retry gets its own.
+    before = path.read_bytes()
+    with pytest.raises(SnapshotRefused, match=r"already exists .* attempt 1; snapshots are write-once"):
+        store.take(etcd, "manual__run-1", 1)
+    assert path.read_bytes() == before
+    second = store.take(etcd, "manual__run-1", 2)
+    assert Path(second.path).name == "attempt-2.db" and second.restore_ok
+    assert sorted(p.name for p in path.parent.glob("*.db")) == ["attempt-1.db", "attempt-2.db"]
+    assert not list(path.parent.glob("*.saving*"))  # no half-written file left behind
+    # A changed file no longer passes for the proven one.
+    with path.open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(SnapshotRefused, match="changed since it was proven"):
+        verify_digest(proven)
+    assert drill_processes() == []
+
+
+def test_snapshot_retention_prunes_older_runs_after_a_new_proof(etcd: EtcdEndpoints, tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "etcd-snapshots" / "test")
+    for run in ("run-a", "run-b", "run-c"):
+        assert store.take(etcd, run, 1).restore_ok
+    assert store.prune(2, current_run="run-c") == [str(store.root / "run-a")]
+    assert sorted(p.name for p in store.root.iterdir()) == ["run-b", "run-c"]
+    assert (store.root / "run-b" / "attempt-1.db").is_file()
+
+
+def test_data_check_agrees_with_the_proven_backup(etcd: EtcdEndpoints, tmp_path: Path) -> None:
+    proof = back_up_and_prove(etcd, tmp_path / "etcd.db")
+    check = check_data(etcd, ProvenSnapshot.from_proof(proof))
+    assert check.ok, check.problems
+    assert sorted(check.hashes) == sorted(check.keys) == ["etcd-0", "etcd-1", "etcd-2"]
+    assert len(set(check.hashes.values())) == 1 and len(set(check.keys.values())) == 1
+    assert min(check.revisions.values()) >= proof.revision
+    assert next(iter(check.keys.values())) >= proof.keys // 2
+    # A baseline from the future (a revision this cluster never reached) is named as lost writes.
+    future = ProvenSnapshot(proof.path, proof.sha256, check.revision + 10_000, proof.keys)
+    behind = check_data(etcd, future, confirmations=1)
+    assert not behind.ok and not behind.transient
+    assert all("behind the proven backup's" in p for p in behind.problems), behind.problems

@@ -203,6 +203,15 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
+def _put_back(record: RunRecord, saved: dict[str, Any]) -> None:
+    """Write the record as it was before the restore back over what the restore left: its keys
+    win, timelines are merged (nothing either side holds is lost)."""
+    current = record.load()
+    events = list(saved.get("events", []))
+    events += [e for e in current.get("events", []) if e not in events]
+    record.update(**(saved | {"events": events}))
+
+
 def restore_once(
     record: RunRecord,
     etcd: EtcdEndpoints,
@@ -216,11 +225,13 @@ def restore_once(
     keep = Path(snapshot.path).with_name(RECORD_COPY)
     done = record.get("etcd_restore") or {}
     if done.get("state") == RESTORE_DONE:
-        return RestoreOutcome(False, f"etcd was already restored in this run at {done.get('at')}", done)
+        message = f"etcd was already restored in this run at {done.get('at')}: not restoring twice"
+        record.event("etcd-restore-skipped", message)
+        return RestoreOutcome(False, message, done)
     if restore_done_in_cluster(etcd, snapshot):
         # An earlier attempt restored and stopped before it could say so: put its record back.
         if keep.is_file():
-            record.update(**json.loads(keep.read_text()))
+            _put_back(record, json.loads(keep.read_text()))
         entry: dict[str, Any] = {
             "state": RESTORE_DONE,
             "snapshot": snapshot.path,
@@ -243,7 +254,7 @@ def restore_once(
     saved = record.load()
     _write_private(keep, json.dumps(saved))
     result = restore(snapshot)
-    record.update(**saved)  # the restore took the record back to the snapshot's moment
+    _put_back(record, saved)  # the restore took the record back to the snapshot's moment
     entry = {
         "state": RESTORE_DONE,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
