@@ -213,9 +213,9 @@ def test_drain_blocked_by_a_pdb_names_the_pod_and_the_pdb(
     with pytest.raises(DrainBlocked) as err:
         drain_node(orchestrator, node, opts, run_id=RUN)
     message = str(err.value)
-    assert message.startswith(
-        f"drain of node {node} blocked: {payments} by PDB shop/payments-api (0 disruptions allowed"
-    )
+    assert message.startswith(f"drain of node {node} blocked after ")
+    pdb = "PDB shop/payments-api (0 disruptions allowed: maxUnavailable is 0)"
+    assert f"1 pod blocked by {pdb}: {payments}" in message
     assert [(b.pod, b.pdb) for b in err.value.blockers] == [(payments, "shop/payments-api")]
     assert err.value.result.too_many_requests > 0
     assert payments in {f"{p.metadata.namespace}/{p.metadata.name}" for p in _pods_on(orchestrator, node)}
@@ -255,9 +255,15 @@ def test_bare_and_emptydir_pods_are_refused_before_anything_changes(
         drain_node(orchestrator, node, run_id=RUN)
     message = str(err.value)
     assert message.startswith(f"drain of node {node} refused: ")
-    assert f"{TEST_NAMESPACE}/bare-shell is not managed by a controller" in message
+    unmanaged = "without a controller, nothing would recreate them (set force to evict)"
+    assert f"1 pod {unmanaged}: {TEST_NAMESPACE}/bare-shell" in message
     scratch = _running(admin, TEST_NAMESPACE, "scratch")[0].metadata.name
-    assert f"{TEST_NAMESPACE}/{scratch} keeps data in emptyDir volume scratch" in message
+    local = "with emptyDir data that eviction would lose (set delete_emptydir_data to evict)"
+    assert f"1 pod {local}: {TEST_NAMESPACE}/{scratch}" in message
+    assert any(
+        s.message.startswith(f"{TEST_NAMESPACE}/{scratch} keeps data in emptyDir volume scratch")
+        for s in err.value.plan.refuse
+    )
     assert {p.metadata.uid for p in _pods_on(orchestrator, node)} == before
     assert not nodes.is_cordoned(client.CoreV1Api(orchestrator).read_node(node))
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client
 
 from slipway.kube.drain import (
+    MAX_NAMED_PODS,
     POD_FILTERS,
     Behaviour,
     Blocker,
@@ -19,9 +20,17 @@ from slipway.kube.drain import (
     DrainResult,
     PodStatus,
     classify_pod,
+    describe_blockers,
+    describe_refusals,
+    eviction_body,
+    name_pods,
+    overdue_seconds,
     pod_key,
 )
 from slipway.kube.pdb import pdb_for_pod, selector_matches
+from slipway.models import parse_request
+from slipway.versions import newest_release
+from slipway.workers import drain_options
 
 
 def make_pod(
@@ -33,6 +42,7 @@ def make_pod(
     empty_dir: bool = False,
     mirror: bool = False,
     deleted: bool = False,
+    deleted_ago: float = 0.0,
     labels: dict[str, str] | None = None,
 ) -> client.V1Pod:
     owners = (
@@ -54,7 +64,7 @@ def make_pod(
             owner_references=owners,
             labels=labels,
             annotations={"kubernetes.io/config.mirror": "hash"} if mirror else None,
-            deletion_timestamp=datetime.now(UTC) if deleted else None,
+            deletion_timestamp=datetime.now(UTC) - timedelta(seconds=deleted_ago) if deleted else None,
         ),
         spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="i")], volumes=volumes),
         status=client.V1PodStatus(phase=phase),
@@ -97,7 +107,7 @@ def test_replicated_pod_is_evicted() -> None:
 @pytest.mark.parametrize(
     ("pod", "reason"),
     [
-        (make_pod(deleted=True), "deleted"),
+        (make_pod(deleted=True, mirror=True, owner=None), "mirror"),
         (make_pod(owner=None, mirror=True), "mirror"),
         (make_pod("node-exporter-x", "monitoring", owner="DaemonSet"), "daemonset"),
     ],
@@ -173,8 +183,15 @@ def test_refusal_names_every_pod_and_why() -> None:
     )
     err = DrainRefused(DrainPlan("general-03", (), (), refusals))
     assert str(err).startswith("drain of node general-03 refused: ")
-    assert "shop/debug-shell is not managed by a controller" in str(err)
-    assert "shop/image-cache-1 keeps data in emptyDir volume scratch" in str(err)
+    assert (
+        "1 pod without a controller, nothing would recreate them (set force to evict): shop/debug-shell"
+        in str(err)
+    )
+    assert "1 pod with emptyDir data that eviction would lose (set delete_emptydir_data to evict): " in str(
+        err
+    )
+    # Each pod's own message (which volume, which DaemonSet) stays in the plan.
+    assert "shop/image-cache-1 keeps data in emptyDir volume scratch" in refusals[1].message
 
 
 def test_blocked_drain_names_the_pod_and_its_pdb_and_serialises() -> None:
@@ -190,8 +207,10 @@ def test_blocked_drain_names_the_pod_and_its_pdb_and_serialises() -> None:
         seconds=600.0,
     )
     err = DrainBlocked(result)
-    expected = "drain of node general-03 blocked: shop/payments-api-xyz by PDB shop/payments-api"
-    assert str(err).startswith(f"{expected} (0 disruptions allowed)")
+    assert str(err) == (
+        "drain of node general-03 blocked after 600s (1 other pod evicted): "
+        "1 pod blocked by PDB shop/payments-api (0 disruptions allowed): shop/payments-api-xyz"
+    )
     data = json.loads(json.dumps(result.to_dict()))
     assert data["blockers"] == [
         {
@@ -238,3 +257,125 @@ def test_pdb_for_pod_matches_namespace_and_selector() -> None:
     found = pdb_for_pod(budgets, make_pod(labels={"app": "web"}))
     assert found is not None and (found.metadata.namespace, found.metadata.name) == ("shop", "web")
     assert pdb_for_pod(budgets, make_pod(labels={"app": "db"})) is None
+
+
+# ---- kubectl parity: grace period -1, terminating pods, grouped messages -----------------------
+
+
+def test_grace_period_minus_one_sends_no_grace_so_each_pod_keeps_its_own() -> None:
+    pod = make_pod()
+    own = eviction_body(pod, DrainOptions(grace_period_seconds=-1)).delete_options
+    assert own.grace_period_seconds is None  # what kubectl sends for --grace-period=-1
+    assert eviction_body(pod, DEFAULTS).delete_options.grace_period_seconds == 300
+    assert eviction_body(pod, DrainOptions(grace_period_seconds=0)).delete_options.grace_period_seconds == 0
+    with pytest.raises(ValueError, match="drain option grace_period_seconds: -2 must be 0 or more, or -1"):
+        DrainOptions(grace_period_seconds=-2)
+    with pytest.raises(ValueError, match="drain option skip_wait_for_delete_timeout_seconds: -1"):
+        DrainOptions(skip_wait_for_delete_timeout_seconds=-1)
+
+
+def test_the_form_accepts_minus_one_and_the_drain_receives_it() -> None:
+    request = parse_request({"target_version": str(newest_release()), "drain_grace_period_seconds": -1})
+    assert drain_options(request).grace_period_seconds == -1
+    assert drain_options(parse_request({"target_version": str(newest_release())})).grace_period_seconds == 300
+
+
+def test_terminating_pod_is_awaited_not_skipped() -> None:
+    status = classify_pod(make_pod(deleted=True), DEFAULTS)
+    assert (status.behaviour, status.reason, status.pod) == (Behaviour.WAIT, "terminating", "shop/web-1")
+    assert "waits until it is gone" in status.message
+
+
+def test_terminating_pods_are_still_judged_by_the_other_filters_as_in_kubectl() -> None:
+    bare = make_pod("debug-shell", owner=None, deleted=True)
+    assert classify_pod(bare, DEFAULTS).reason == "unreplicated"
+    assert classify_pod(bare, DrainOptions(force=True)).behaviour is Behaviour.WAIT
+    daemon = classify_pod(make_pod("ne", "monitoring", owner="DaemonSet", deleted=True), DEFAULTS)
+    assert (daemon.behaviour, daemon.reason) == (Behaviour.SKIP, "daemonset")
+
+
+@pytest.mark.parametrize(
+    ("deleted_ago", "skip_wait", "behaviour"),
+    [
+        (400.0, 300, Behaviour.SKIP),  # due 400 s ago, more than 300: kubectl skips it
+        (400.0, 0, Behaviour.WAIT),  # 0: every terminating pod is awaited (kubectl's default)
+        (300.5, 300, Behaviour.WAIT),  # whole seconds, as kubectl counts: 300 is not above 300
+        (-200.0, 1, Behaviour.WAIT),  # deletionTimestamp in the future: its grace period still runs
+    ],
+)
+def test_pods_terminating_past_skip_wait_for_delete_timeout_are_skipped_and_say_so(
+    deleted_ago: float, skip_wait: int, behaviour: Behaviour
+) -> None:
+    pod = make_pod(deleted=True, deleted_ago=deleted_ago)
+    status = classify_pod(pod, DrainOptions(skip_wait_for_delete_timeout_seconds=skip_wait))
+    assert status.behaviour is behaviour
+    if behaviour is Behaviour.SKIP:
+        assert status.reason == "terminating-too-long"
+        assert (
+            "due to be gone 400s ago, more than skip_wait_for_delete_timeout_seconds (300s)" in status.message
+        )
+
+
+def test_overdue_seconds_reads_the_raw_json_timestamp() -> None:
+    now = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    assert overdue_seconds("2026-01-01T00:00:00Z", now) == 300.0
+    assert overdue_seconds(None, now) is None
+
+
+def test_finished_daemonset_pod_is_evicted_like_any_finished_pod() -> None:
+    status = classify_pod(make_pod("ne", "monitoring", owner="DaemonSet", phase="Failed"), DEFAULTS)
+    assert (status.behaviour, status.reason) == (Behaviour.EVICT, "completed")
+
+
+def test_name_pods_names_five_then_counts_the_rest() -> None:
+    pods = [f"shop/p-{i}" for i in range(1, 9)]
+    assert name_pods(pods) == "shop/p-1, shop/p-2, shop/p-3, shop/p-4, shop/p-5 and 3 more"
+    assert name_pods(pods[:5]) == "shop/p-1, shop/p-2, shop/p-3, shop/p-4, shop/p-5"
+    assert MAX_NAMED_PODS == 5
+
+
+def test_blockers_are_grouped_by_what_holds_them() -> None:
+    pdb = "PDB shop/payments-api (0 disruptions allowed: maxUnavailable is 0)"
+    blockers = [Blocker(f"shop/payments-api-{i}", pdb, "shop/payments-api") for i in range(1, 9)]
+    blockers.append(Blocker("shop/web-1", "evicted, still terminating at the timeout"))
+    assert describe_blockers(blockers) == (
+        f"8 pods blocked by {pdb}: shop/payments-api-1, shop/payments-api-2, shop/payments-api-3, "
+        "shop/payments-api-4, shop/payments-api-5 and 3 more; "
+        "1 pod evicted, still terminating at the timeout: shop/web-1"
+    )
+    err = DrainBlocked(
+        DrainResult("general-03", evicted=["shop/web-1", "shop/a"], blockers=blockers, seconds=600)
+    )
+    assert str(err).startswith(
+        "drain of node general-03 blocked after 600s (1 other pod evicted): 8 pods blocked"
+    )
+    assert str(err).count("shop/payments-api-") == 5
+
+
+def test_refusals_are_grouped_by_reason_with_at_most_five_named() -> None:
+    refused = (
+        *(classify_pod(make_pod(f"shell-{i:02}", owner=None), DEFAULTS) for i in range(12)),
+        classify_pod(make_pod("cache-1", empty_dir=True), DEFAULTS),
+        PodStatus("shop/x", Behaviour.REFUSE, "system", "shop/x is a system pod"),
+    )
+    message = str(DrainRefused(DrainPlan("general-03", (), (), refused)))
+    assert message == (
+        "drain of node general-03 refused: 12 pods without a controller, nothing would recreate them "
+        "(set force to evict): shop/shell-00, shop/shell-01, shop/shell-02, shop/shell-03, shop/shell-04 "
+        "and 7 more; 1 pod with emptyDir data that eviction would lose (set delete_emptydir_data to "
+        "evict): shop/cache-1; 1 pod refused (system): shop/x"
+    )
+    assert describe_refusals(refused[-1:]) == "1 pod refused (system): shop/x"
+
+
+def test_plan_and_result_name_the_pods_awaited() -> None:
+    waiting = classify_pod(make_pod("web-2", deleted=True), DEFAULTS)
+    plan = DrainPlan("general-03", (classify_pod(make_pod(), DEFAULTS),), (), (), wait=(waiting,))
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert (data["evict"], data["wait"]) == (["shop/web-1"], ["shop/web-2"])
+    assert plan.summary().startswith("node general-03: 1 to evict, 1 terminating to await, 0 left alone")
+    overdue = PodStatus("shop/old", Behaviour.SKIP, "terminating-too-long", "...")
+    result = DrainResult("general-03", drained=True, awaited=["shop/web-2"], skipped=[overdue])
+    assert result.to_dict()["awaited"] == ["shop/web-2"]
+    assert "1 already terminating awaited" in result.summary()
+    assert result.summary().endswith("past skip_wait_for_delete_timeout_seconds: shop/old")

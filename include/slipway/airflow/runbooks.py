@@ -97,11 +97,14 @@ CORDON = runbook(
     "Safe: an already-cordoned node is not an error, and an operator's cordon is preserved.",
 )
 DRAIN = runbook(
-    "Evicts the node's pods through the Eviction API (PDBs honoured; grace 300 s, timeout 600 s, "
-    "DaemonSets ignored, local data kept, no force), retrying 429s with backoff.",
-    "The error names each pod still on the node and the PDB blocking it. Fix the PDB or the workload, "
-    "or rerun with the quarantine policy.",
-    "Safe: a drained node is a no-op, a half-drained node is drained again.",
+    "Evicts the node's pods through the Eviction API (PDBs honoured; grace 300 s, or each pod's own "
+    "with -1 as in kubectl; timeout 600 s; DaemonSets ignored, local data kept, no force), retrying "
+    "429s with backoff. Pods already terminating are awaited until they are gone, up to the timeout.",
+    "The error groups the pods still on the node by what holds them (a PDB, a termination that did "
+    "not finish), naming five per group and counting the rest. Fix the PDB or the workload (a pod "
+    "stuck terminating usually has a finalizer nobody removes), or rerun with the quarantine policy.",
+    "Safe: a drained node is a no-op, a half-drained node is drained again, and pods still "
+    "terminating from an earlier attempt are waited for, never counted as gone.",
 )
 UPGRADE_NODE = runbook(
     "Upgrades the node with the platform's node upgrader (in place, surge replacement, or kubeadm).",
