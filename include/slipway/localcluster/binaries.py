@@ -142,13 +142,51 @@ def _module_gomod(go: str, module: str, version: str, env: dict[str, str]) -> st
     return Path(match[1]).read_text()
 
 
+def _unserved(go: str, modules: list[str], version: str, env: dict[str, str]) -> set[str]:
+    """Which of ``modules`` the module proxy will not hand out at ``version`` (one request)."""
+    out = subprocess.run(
+        [go, "mod", "download", "-json", *(f"{m}@{version}" for m in modules)],
+        capture_output=True,
+        check=False,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
+    found = re.findall(r'"Path":\s*"([^"]+)",\s*"Version":\s*"[^"]+",\s*"Error":', out.stdout)
+    return set(found)
+
+
+def _staging_versions(go: str, staging: list[str], twin: str, env: dict[str, str]) -> dict[str, str]:
+    """Each staging module at its v0 twin of the release. A few exact twins of older patches
+    are refused by the proxy this machine reaches ("not available"); such a module falls back
+    to the nearest older patch of the same minor that is served, and the build says so."""
+    chosen = dict.fromkeys(staging, twin)
+    missing = _unserved(go, staging, twin, env)
+    major_minor, _, patch = twin.rpartition(".")
+    for older in range(int(patch) - 1, -1, -1):
+        if not missing:
+            break
+        candidate = f"{major_minor}.{older}"
+        still = _unserved(go, sorted(missing), candidate, env)
+        for mod in missing - still:
+            chosen[mod] = candidate
+            print(f"note: {mod}@{twin} is not served; using {candidate} (same minor)", flush=True)
+        missing = still
+    if missing:
+        raise BinaryError(f"no patch of {', '.join(sorted(missing))} at {major_minor}.x is served")
+    return chosen
+
+
 def _kubernetes_wrapper(go: str, version: str, env: dict[str, str]) -> str:
     """A go.mod that builds k8s.io/kubernetes: every staging module pinned to its v0 twin."""
     upstream = _module_gomod(go, "k8s.io/kubernetes", f"v{version}", env)
     staging = sorted(set(re.findall(r"^\s+(k8s\.io/[\w.-]+) v0\.0\.0$", upstream, re.M)))
+    # Never imported by the binaries built here, and often not served at all.
+    staging = [m for m in staging if m != "k8s.io/sample-apiserver"]
     go_line = re.search(r"^go (\S+)$", upstream, re.M)
     twin = "v0." + version.split(".", 1)[1]
-    replaces = "\n".join(f"\t{mod} => {mod} {twin}" for mod in staging)
+    versions = _staging_versions(go, staging, twin, env)
+    replaces = "\n".join(f"\t{mod} => {mod} {versions[mod]}" for mod in staging)
     return (
         "module slipway.local/kubernetes-build\n\n"
         f"go {go_line[1] if go_line else '1.26.0'}\n\n"
