@@ -6,6 +6,7 @@ Checks read through the least-privileged orchestrator identity; only the seeding
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,9 +34,13 @@ from slipway.checks import (
 from slipway.checks.apis import LAST_APPLIED, ListedKind, applied_objects
 from slipway.etcd import EtcdEndpoints
 from slipway.inventory import HEALTHY, LocalControlPlaneReader, collect_inventory
+from slipway.kube.client import api_client
+from slipway.localcluster import components
 from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import ETCD_OLD, KUBERNETES_OLD
 from slipway.models import CheckResult, ClusterInventory, UpgradeRequest, parse_request
+from slipway.versions import Version
 from tests.integration.conftest import HOG
 
 pytestmark = pytest.mark.cluster
@@ -158,7 +163,9 @@ def test_manifest_on_removed_api_blocks_naming_the_object(
     )
     evidence = as_json(manifests)["evidence"]
     assert evidence["removed"][0]["object"] == f"FlowSchema {legacy_flowschema}"
-    assert evidence["skipped"] == []  # the orchestrator may list every kind it scans
+    # Every kind the scan could not read is named (what the orchestrator's role does not grant).
+    assert all(s.endswith(": forbidden for this identity") for s in evidence["skipped"])
+    assert evidence["kinds_listed"] >= 40 and "PodSecurityPolicy (policy)" in evidence["not_served"]
     # Nothing in this cluster calls or serves an API that 1.37 removes.
     assert requests.severity in ("ok", "info") and served.severity == "ok"
 
@@ -167,7 +174,8 @@ def test_sample_cluster_has_no_removed_api_manifests(
     api: client.ApiClient, inventory: ClusterInventory, request_137: UpgradeRequest
 ) -> None:
     manifests = check_removed_apis(api, inventory.apiserver_version, request_137.target)[0]
-    assert manifests.severity == "ok", manifests.summary
+    evidence = as_json(manifests)["evidence"]
+    assert manifests.passed and (evidence["removed"], evidence["deprecated"]) == ([], []), manifests.summary
 
 
 def test_unserved_kind_is_skipped_quietly_forbidden_one_reported(api: client.ApiClient) -> None:
@@ -176,6 +184,92 @@ def test_unserved_kind_is_skipped_quietly_forbidden_one_reported(api: client.Api
     # Secrets are outside the orchestrator's rights on purpose; the check says what it could not see.
     objects, skipped = applied_objects(api, [ListedKind("", "v1", "secrets")])
     assert (objects, skipped) == ([], ["/api/v1/secrets: forbidden for this identity"])
+
+
+# ---- served is not used: an apiserver serving a version the target removes ---------------------
+
+V136, V137 = Version.parse(KUBERNETES_OLD), Version.parse("1.37.2")
+NET_V1BETA1 = "networking.k8s.io/v1beta1"  # ServiceCIDR and IPAddress: gone in 1.37
+EXTRA_APISERVER = 9  # a third kube-apiserver of the session cluster, outside the load balancer
+
+
+@pytest.fixture(scope="module")
+def serving_removed_api(local_cluster: LocalCluster) -> Iterator[client.ApiClient]:
+    """The orchestrator's client on a real extra kube-apiserver of the session cluster that also
+    serves networking.k8s.io/v1beta1 (``--runtime-config``), which 1.37 stops serving. Nothing
+    stores or calls anything at that version: the cluster is otherwise stock.
+
+    (A 1.31 cluster, which serves flowcontrol v1beta3 by default, would show the same; its
+    binaries cannot be built here: the Go module proxy refuses k8s.io/kube-scheduler v0.31.14.)
+    """
+    name, cfg = f"kube-apiserver-{EXTRA_APISERVER}", local_cluster.cfg
+    argv = components.apiserver_argv(cfg, EXTRA_APISERVER, KUBERNETES_OLD)
+    local_cluster.sup.start(name, [*argv, f"--runtime-config={NET_V1BETA1}=true"])
+    try:
+        wait_until(name, lambda: local_cluster.apiserver_ready(EXTRA_APISERVER), 120)
+        api = api_client(local_cluster.orchestrator_kubeconfig)
+        api.configuration.host = f"https://127.0.0.1:{cfg.apiserver_port(EXTRA_APISERVER)}"
+        yield api
+    finally:
+        local_cluster.sup.stop(name)
+
+
+def test_served_removed_version_alone_never_blocks(serving_removed_api: client.ApiClient) -> None:
+    results = {r.name: r for r in check_removed_apis(serving_removed_api, V136, V137)}
+    served = results["removed-apis/served"]
+    # The apiserver really serves the removed version (the old check made this a blocker) ...
+    assert (served.severity, served.passed) == ("info", True)
+    assert f"ServiceCIDR {NET_V1BETA1} (removed in 1.37)" in served.summary
+    # ... and since nothing uses it, nothing blocks the upgrade.
+    assert [r.summary for r in results.values() if r.severity == "blocker"] == []
+    manifests = as_json(results["removed-apis/manifests"])["evidence"]
+    assert manifests["removed"] == [] and manifests["kinds_listed"] >= 40
+
+
+def test_a_client_calling_the_removed_version_blocks_naming_it(
+    local_cluster: LocalCluster, serving_removed_api: client.ApiClient
+) -> None:
+    # An admin client lists ServiceCIDRs through the removed version, as an old tool would.
+    admin = api_client(local_cluster.admin_kubeconfig)
+    admin.configuration.host = serving_removed_api.configuration.host
+    listing = admin.call_api(
+        f"/apis/{NET_V1BETA1}/servicecidrs", "GET", auth_settings=["BearerToken"], _preload_content=False
+    )
+    assert listing.status == 200
+    events = _audited_deprecated_call(local_cluster, "servicecidrs")
+    results = {r.name: r for r in check_removed_apis(serving_removed_api, V136, V137, audit_events=events)}
+    # This apiserver counted the request; the audit log names the caller.
+    requests = results["removed-apis/requests"]
+    assert requests.severity == "blocker"
+    assert f"servicecidrs.{NET_V1BETA1} (removed in 1.37)" in requests.summary
+    audit = results["removed-apis/audit"]
+    assert audit.severity == "blocker"
+    assert f"-> servicecidrs.{NET_V1BETA1} (removed in 1.37)" in audit.summary
+    assert results["removed-apis/served"].severity == "info"
+
+
+def _audited_deprecated_call(
+    cluster: LocalCluster, resource: str, timeout: float = 30
+) -> list[dict[str, Any]]:
+    """The apiservers' audit events, once one shows a deprecated call to ``resource`` (the log
+    backend writes the ResponseComplete stage just after the response)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = []
+        for path in sorted((cluster.cfg.state_dir / "audit").glob("kube-apiserver-*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by rotation
+        if any(
+            (e.get("annotations") or {}).get("k8s.io/deprecated") == "true"
+            and (e.get("objectRef") or {}).get("resource") == resource
+            for e in events
+        ):
+            return events
+        assert time.monotonic() < deadline, f"no audited deprecated call to {resource} within {timeout}s"
+        time.sleep(0.5)
 
 
 # ---- PDBs and workloads -------------------------------------------------------------------------
