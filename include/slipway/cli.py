@@ -248,10 +248,11 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def _kube_configuration(args: argparse.Namespace) -> Any:
     """The client configuration from the kubeconfig and context, checked without a request."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    flag = "--kubeconfig" if args.kubeconfig else "KUBECONFIG"
+    flag = "--kubeconfig" if args.kubeconfig else "--kubeconfig (not given: $KUBECONFIG, ~/.kube/config)"
     cfg = client.Configuration()
     if args.kubeconfig and not Path(args.kubeconfig).is_file():
         raise UsageError(f"--kubeconfig: {args.kubeconfig} is not a readable file")
@@ -270,8 +271,10 @@ def _kube_configuration(args: argparse.Namespace) -> Any:
         config.load_kube_config(
             config_file=args.kubeconfig, context=args.context, client_configuration=cfg, persist_config=False
         )
-    except ConfigException as err:
+    except (ConfigException, yaml.YAMLError) as err:
         raise UsageError(f"{flag}: {' '.join(str(err).split())}") from err
+    except (TypeError, AttributeError, KeyError) as err:  # YAML, but not shaped like a kubeconfig
+        raise UsageError(f"{flag}: not a kubeconfig ({type(err).__name__}: {err})") from err
     cfg.retries = 1
     return cfg
 

@@ -13,30 +13,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway import incidents
 from slipway.kube import nodes as kube_nodes
-from slipway.models import RequestError, UpgradeRequest
-from slipway.platform import Platform, PlatformSettings
-from slipway.preflight import CHECK_TASKS, Preflight, assess_run
 from slipway.reports.maturity import assess as assess_maturity
 from slipway.reports.maturity import load_run_records, run_facts
 from slipway.reports.run import PHASES, phase_timings, render_markdown, run_verdict
 from slipway.runrecord import NAMESPACE, RunRecord, record_name
-from slipway.versions import Version
+
+if TYPE_CHECKING:  # plan and preflight import the checks and models when they run, not status
+    from slipway.models import UpgradeRequest
+    from slipway.platform import PlatformSettings
+    from slipway.preflight import Preflight
 
 LEASE_NAME = "slipway-upgrade"
 BACKUP_CHECK = "etcd-backup"
 PREFLIGHT_DAG = "k8s_upgrade_preflight"
 NOT_FOUND = 404
-
-
-class Unreachable(RuntimeError):
-    """The cluster did not answer, or refused our credentials (exit code 4)."""
 
 
 class Refused(RuntimeError):
@@ -69,6 +66,9 @@ def _age(now: datetime, stamp: str | datetime | None) -> float | None:
 
 
 def _preflight(api: client.ApiClient, target: Target) -> Preflight:
+    from slipway.platform import Platform
+    from slipway.preflight import Preflight
+
     return Preflight(Platform(target.settings, api), target.request, target.artefacts)
 
 
@@ -87,6 +87,8 @@ def gather_plan(api: client.ApiClient, target: Target) -> dict[str, Any]:
 
     :raises Refused: the planner found no safe path (its reason names the component).
     """
+    from slipway.preflight import assess_run
+
     pre = _preflight(api, target)
     try:
         plan = _plan_with_names(pre)
@@ -102,6 +104,10 @@ def refuse_request_for_this_cluster(api: client.ApiClient, target: Target) -> No
 
     :raises Refused: one line naming each field.
     """
+    from slipway.models import RequestError
+    from slipway.platform import Platform
+    from slipway.versions import Version
+
     workers = kube_nodes.list_workers(api)
     versions = [Version.parse(kube_nodes.kubelet_version(n)) for n in workers]
     problem = Platform(target.settings, api).strategy_problem(target.request.strategy)
@@ -123,10 +129,13 @@ def gather_preflight(
 ) -> dict[str, Any]:
     """Every preflight check the DAG runs (the backup only when asked), the risk matrix and
     the decision. A check that raises is reported as an error, as its DAG task would fail."""
+    from slipway.preflight import CHECK_TASKS, assess_run
+
     refuse_request_for_this_cluster(api, target)
     pre = _preflight(api, target)
     result: dict[str, Any] = {
         "target": target.request.target_version,
+        "ran": [],  # the check families run (one DAG task each); a family may yield several results
         "checks": [],
         "skipped": [],
         "errors": [],
@@ -148,6 +157,7 @@ def gather_preflight(
                 }
             )
             continue
+        result["ran"].append(name)
         try:
             result["checks"] += [r.model_dump(mode="json") for r in pre.run(name)]
         except Exception as err:  # the DAG's task for this check would fail; say why and go on
@@ -219,7 +229,9 @@ def run_summary(data: dict[str, Any], lease: dict[str, Any] | None, now: datetim
     holds = bool(lease and lease["live"] and lease["run_id"] == run_id)
     finished = "report" in data
     state = "finished" if finished else ("running" if holds else "not running")
-    total = dict(phase_timings(events)).get("total")
+    started = _age(now, events[0]["at"]) if events else None
+    # A running run has taken until now; any other, until its last event.
+    total = started if state == "running" else dict(phase_timings(events)).get("total")
     last = events[-1] if events else None
     return {
         "run_id": run_id,
@@ -227,7 +239,7 @@ def run_summary(data: dict[str, Any], lease: dict[str, Any] | None, now: datetim
         "record": record_name(run_id),
         "target": data.get("request", {}).get("target_version", ""),
         "started_at": events[0]["at"] if events else None,
-        "started_seconds_ago": _age(now, events[0]["at"]) if events else None,
+        "started_seconds_ago": started,
         "seconds": total,
         "phase": current_phase(data),
         "state": state,

@@ -7,6 +7,7 @@ prints), so the table output is unit-tested without a cluster.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -44,12 +45,26 @@ def _cell(value: Any, limit: int = MAX_CELL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = MAX_CELL) -> str:
-    """Columns aligned like ``kubectl get``: upper-case header, two spaces between columns."""
-    cells = [[_cell(c, limit) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], limit: int = MAX_CELL, *, wrap: int = 0
+) -> str:
+    """Columns aligned like ``kubectl get``: upper-case header, two spaces between columns.
+
+    Cells longer than ``limit`` are cut with ``…``; with ``wrap`` the last column is instead
+    wrapped at that width onto indented continuation lines, so nothing is lost.
+    """
+    cells = [
+        [_cell(c, limit if not wrap or i < len(row) - 1 else 10**6) for i, c in enumerate(row)]
+        for row in rows
+    ]
+    lasts = [textwrap.wrap(r[-1], wrap) or [""] if wrap else [r[-1]] for r in cells]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header[:-1])]
+    widths.append(max([len(header[-1]), *(len(line) for last in lasts for line in last)]))
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    indent = sum(w + 2 for w in widths[:-1])
+    for row, last in zip(cells, lasts, strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip([*row[:-1], last[0]], widths, strict=True)))
+        lines += [" " * indent + line for line in last[1:]]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -113,7 +128,7 @@ def render_plan(result: dict[str, Any]) -> str:
                     ]
                     for h in hops
                 ],
-                limit=100,
+                wrap=60,
             )
         )
     else:
@@ -158,7 +173,7 @@ def render_preflight(result: dict[str, Any]) -> str:
     ]
     rows += [[s["name"], "skipped", "-", s["reason"]] for s in result.get("skipped", [])]
     rows += [[e["name"], "error", "NO", f"could not run: {e['error']}"] for e in result.get("errors", [])]
-    out.append(table(["check", "severity", "passed", "summary"], rows, limit=110))
+    out.append(table(["check", "severity", "passed", "summary"], rows, wrap=80))
     failed = [c for c in result["checks"] if not c["passed"] and c.get("mitigation")]
     if failed:
         out += ["", "Mitigations:"]
@@ -280,7 +295,7 @@ def render_history(maturity: dict[str, Any]) -> str:
                 [c["level"], c["name"], "yes" if c["met"] else "NO", c["evidence"]]
                 for c in maturity["criteria"]
             ],
-            limit=90,
+            wrap=70,
         ),
     ]
     missing = [

@@ -240,9 +240,10 @@ def test_a_run_is_running_only_while_it_holds_a_live_lease() -> None:
     live = {"live": True, "run_id": "manual__night", "holder": "k8s_cluster_upgrade/manual__night"}
     summary = run_summary(RUNNING, live, NOW)
     assert (summary["state"], summary["verdict"], summary["holds_lease"]) == ("running", None, True)
-    assert summary["started_seconds_ago"] == 600 and summary["seconds"] == 540
+    assert summary["started_seconds_ago"] == 600 and summary["seconds"] == 600  # running: until now
     assert summary["last_event"]["kind"] == "batch-opened"
-    assert run_summary(RUNNING, live | {"live": False}, NOW)["state"] == "not running"
+    stopped = run_summary(RUNNING, live | {"live": False}, NOW)
+    assert (stopped["state"], stopped["seconds"]) == ("not running", 540)  # until its last event
     finished = run_summary(RUNNING | {"report": {}, "worker_phase": {"reason": "done"}}, None, NOW)
     assert (finished["state"], finished["verdict"]) == ("finished", "upgraded")
 
@@ -277,7 +278,7 @@ def test_status_table_shows_runs_lease_and_nodes_with_human_durations() -> None:
     text = cli_render.render_status(status)
     assert "held by k8s_cluster_upgrade/manual__night (renewed 4s ago, expires in 26s" in text
     assert "manual__night" in text and "workers" in text and "running" in text and "10m ago" in text
-    assert "9m" in text  # the run's duration so far, not raw seconds
+    assert "10m" in text  # the run's duration so far, not raw seconds
     assert "general-00" in text and "1m 15s ago" in text and "PDB shop/db blocks eviction" in text
 
     empty = cli_render.render_status(
