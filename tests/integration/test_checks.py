@@ -179,8 +179,8 @@ def test_sample_cluster_has_no_removed_api_manifests(
 
 
 def test_unserved_kind_is_skipped_quietly_forbidden_one_reported(api: client.ApiClient) -> None:
-    # The orchestrator may read storage.k8s.io, which has no v1alpha9: nothing stored, nothing to say.
-    assert applied_objects(api, [ListedKind("storage.k8s.io", "v1alpha9", "widgets")]) == ([], [])
+    # The orchestrator may list StorageClasses; there is no storage.k8s.io/v1alpha9: nothing to say.
+    assert applied_objects(api, [ListedKind("storage.k8s.io", "v1alpha9", "storageclasses")]) == ([], [])
     # Secrets are outside the orchestrator's rights on purpose; the check says what it could not see.
     objects, skipped = applied_objects(api, [ListedKind("", "v1", "secrets")])
     assert (objects, skipped) == ([], ["/api/v1/secrets: forbidden for this identity"])
