@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from slipway import workers
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import platform, record, request_from
+from slipway.planner import PlanRefused
 from slipway.preflight import CHECK_TASKS, Preflight, assess_run
 from slipway.reports import reports_root
 
@@ -35,8 +36,16 @@ def _preflight(request: dict[str, Any]) -> Preflight:
 
 @task(doc_md=runbooks.PLAN_UPGRADE, retries=2)
 def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
-    summary = _preflight(request).plan_summary()
     rec = record()
+    try:
+        summary = _preflight(request).plan_summary()
+    except PlanRefused as err:
+        # No safe path is a decision, not a crash: the upgrade-path check reports the same
+        # refusal as a blocker, so the risk gate ends the run "refused" with this reason.
+        summary = {"refused": err.to_dict()}
+        rec.update(plan=summary)
+        rec.event("plan-refused", f"no safe upgrade path ({err.rule}): {err.reason}")
+        return summary
     rec.update(plan=summary)
     try:  # the performance baseline, before anything changes; the batches compare against it
         workers.record_latency_baseline(platform().control_plane_reader(), rec)
