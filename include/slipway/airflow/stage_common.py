@@ -21,12 +21,17 @@ from slipway.versions import Version
 WORKERS_ONLY_DAG = "k8s_worker_upgrade"
 
 
+def _served_version(api: Any) -> Version:
+    """The version the apiserver behind the orchestrator's endpoint reports."""
+    from kubernetes import client
+
+    return Version.parse(client.VersionApi(api).get_code().git_version)
+
+
 def _refuse_kubelets_newer_than_control_plane(api: Any, request: Any) -> None:
     """The skew policy forbids a kubelet newer than the apiserver: the worker-only DAG
     cannot be the one that moves the cluster forward."""
-    from kubernetes import client
-
-    served = Version.parse(client.VersionApi(api).get_code().git_version)
+    served = _served_version(api)
     if request.target > served:
         raise RequestError(
             [
@@ -57,9 +62,7 @@ def _refuse_strategy_not_runnable_here(dag_id: str, request: Any) -> None:
 def _refuse_more_than_one_control_plane_minor(api: Any, request: Any) -> None:
     """One run moves the control plane one minor (its workers follow in the same run);
     a longer path is run hop by hop so the kubelets never fall outside the skew policy."""
-    from kubernetes import client
-
-    served = Version.parse(client.VersionApi(api).get_code().git_version)
+    served = _served_version(api)
     if request.target.major == served.major and request.target.minor - served.minor > 1:
         hop = f"{served.major}.{served.minor + 1}"
         raise RequestError(
@@ -81,8 +84,13 @@ def validate_request() -> dict[str, Any]:
     interval_end = context.get("data_interval_end")
     try:
         conf = conf_to_request(dict(context["params"]))
-        if conf.get("window_end") is None and context["dag_run"].run_type == "scheduled" and interval_end:
+        scheduled = context["dag_run"].run_type == "scheduled"
+        if conf.get("window_end") is None and scheduled and interval_end:
             conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
+        if scheduled and context["dag"].dag_id == WORKERS_ONLY_DAG:
+            # Nobody chose a target for an unattended window: the kubelets follow the control
+            # plane (never the newest release Slipway knows, which the skew policy forbids).
+            conf["target_version"] = str(_served_version(orchestrator_api()))
         # Loopback health-check targets are refused unless the cluster is the local one.
         local = platform().settings.platform == "local"
         request = parse_request(conf, local_platform=local)
