@@ -19,7 +19,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway import incidents
+from slipway import lease as cluster_lease
 from slipway.kube import nodes as kube_nodes
+from slipway.redact import redact, redact_value
 from slipway.reports.maturity import assess as assess_maturity
 from slipway.reports.maturity import load_run_records, run_facts
 from slipway.reports.run import PHASES, phase_timings, render_markdown, run_verdict
@@ -30,10 +32,8 @@ if TYPE_CHECKING:  # plan and preflight import the checks and models when they r
     from slipway.platform import PlatformSettings
     from slipway.preflight import Preflight
 
-LEASE_NAME = "slipway-upgrade"
 BACKUP_CHECK = "etcd-backup"
 PREFLIGHT_DAG = "k8s_upgrade_preflight"
-NOT_FOUND = 404
 
 
 class Refused(RuntimeError):
@@ -184,30 +184,22 @@ def _one_line(err: BaseException) -> str:
 
 
 def read_lease(api: client.ApiClient, now: datetime) -> dict[str, Any] | None:
-    """The upgrade Lease: who holds it and whether it is live (renewTime + duration in the future)."""
-    try:
-        lease = client.CoordinationV1Api(api).read_namespaced_lease(LEASE_NAME, NAMESPACE)
-    except ApiException as err:
-        if err.status == NOT_FOUND:
-            return None
-        raise
-    spec = lease.spec
-    holder = spec.holder_identity or ""
-    renewed = spec.renew_time or spec.acquire_time
-    duration = spec.lease_duration_seconds
-    expires_in = None
-    if renewed is not None and duration is not None:
-        expires_in = duration - (_age(now, renewed) or 0.0)
-    dag_id, _, run_id = holder.partition("/")
+    """The upgrade Lease as :mod:`slipway.lease` reads and judges it: who holds it, whether it
+    is live (``renewTime + leaseDurationSeconds`` ahead), when it expires."""
+    state = cluster_lease.read(api)
+    if state is None:
+        return None
+    holder = state.holder or ""
+    expires = state.expires_at
     return {
         "holder": holder,
-        "dag_id": dag_id if run_id else "",
-        "run_id": run_id or holder,
-        "renewed_at": renewed.isoformat() if renewed else None,
-        "renewed_seconds_ago": _age(now, renewed),
-        "duration_seconds": duration,
-        "expires_in_seconds": expires_in,
-        "live": bool(holder) and expires_in is not None and expires_in > 0,
+        "dag_id": holder.split("/", 1)[0] if "/" in holder else "",
+        "run_id": cluster_lease.run_of(holder) if holder else "",
+        "renewed_at": state.renewed.isoformat() if state.renewed else None,
+        "renewed_seconds_ago": _age(now, state.renewed),
+        "duration_seconds": state.duration,
+        "expires_in_seconds": (expires - now).total_seconds() if expires else None,
+        "live": cluster_lease.is_live(state, now),
     }
 
 
@@ -312,13 +304,17 @@ def load_run(api: client.ApiClient, run: str) -> dict[str, Any]:
 
 
 def report_document(data: dict[str, Any]) -> dict[str, Any]:
-    """What ``upgrade-report.json`` holds: the verdict, the incident and the whole record."""
+    """What ``upgrade-report.json`` holds: the verdict, the incident and the whole record,
+    redacted as :func:`~slipway.reports.run.write_run_report` redacts it."""
+    data = redact_value(data)
     incident = incidents.classify(data)
     return {"verdict": run_verdict(data), "incident": incident.to_dict() if incident else None} | data
 
 
 def report_markdown(data: dict[str, Any]) -> str:
-    return render_markdown(data, run_verdict(data))
+    """``upgrade-report.md`` as the DAG's report task writes it."""
+    data = redact_value(data)
+    return redact(render_markdown(data, run_verdict(data)))
 
 
 def gather_history(api: client.ApiClient) -> dict[str, Any]:

@@ -211,6 +211,8 @@ def render_lease(lease: dict[str, Any] | None) -> str:
             f"{where}: held by {holder} (renewed {renewed}, expires {ago(-lease['expires_in_seconds'])}, "
             f"duration {human_duration(lease.get('duration_seconds'))})"
         )
+    if not lease.get("holder"):
+        return f"{where}: free (released; no upgrade holds the cluster)"
     if lease.get("expires_in_seconds") is None:
         return f"{where}: free (holder {holder}, never renewed)"
     return f"{where}: free (last holder {holder}, expired {ago(-lease['expires_in_seconds'])})"

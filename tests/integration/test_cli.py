@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from slipway import lease
 from slipway.checks.versions import cluster_versions
 from slipway.cli import DECISION_EXIT
 from slipway.inventory import LocalControlPlaneReader, collect_inventory
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.cluster
 ENTRY_POINT = Path(sys.executable).parent / "slipway"
 RUN_ID = "manual__cli-test"
 DAG_ID = "k8s_cluster_upgrade"
-LEASE = "slipway-upgrade"
 
 
 def slipway(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,26 +165,16 @@ def run_and_lease(local_cluster: LocalCluster) -> Iterator[RunRecord]:
         ("batch-opened", "batch 0: general-00"),
     ):
         record.event(kind, message)
-    coordination = client.CoordinationV1Api(admin)
-    lease = client.V1Lease(
-        metadata=client.V1ObjectMeta(name=LEASE, namespace=NAMESPACE),
-        spec=client.V1LeaseSpec(
-            holder_identity=f"{DAG_ID}/{RUN_ID}",
-            lease_duration_seconds=600,
-            acquire_time=datetime.now(UTC),
-            renew_time=datetime.now(UTC),
-        ),
-    )
-    coordination.create_namespaced_lease(NAMESPACE, lease)
+    lease.acquire(admin, lease.holder_for(DAG_ID, RUN_ID), duration=600)  # as the upgrade DAG takes it
     try:
         yield record
     finally:
-        coordination.delete_namespaced_lease(LEASE, NAMESPACE)
+        client.CoordinationV1Api(admin).delete_namespaced_lease(lease.NAME, lease.NAMESPACE)
         client.CoreV1Api(admin).delete_namespaced_config_map(record.name, NAMESPACE)
 
 
 def test_status_report_and_history_show_a_run_and_its_lease(
-    flags: list[str], run_and_lease: RunRecord
+    local_cluster: LocalCluster, flags: list[str], run_and_lease: RunRecord
 ) -> None:
     table = slipway("status", *flags)
     assert table.returncode == 0, table.stderr
@@ -217,6 +206,12 @@ def test_status_report_and_history_show_a_run_and_its_lease(
     missing = slipway("report", "manual__never-ran", *flags)
     assert missing.returncode == 3
     assert "RUN: no run record for 'manual__never-ran'" in missing.stderr and RUN_ID in missing.stderr
+
+    # Released as the DAG's teardown releases it: the lease is free, the run no longer running.
+    assert lease.release(local_cluster.admin_client(), lease.holder_for(DAG_ID, RUN_ID))
+    released = json.loads(slipway("status", "-o", "json", *flags).stdout)
+    assert released["lease"]["live"] is False and released["lease"]["holder"] == ""
+    assert released["runs"][0]["state"] == "not running"
 
     history = slipway("history", *flags, "-o", "json")
     assert history.returncode == 0, history.stderr

@@ -287,6 +287,8 @@ def test_status_table_shows_runs_lease_and_nodes_with_human_durations() -> None:
     assert "no runs" in empty and "none (no upgrade holds the cluster)" in empty
     expired = cli_render.render_lease(lease | {"live": False, "expires_in_seconds": -180.0})
     assert "free (last holder k8s_cluster_upgrade/manual__night, expired 3m ago)" in expired
+    released = cli_render.render_lease(lease | {"holder": "", "run_id": "", "live": False})
+    assert "free (released; no upgrade holds the cluster)" in released
 
 
 def test_structured_output_round_trips() -> None:
