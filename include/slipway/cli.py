@@ -400,7 +400,10 @@ def _run(args: argparse.Namespace, ready: dict[str, Any]) -> int:
         _emit(history, args.output, cli_render.render_history(history))
         return OK
     except cli_cluster.Refused as err:
-        print(f"slipway: {err}", file=sys.stderr)
+        hint = (
+            "" if args.platform else " (no --platform: the control plane was read from kubeadm's static pods)"
+        )
+        print(f"slipway: {err}{hint}", file=sys.stderr)
         return BLOCKERS
     except cli_cluster.NotFound as err:
         raise UsageError(str(err)) from err
