@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from pathlib import Path
 from typing import Any
-
-from kubernetes import client, watch
-from urllib3.exceptions import ProtocolError
 
 from slipway.airflow_env import airflow_env
 from slipway.localcluster.cluster import LocalCluster
 from slipway.reports import run_verdict
 from slipway.runrecord import RunRecord
+from slipway.validation.invariants import PdbWatcher  # noqa: F401 (re-exported for the DAG tests)
 from tests.conftest import REPO
 
 
@@ -46,44 +42,3 @@ def run_dag(
 
 def verdict(record: dict[str, Any]) -> str:
     return run_verdict(record)
-
-
-class PdbWatcher:
-    """Watches every PodDisruptionBudget and records any moment a workload was below its budget."""
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.policy = client.PolicyV1Api(api)
-        self.violations: list[str] = []
-        self.events = 0
-        self._watch = watch.Watch()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PdbWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._watch.stop()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        stream = self._watch.stream(
-            self.policy.list_pod_disruption_budget_for_all_namespaces, timeout_seconds=3600
-        )
-        with contextlib.suppress(ProtocolError):  # the stream is cut when the test stops watching
-            self._consume(stream)
-
-    def _consume(self, stream: Any) -> None:
-        for event in stream:
-            pdb = event["object"]
-            self.events += 1
-            status = pdb.status
-            if (
-                status
-                and status.desired_healthy is not None
-                and status.current_healthy < status.desired_healthy
-            ):
-                self.violations.append(
-                    f"{pdb.metadata.namespace}/{pdb.metadata.name}: {status.current_healthy} healthy "
-                    f"< {status.desired_healthy} required"
-                )
