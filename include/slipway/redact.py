@@ -15,6 +15,7 @@ stay (``https://***@hooks.example/…`` still names where it went).
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import urllib.parse
@@ -55,33 +56,59 @@ SECRET_KEYS = frozenset(
     }
 )
 
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+# (what the lower-cased text must contain for the pattern to have a chance: every group
+# needs one of its words, the pattern, its replacement). The cheap substring test first
+# keeps a run record of thousands of events quick to redact on every write.
+_PATTERNS: tuple[tuple[tuple[tuple[str, ...], ...], re.Pattern[str], str], ...] = (
     # PEM private keys, whole.
     (
+        (("private key",),),
         re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL),
         MASK,
     ),
     # scheme://user:password@host: the whole userinfo (a user name alone can be a token).
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#'\"<>]*@"), rf"\1{MASK}@"),
+    ((("://",), ("@",)), re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#'\"<>]*@"), rf"\1{MASK}@"),
     # Webhooks whose path is the secret.
     (
+        (("hooks.slack",),),
         re.compile(r"(?i)(hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[^\s?#'\"<>]+"),
         rf"\1{MASK}",
     ),
-    (re.compile(r"(?i)([a-z0-9.-]*\.webhook\.office\.com/)[^\s?#'\"<>]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(outlook\.office(?:365)?\.com/webhook/)[^\s?#'\"<>]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)((?:discord|discordapp)\.com/api(?:/v\d+)?/webhooks/)[^\s?#'\"<>]+"), rf"\1{MASK}"),
+    (
+        (("webhook.office.com",),),
+        re.compile(r"(?i)([a-z0-9.-]*\.webhook\.office\.com/)[^\s?#'\"<>]+"),
+        rf"\1{MASK}",
+    ),
+    (
+        (("outlook.office",),),
+        re.compile(r"(?i)(outlook\.office(?:365)?\.com/webhook/)[^\s?#'\"<>]+"),
+        rf"\1{MASK}",
+    ),
+    (
+        (("/webhooks/",),),
+        re.compile(r"(?i)((?:discord|discordapp)\.com/api(?:/v\d+)?/webhooks/)[^\s?#'\"<>]+"),
+        rf"\1{MASK}",
+    ),
     # Mattermost, Rocket.Chat and most self-hosted chats: /hooks/<long key>.
-    (re.compile(r"(/hooks/)[A-Za-z0-9_-]{16,}(?:/[A-Za-z0-9_-]+)*"), rf"\1{MASK}"),
+    ((("/hooks/",),), re.compile(r"(/hooks/)[A-Za-z0-9_-]{16,}(?:/[A-Za-z0-9_-]+)*"), rf"\1{MASK}"),
     # Authorization headers.
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {MASK}"),
-    (re.compile(r"(?i)(authorization\s*[:=]\s*[\"']?\s*basic\s+)[A-Za-z0-9+/=]+"), rf"\1{MASK}"),
+    ((("bearer",),), re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"), rf"\1 {MASK}"),
+    (
+        (("basic",),),
+        re.compile(r"(?i)(authorization\s*[:=]\s*[\"']?\s*basic\s+)[A-Za-z0-9+/=]+"),
+        rf"\1{MASK}",
+    ),
     # Query strings and name=value pairs in free text.
-    (re.compile(rf"(?i)(?<![a-z0-9_.-])({_NAME})=(?!\*\*\*|(?:bearer|basic)\s){_VALUE}"), rf"\1={MASK}"),
+    (
+        (("=",),),
+        re.compile(rf"(?i)(?<![a-z0-9_.-])({_NAME})=(?!\*\*\*|(?:bearer|basic)\s){_VALUE}"),
+        rf"\1={MASK}",
+    ),
     # JSON-ish "name": "value".
-    (re.compile(rf"(?i)([\"']{_NAME}[\"']\s*:\s*[\"'])[^\"']+"), rf"\1{MASK}"),
+    ((('"', "'"), (":",)), re.compile(rf"(?i)([\"']{_NAME}[\"']\s*:\s*[\"'])[^\"']+"), rf"\1{MASK}"),
     # YAML-ish name: value, for names that are never anything but secrets.
     (
+        ((":",), ("key-data", "passw", "secret", "token")),
         re.compile(r"(?i)\b(client-key-data|password|passwd|secret|token)(\s*:\s*)(?!\*\*\*)[^\s,;'\"]+"),
         rf"\1\2{MASK}",
     ),
@@ -101,6 +128,8 @@ def register_secret(value: str | None) -> None:
         new = forms - _known
         _known.update(new)
         listeners = list(_listeners)
+    if new:
+        _redact.cache_clear()  # no cached redaction may outlive a new secret
     if value in new:
         for listener in listeners:
             listener(value)
@@ -142,19 +171,29 @@ def forget_secrets() -> None:
     """Drop every registered secret (tests; a new process starts empty anyway)."""
     with _lock:
         _known.clear()
+    _redact.cache_clear()
 
 
 def redact(text: str) -> str:
     """``text`` with every known and recognisable secret replaced by ``***``."""
     if not text:
         return text
+    return _redact(text)
+
+
+# Run records are rewritten whole on every event: the same strings come back each time.
+@functools.lru_cache(maxsize=16384)
+def _redact(text: str) -> str:
     with _lock:
         known = sorted(_known, key=len, reverse=True)
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    low = text.lower()
+    for needles, pattern, replacement in _PATTERNS:
+        if all(any(word in low for word in group) for group in needles):
+            text = pattern.sub(replacement, text)
+            low = text.lower()
     return text
 
 
