@@ -1,7 +1,7 @@
 """Upgrade a Kubernetes cluster end to end, control plane first, with rollback branches.
 
 prepare (plan, every preflight check, risk matrix) → risk gate (proceed / human approval /
-refuse / dry run) → proven etcd backup → control plane (etcd → kube-apiserver →
+refuse / dry run) → proven etcd backup → control plane (etcd → etcd data check → kube-apiserver →
 kube-controller-manager → kube-scheduler, one instance at a time, an API probe measuring
 downtime throughout) → verification (rollback branch) → workers in ordered batches
 (rollback branch after every batch) → cluster validation → (blue-green: retire the blue
@@ -35,6 +35,7 @@ from slipway.airflow.stage_control_plane import (
     GROUP,
     KINDS,
     backup_etcd,
+    check_etcd_data,
     control_plane_failed,
     defragment_etcd,
     probe_tasks,
@@ -77,6 +78,9 @@ def k8s_cluster_upgrade() -> None:
     with TaskGroup(group_id=GROUP):
         probe, stopped = probe_tasks()
         steps = [upgrade_kind(kind)(plan) for kind in KINDS]
+        # etcd's data is checked right after the etcd step, before any apiserver moves; verification
+        # runs when every step ended (also a failed one) and sends failures to the rollback.
+        steps.insert(1, check_etcd_data(backup))
         verdict = verify_control_plane(plan, next_task="workers.batch_0.select_batch")
         backup >> defragment_etcd() >> probe >> steps[0]
         for earlier, later in itertools.pairwise(steps):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slipway.etcd import EtcdEndpoints
 from slipway.inventory import ControlPlaneReader, KubeadmControlPlaneReader, LocalControlPlaneReader
 from slipway.kube.client import api_client
-from slipway.upgraders.controlplane import ControlPlaneUpgrader
+from slipway.upgraders.controlplane import ControlPlaneUpgrader, EtcdRestorer, FaultInjector
 from slipway.upgraders.nodes import KubeadmNodeUpgrader, LocalInPlaceUpgrader, NodeUpgrader
 from slipway.upgraders.surge import LocalBlueGreenUpgrader, LocalSurgeUpgrader
 
@@ -46,6 +46,28 @@ class PlatformSettings(BaseModel):
 
 class PlatformError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a platform lets Slipway do. The DAG consults these, never whether a method exists.
+
+    :param etcd_access: Slipway reaches etcd's client API (health, hashes, snapshots).
+    :param data_restore: it can restore etcd from a snapshot (stop the writers, restore every member).
+    :param add_nodes: it can create nodes (surge and blue-green twins).
+    :param run_pods_on_nodes: nodes run real pods (the kubeadm upgrade pods); kwok nodes do not.
+    :param fault_injection: it honours the game-day ConfigMap slipway-system/slipway-chaos;
+        never a production platform.
+    """
+
+    etcd_access: bool
+    data_restore: bool
+    add_nodes: bool
+    run_pods_on_nodes: bool
+    fault_injection: bool
+
+    def to_dict(self) -> dict[str, bool]:
+        return dict(self.__dict__)
 
 
 def parse_settings(extra: dict[str, Any]) -> PlatformSettings:
@@ -86,6 +108,43 @@ class Platform:
     api: client.ApiClient
     # Runs a kubeadm pod to its end; the Airflow adapter passes the provider-backed runner.
     run_pod: Any = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self.settings.platform == "local":
+            return Capabilities(
+                etcd_access=True,
+                data_restore=True,
+                add_nodes=True,
+                run_pods_on_nodes=False,
+                fault_injection=True,
+            )
+        return Capabilities(
+            etcd_access=bool(self.settings.etcd_endpoints),
+            data_restore=False,  # a kubeadm etcd restore is the printed restore plan, run by a human
+            add_nodes=False,
+            run_pods_on_nodes=True,
+            fault_injection=False,
+        )
+
+    def etcd_restorer(self) -> EtcdRestorer:
+        """The data rollback, on platforms with ``capabilities.data_restore``."""
+        if not self.capabilities.data_restore:
+            raise PlatformError(
+                f"the {self.settings.platform} platform cannot restore etcd by itself: "
+                "follow the etcd restore plan"
+            )
+        from slipway.upgraders.local_controlplane import LocalControlPlaneUpgrader
+
+        return LocalControlPlaneUpgrader(self.local_cluster())
+
+    def fault_injector(self) -> FaultInjector:
+        """Game-day faults, on platforms with ``capabilities.fault_injection`` (the local cluster)."""
+        if not self.capabilities.fault_injection:
+            raise PlatformError(f"the {self.settings.platform} platform takes no injected faults")
+        from slipway.upgraders.local_controlplane import LocalControlPlaneUpgrader
+
+        return LocalControlPlaneUpgrader(self.local_cluster())
 
     def _admin_api(self) -> client.ApiClient:
         if not self.settings.admin_kubeconfig:
@@ -132,7 +191,7 @@ class Platform:
 
     def strategy_problem(self, strategy: str) -> str | None:
         """Why this platform cannot run ``strategy``, or None (checked before anything changes)."""
-        if strategy in TWIN_STRATEGIES and self.settings.platform != "local":
+        if strategy in TWIN_STRATEGIES and not self.capabilities.add_nodes:
             return (
                 f"{strategy} adds nodes, which the {self.settings.platform} platform cannot do "
                 "(its machines are provisioned outside Slipway); use strategy=in-place"
@@ -150,6 +209,10 @@ class Platform:
             if strategy == "blue-green":
                 return self.blue_green()
             return LocalInPlaceUpgrader(admin)
+        if not self.capabilities.run_pods_on_nodes:
+            raise PlatformError(
+                f"strategy: the {self.settings.platform} platform runs no upgrade pods on nodes"
+            )
         return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image)
 
     def blue_green(self) -> LocalBlueGreenUpgrader:

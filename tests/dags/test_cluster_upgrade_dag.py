@@ -1,19 +1,29 @@
 """The whole cluster upgrade end to end with dag.test(): control plane first, then workers,
-and the control-plane rollback branch forced by the fault-injection switch."""
+and the control-plane rollback branch forced by the local platform's fault injection: an etcd
+member whose data diverges after the etcd step (restored from the proven snapshot), and an
+upgrade step that fails."""
 
 from __future__ import annotations
 
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from slipway.airflow.stage_control_plane import CHAOS_CONFIGMAP, CHAOS_KEY
+from slipway.airflow.stage_control_plane import CHAOS_CONFIGMAP
+from slipway.etcd import EtcdEndpoints, check_consistency
+from slipway.etcd.client import etcdctl
+from slipway.etcd.snapshot import sha256_of
 from slipway.kube import nodes as kube_nodes
 from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD
+from slipway.upgraders.controlplane import FAULT_DIVERGE_ETCD, FAULT_FAIL_STEP
+from slipway.upgraders.local_controlplane import FAULT_MARKER_KEY
 from tests.conftest import running_cluster
 from tests.dags.dagrun import run_dag, verdict
 
@@ -77,24 +87,108 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
     assert "etcd defragmented before the upgrade" in report
 
 
-def test_failed_control_plane_verification_rolls_back_and_ends_red(
-    cluster: LocalCluster, tmp_path: Path
+def test_etcd_fault_after_the_etcd_step_restores_the_proven_snapshot_once_and_ends_red(
+    small_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    core = client.CoreV1Api(cluster.admin_client())
-    core.create_namespaced_config_map(
-        "slipway-system", {"metadata": {"name": CHAOS_CONFIGMAP}, "data": {CHAOS_KEY: "true"}}
-    )
-    state, record = run_dag("k8s_cluster_upgrade", CONF, cluster, tmp_path)
+    admin = small_cluster.admin_client()
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "written-before"}, "data": {"k": "v"}})
+    # The local platform's game-day fault: right after the etcd step, etcd-1's data diverges.
+    _chaos(small_cluster, {FAULT_DIVERGE_ETCD: "etcd-1"})
+    state, record = _timed_run(small_cluster, tmp_path)
     assert state == "failed"
     assert verdict(record) == "rolled-back"
-    assert any("fault injected" in p for p in record["control_plane"]["verification"])
+    kinds = [e["kind"] for e in record["events"]]
+    # Seen by the check after the etcd step; no apiserver moved on the diverged data.
+    assert kinds.index("fault-injected") < kinds.index("etcd-data-check-failed")
+    assert kinds.index("etcd-data-check-failed") < kinds.index("control-plane-verification-failed")
+    failed_check = record["control_plane"]["etcd_checks"][0]
+    assert failed_check["after"] == "the etcd step" and not failed_check["ok"]
+    assert any("etcd-1" in p and "different data" in p for p in failed_check["problems"])
+    assert sorted(record["control_plane"]["steps"]) == ["etcd-0", "etcd-1", "etcd-2"]
+    # An incident first, then exactly one restore, from the proven snapshot, digest checked.
+    declared = [e for e in record["events"] if e["kind"] == "incident-declared"]
+    assert [e["severity"] for e in declared] == ["SEV1"]
+    assert (
+        kinds.index("incident-declared") < kinds.index("etcd-restore-started") < kinds.index("etcd-restored")
+    )
+    assert kinds.count("etcd-restore-started") == kinds.count("etcd-restored") == 1
+    backup, restore = record["backup"], record["etcd_restore"]
+    assert restore["snapshot"] == backup["path"] and restore["digest_verified"]
+    assert restore["sha256"] == backup["sha256"] == sha256_of(Path(backup["path"]))
+    assert restore["result"]["etcd_version"] == ETCD_OLD
+    assert stat.S_IMODE(Path(backup["path"]).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(backup["path"]).parent.stat().st_mode) == 0o700
+    set_aside = list((small_cluster.cfg.state_dir / "etcd").glob("*.before-restore-*"))
+    assert len(set_aside) == small_cluster.cfg.etcd_members  # one restore: one old data dir per member
+    # The data is back: what was written before the upgrade is there, the fault's marker is not,
+    # every member holds the same data, and the whole control plane runs the old versions.
+    assert core.read_namespaced_config_map("written-before", "default").data == {"k": "v"}
+    etcd = EtcdEndpoints.for_local_cluster(small_cluster.cfg, ETCD_OLD)
+    consistency = check_consistency(etcd)
+    assert consistency.consistent and len(set(consistency.hashes.values())) == 1, consistency.problems
+    assert not etcdctl(etcd, ["get", FAULT_MARKER_KEY], what="fault marker").data.get("kvs")
+    _assert_old_control_plane(small_cluster)
+    assert "batches" not in record  # the worker phase never started
+    report = Path(record["report"]["markdown"]).read_text()
+    assert "Incident" in report and "etcd-restored" in report
+
+
+def test_a_failed_upgrade_step_takes_the_rollback_branch_with_an_incident(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # The apiserver step fails after its first instance moved (a game-day fault on the local platform).
+    _chaos(small_cluster, {FAULT_FAIL_STEP: "kube-apiserver"})
+    state, record = _timed_run(small_cluster, tmp_path)
+    assert state == "failed"
+    assert verdict(record) == "rolled-back"
+    failures = record["control_plane"]["step_failures"]
+    assert list(failures) == ["kube-apiserver"]
+    assert failures["kube-apiserver"]["after"] == ["kube-apiserver-0"]
+    kinds = [e["kind"] for e in record["events"]]
+    assert kinds.index("control-plane-step-failed") < kinds.index("control-plane-verification-failed")
+    assert kinds.index("control-plane-verification-failed") < kinds.index("incident-declared")
+    assert kinds.index("incident-declared") < kinds.index("control-plane-rolled-back")
+    assert any("upgrade step kube-apiserver failed" in p for p in record["control_plane"]["verification"])
+    declared = [e for e in record["events"] if e["kind"] == "incident-declared"]
+    assert [e["severity"] for e in declared] == ["SEV1"]
+    # etcd's data was checked after the etcd step and after its members went back; no restore was needed.
+    checks = record["control_plane"]["etcd_checks"]
+    assert [(c["after"], c["ok"]) for c in checks] == [("the etcd step", True), ("the rollback", True)]
+    assert "etcd-restored" not in kinds and "etcd_restore" not in record
+    _assert_old_control_plane(small_cluster)
+    assert "batches" not in record
+
+
+@pytest.fixture
+def small_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
+    # The rollback runs never reach the workers: 3 keep the cluster quick to start.
+    with running_cluster("cprollback", 1100, 3) as local:
+        yield local
+
+
+def _chaos(cluster: LocalCluster, data: dict[str, str]) -> None:
+    client.CoreV1Api(cluster.admin_client()).create_namespaced_config_map(
+        "slipway-system", {"metadata": {"name": CHAOS_CONFIGMAP}, "data": data}
+    )
+
+
+def _timed_run(cluster: LocalCluster, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    started = time.monotonic()
+    state, record = run_dag("k8s_cluster_upgrade", CONF, cluster, tmp_path)
+    print(
+        f"dag.test() of k8s_cluster_upgrade took {time.monotonic() - started:.0f} s"
+    )  # reported, not asserted
+    return state, record
+
+
+def _assert_old_control_plane(cluster: LocalCluster) -> None:
     versions = cluster.versions()
     for name in ("kube-apiserver-0", "kube-apiserver-1", "kube-controller-manager", "kube-scheduler"):
         assert versions[name] == KUBERNETES_OLD, name
     for i in range(cluster.cfg.etcd_members):
         assert versions[f"etcd-{i}"] == ETCD_OLD
     assert client.VersionApi(cluster.admin_client()).get_code().git_version == f"v{KUBERNETES_OLD}"
-    assert "batches" not in record  # the worker phase never started
     for node in kube_nodes.list_workers(cluster.admin_client()):
         assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD
         assert not kube_nodes.is_cordoned(node)

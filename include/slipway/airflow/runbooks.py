@@ -51,28 +51,52 @@ RISK_GATE = runbook(
 )
 BACKUP_ETCD = runbook(
     "Takes an etcd snapshot and proves it by restoring it into a scratch etcd (revision and key count "
-    "must match) before the first destructive step.",
-    "The message says which proof step failed. Do not proceed without a proven backup.",
-    "Safe: takes a fresh snapshot.",
+    "must match) before the first destructive step. The snapshot is write-once: its own file per run and "
+    "attempt (`etcd-snapshots/<cluster>/<run>/attempt-<n>.db` in the artefact store, file 0600 in 0700 "
+    "folders); its sha256 is recorded in the run record at the proof. Once a backup is proven, the "
+    "snapshots of all but the last 5 runs are pruned (`SLIPWAY_ETCD_SNAPSHOTS_KEEP`).",
+    "The message says which proof step failed. Do not proceed without a proven backup. `changed since it "
+    "was proven` or `is missing`: this run's pre-upgrade snapshot was altered or removed; it is never "
+    "replaced mid-run, so start a new run (and find out who touched the file).",
+    "Safe: a cleared task reuses the snapshot this run already proved when its sha256 still matches, and "
+    "refuses otherwise; it never takes a second snapshot mid-upgrade.",
 )
 UPGRADE_COMPONENT = runbook(
     "Upgrades one control-plane component kind one instance at a time with a health check after each "
-    "(etcd leader last; apiservers drained from the load balancer first).",
-    "The message names the instance and the failed check. The branch after verification rolls back.",
-    "Safe: instances already at the target version are skipped.",
+    "(etcd leader last; apiservers drained from the load balancer first). A failure is written to the "
+    "run record (`control-plane-step-failed`) before the task fails.",
+    "The message names the instance and the failed check. The later steps do not run; verification "
+    "still runs, reads the failed step from the run record and takes the rollback branch (SEV1 incident).",
+    "Safe: instances already at the target version are skipped; a retry that succeeds clears the "
+    "failure its first attempt recorded.",
+)
+CHECK_ETCD_DATA = runbook(
+    "After the etcd step: every member's hashkv at one revision must agree, every member must count the "
+    "same keys there, none may be behind the proven backup's revision or hold under half its keys. "
+    "Transient answers (a compaction half applied, a member restarting) are asked again for up to 60 s; "
+    "a difference counts once seen on three looks in a row.",
+    "The message names the member that differs. The apiservers are not upgraded; verification takes the "
+    "rollback branch, which restores the proven pre-upgrade snapshot (writes made since are lost).",
+    "Safe: read-only. Clearing it after the rollback ran checks the restored data.",
 )
 VERIFY_CONTROL_PLANE = runbook(
-    "Checks every control-plane instance reports the target and is healthy, and etcd's hash agrees on "
-    "every member; decides between the worker phase and rollback.",
-    "Read the verdict in the log (names the instance).",
+    "Runs once every control-plane step ended, also when one failed. Reads the run record for failed "
+    "steps and failed etcd data checks, checks every instance reports the target and is healthy, and "
+    "checks etcd's data again (hashes, key counts, revision against the proven backup); decides between "
+    "the worker phase and rollback. When no step ran (an earlier task failed) it skips both.",
+    "Read the verdict in the log (names the instance or the failed step).",
     "Safe: read-only.",
 )
 ROLLBACK_CONTROL_PLANE = runbook(
-    "Restores the previous binaries component by component (reverse order) and, where data is at stake, "
-    "the proven etcd snapshot with the revision bump Kubernetes needs.",
+    "Declares a SEV1 incident, restores the previous binaries component by component (reverse order), "
+    "checks etcd's data after its members went back and, when a data check failed (before or after), "
+    "restores the proven etcd snapshot with the revision bump Kubernetes needs: once per run, only after "
+    "the file's sha256 matches the digest recorded at the proof, and only on a platform that can restore "
+    "etcd (elsewhere it stops with `etcd-restore-needed` for a human and the restore plan).",
     "The cluster may be partly rolled back: `slipway-local status` (local) or the component versions in "
     "the log tell which. Fix the cause, then clear this task.",
-    "Safe: components already at the old version are skipped.",
+    "Safe: components already at the old version are skipped; a restore already done in this run (run "
+    "record, or every member's revision bumped past the snapshot's) is never done twice.",
 )
 SELECT_BATCH = runbook(
     "Opens the next batch from what the cluster still needs (nodes not at the target, not quarantined), "

@@ -1,6 +1,11 @@
-"""The control-plane stage (§2.2): proven etcd backup, then etcd → kube-apiserver →
-kube-controller-manager → kube-scheduler one instance at a time, with an API probe
-measuring downtime across all of it, and a rollback branch after verification.
+"""The control-plane stage (§2.2): proven etcd backup, then etcd → etcd data check →
+kube-apiserver → kube-controller-manager → kube-scheduler one instance at a time, with an API
+probe measuring downtime across all of it, and a rollback branch after verification.
+
+Verification runs once every step ended, also when one failed: a failed step or a failed
+etcd data check takes the rollback branch (with a SEV1 incident), and a failed data check
+(after the etcd step, in verification, or after the etcd members went back) restores the
+proven pre-upgrade snapshot, once, after checking its digest.
 """
 
 from __future__ import annotations
@@ -10,29 +15,60 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import TriggerRule, setup, task, teardown
+from airflow.sdk import TriggerRule, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
 
 from slipway import probe_process
 from slipway.airflow import runbooks
 from slipway.airflow.runtime import orchestrator_api, platform, record
 from slipway.airflow.stage_common import declare_incident
+from slipway.airflow.stage_lease import holds_cluster_lease
 from slipway.airflow.stage_prepare import artefacts_dir
-from slipway.etcd import EtcdError, back_up_and_prove, defragment
-from slipway.upgraders.controlplane import ControlPlaneTarget
+from slipway.etcd import EtcdError, defragment
+from slipway.etcd.safety import DataCheck, check_data, restore_once
+from slipway.etcd.store import (
+    KEEP_ENV,
+    ProvenSnapshot,
+    SnapshotRefused,
+    SnapshotStore,
+    parse_keep,
+    safe_name,
+    verify_digest,
+)
+from slipway.reports import reports_root
+from slipway.runrecord import RunRecord
+from slipway.upgraders.controlplane import (
+    FAULT_DIVERGE_ETCD,
+    FAULT_FAIL_STEP,
+    FAULT_FAIL_VERIFICATION,
+    ComponentKind,
+    ControlPlaneError,
+    ControlPlaneFaults,
+    ControlPlaneTarget,
+    control_plane_touched,
+    parse_faults,
+)
 from slipway.upgraders.controlplane import rollback_control_plane as restore_previous_versions
 
 GROUP = "control_plane"
 # Upgrade order of component kinds; kubeadm upgrades whole control-plane nodes instead.
-KINDS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "control-plane-node")
-# A game-day switch: this ConfigMap in slipway-system makes verification fail on purpose,
-# so teams can rehearse the control-plane rollback on a staging cluster.
+KINDS: tuple[ComponentKind, ...] = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "control-plane-node",
+)
+# The game-day switch: this ConfigMap in slipway-system injects faults on purpose (fail
+# verification, fail a step, diverge an etcd member) so teams can rehearse the rollback on
+# the local platform; other platforms ignore it.
 CHAOS_CONFIGMAP = "slipway-chaos"
-CHAOS_KEY = "fail-control-plane-verification"
+CHAOS_KEY = FAULT_FAIL_VERIFICATION
+SNAPSHOTS_FOLDER = "etcd-snapshots"
 
 
 def targets(plan: dict[str, Any]) -> tuple[ControlPlaneTarget, ControlPlaneTarget]:
@@ -71,25 +107,57 @@ def _kubeconfig_for_probe() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def snapshot_store() -> SnapshotStore:
+    """This cluster's pre-upgrade snapshots, kept in the artefact store (not one run's folder)."""
+    return SnapshotStore(reports_root() / SNAPSHOTS_FOLDER / safe_name(platform().settings.cluster_name))
+
+
 @task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
 @holds_cluster_lease
 def backup_etcd() -> dict[str, Any]:
-    proof = back_up_and_prove(
-        platform().etcd(), artefacts_dir() / "etcd-before-control-plane.db", overwrite=True
-    )
-    data = proof.to_dict()
+    """A proven snapshot, write-once per run and attempt: a cleared task reuses the one this
+    run proved (its sha256 must still match) and never takes a second one mid-upgrade."""
+    try:
+        keep = parse_keep(os.environ.get(KEEP_ENV))
+    except ValueError as err:
+        raise AirflowFailException(str(err)) from err
     rec = record()
-    rec.update(backup=data)
-    if not data.get("restore_ok"):
-        rec.event("backup-failed", f"etcd backup not proven: {data.get('problem')}")
-        raise AirflowFailException(
-            f"etcd backup not proven, refusing to touch the control plane: {data.get('problem')}"
+    proven = rec.get("backup") or {}
+    if proven.get("restore_ok"):
+        try:
+            snapshot = ProvenSnapshot.from_dict(proven)
+            verify_digest(snapshot)
+        except SnapshotRefused as err:
+            rec.event("backup-refused", f"{err}; this run's pre-upgrade snapshot is never replaced")
+            raise AirflowFailException(
+                f"{err}; this run's pre-upgrade snapshot is never replaced mid-run: start a new run"
+            ) from err
+        rec.event(
+            "backup-reused", f"etcd snapshot {snapshot.path} proven earlier in this run: sha256 matches"
         )
+        return snapshot.to_dict()
+    context = get_current_context()
+    run_id = str(context["run_id"])
+    store = snapshot_store()
+    try:
+        proof = store.take(platform().etcd(), run_id, int(context["ti"].try_number))
+    except SnapshotRefused as err:
+        raise AirflowFailException(str(err)) from err
+    data = proof.to_dict()
+    rec.update(backup=data)
+    if not proof.restore_ok:
+        rec.event("backup-failed", f"etcd backup not proven: {proof.problem}")
+        raise AirflowFailException(
+            f"etcd backup not proven, refusing to touch the control plane: {proof.problem}"
+        )
+    pruned = store.prune(keep, current_run=run_id)
     rec.event(
         "backup-proven",
-        f"etcd snapshot {data['path']} restored in a drill: revision {data['revision']}, {data['keys']} keys",
+        f"etcd snapshot {proof.path} restored in a drill: revision {proof.revision}, {proof.keys} keys, "
+        f"sha256 {proof.sha256}; {len(pruned)} older run(s) pruned, the last {keep} kept",
+        sha256=proof.sha256,
     )
-    return {"path": str(data["path"]), "revision": data["revision"]}
+    return ProvenSnapshot.from_proof(proof).to_dict()
 
 
 @task(doc_md=runbooks.DEFRAGMENT_ETCD, retries=1)
@@ -102,7 +170,7 @@ def defragment_etcd() -> list[dict[str, Any]]:
         raise AirflowFailException(f"etcd defragmentation stopped, control plane untouched: {err}") from err
     results = [r.to_dict() for r in done]
     rec = record()
-    rec.update(control_plane=rec.get("control_plane", {}) | {"defragmentation": results})
+    _merge_control_plane(rec, lambda section: section.update(defragmentation=results))
     reclaimed = sum(r.reclaimed for r in done)
     order = ", ".join(r.member for r in done)
     rec.event(
@@ -126,8 +194,7 @@ def probe_tasks() -> tuple[Any, Any]:
     def stop_api_probe() -> dict[str, Any]:
         figures = probe_process.summary(probe_process.stop(artefacts_dir() / "probe"))
         rec = record()
-        control_plane = rec.get("control_plane", {})
-        rec.update(control_plane=control_plane | {"probe": figures})
+        _merge_control_plane(rec, lambda section: section.update(probe=figures))
         rec.event(
             "probe",
             f"API probe: {figures['requests']} requests, {figures['failures']} failed, "
@@ -138,33 +205,23 @@ def probe_tasks() -> tuple[Any, Any]:
     return start_api_probe(), stop_api_probe()
 
 
-def upgrade_kind(kind: str) -> Any:
-    @task(task_id=f"upgrade_{kind.replace('-', '_')}", doc_md=runbooks.UPGRADE_COMPONENT, retries=1)
-    @holds_cluster_lease
-    def upgrade(plan: dict[str, Any]) -> list[dict[str, Any]]:
-        target, previous = targets(plan)
-        upgrader = platform().control_plane_upgrader()
-        rec = record()
-        done = []
-        for ref in [r for r in upgrader.components() if r.kind == kind]:
-            result = upgrader.upgrade(ref, target.version_for(ref))
-            step = {
-                "from": result.from_version or "",
-                "to": result.to_version,
-                "seconds": result.duration_seconds,
-                "action": "upgraded" if result.changed else "already at target",
-            }
-            control_plane = rec.get("control_plane", {})
-            steps = control_plane.get("steps", {}) | {ref.name: step}
-            rec.update(control_plane=control_plane | {"steps": steps, "previous": previous.__dict__})
-            rec.event("component-upgraded", f"{ref.name}: {result.message}", component=ref.name)
-            done.append(step | {"component": ref.name})
-        return done
+def _merge_control_plane(rec: RunRecord, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the record's ``control_plane`` section in one resourceVersion-checked write:
+    the probe's teardown and verification may write it at the same moment."""
 
-    return upgrade
+    def apply(data: dict[str, Any]) -> None:
+        section = dict(data.get("control_plane") or {})
+        change(section)
+        data["control_plane"] = section
+
+    rec._mutate(apply)  # RunRecord's conflict-retrying write; it has no public nested update
 
 
-def _chaos_requested() -> bool:
+class InjectedFault(AirflowFailException):
+    """A game-day fault fired on purpose; never retried."""
+
+
+def _chaos_data() -> dict[str, str]:
     from kubernetes import client
 
     try:
@@ -173,32 +230,180 @@ def _chaos_requested() -> bool:
         )
     except client.exceptions.ApiException as err:
         if err.status == 404:
-            return False
+            return {}
         raise
-    return (cm.data or {}).get(CHAOS_KEY) == "true"
+    return dict(cm.data or {})
 
 
-@task.branch(doc_md=runbooks.VERIFY_CONTROL_PLANE)
-def verify_control_plane(plan: dict[str, Any], next_task: str) -> str:
+def _faults() -> ControlPlaneFaults:
+    """Game-day faults from slipway-system/slipway-chaos, honoured only on a platform that takes
+    injected faults (the local cluster); anywhere else the ConfigMap is ignored, and said so."""
+    data = _chaos_data()
+    if not data:
+        return ControlPlaneFaults()
+    if not platform().capabilities.fault_injection:
+        rec = record()
+        if not any(e["kind"] == "fault-injection-ignored" for e in rec.get("events", [])):
+            rec.event(
+                "fault-injection-ignored",
+                f"ConfigMap slipway-system/{CHAOS_CONFIGMAP} ignored: this platform takes no injected faults",
+            )
+        return ControlPlaneFaults()
+    try:
+        return parse_faults(data)
+    except ValueError as err:
+        raise AirflowFailException(f"ConfigMap slipway-system/{CHAOS_CONFIGMAP} refused: {err}") from err
+
+
+def upgrade_kind(kind: str) -> Any:
+    @task(task_id=f"upgrade_{kind.replace('-', '_')}", doc_md=runbooks.UPGRADE_COMPONENT, retries=1)
+    @holds_cluster_lease
+    def upgrade(plan: dict[str, Any]) -> list[dict[str, Any]]:
+        target, previous = targets(plan)
+        faults = _faults()  # a refused game-day switch stops the step before it changes anything
+        upgrader = platform().control_plane_upgrader()
+        rec = record()
+        done: list[dict[str, Any]] = []
+        refs = [r for r in upgrader.components() if r.kind == kind]
+        try:
+            for ref in refs:
+                result = upgrader.upgrade(ref, target.version_for(ref))
+                step = {
+                    "from": result.from_version or "",
+                    "to": result.to_version,
+                    "seconds": result.duration_seconds,
+                    "action": "upgraded" if result.changed else "already at target",
+                }
+
+                def note(section: dict[str, Any], name: str = ref.name, step: dict[str, Any] = step) -> None:
+                    section["steps"] = dict(section.get("steps") or {}) | {name: step}
+                    section["previous"] = previous.__dict__
+
+                _merge_control_plane(rec, note)
+                rec.event("component-upgraded", f"{ref.name}: {result.message}", component=ref.name)
+                done.append(step | {"component": ref.name})
+                if faults.fail_step == kind:
+                    raise InjectedFault(
+                        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({FAULT_FAIL_STEP}): "
+                        f"the {kind} step fails after {ref.name}"
+                    )
+            if kind == "etcd" and refs and faults.diverge_etcd_member:
+                _diverge_once(rec, faults.diverge_etcd_member)
+        except Exception as err:
+            message = str(err) or type(err).__name__
+
+            def failed(section: dict[str, Any]) -> None:
+                section["step_failures"] = dict(section.get("step_failures") or {}) | {
+                    kind: {"error": message[:500], "after": [d["component"] for d in done]}
+                }
+                section["previous"] = previous.__dict__
+
+            _merge_control_plane(rec, failed)
+            rec.event("control-plane-step-failed", f"upgrade step {kind} failed: {message}", step=kind)
+            raise
+
+        def succeeded(section: dict[str, Any]) -> None:
+            # A retry that gets through clears the failure its first attempt left.
+            section["step_failures"] = {
+                k: v for k, v in (section.get("step_failures") or {}).items() if k != kind
+            }
+
+        _merge_control_plane(rec, succeeded)
+        return done
+
+    return upgrade
+
+
+def _diverge_once(rec: RunRecord, member: str) -> None:
+    if any(e["kind"] == "fault-injected" for e in rec.get("events", [])):
+        return  # a retried etcd step: the fault landed already
+    evidence = platform().fault_injector().diverge_etcd_member(member)
+    rec.event(
+        "fault-injected",
+        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({FAULT_DIVERGE_ETCD}): "
+        f"{member}'s data now differs from its peers ({evidence.get('places_changed', 0)} place(s) changed)",
+        evidence=evidence,
+    )
+
+
+def _etcd_data_check(rec: RunRecord, after: str, baseline: ProvenSnapshot | None) -> DataCheck:
+    """The etcd data check, recorded; a failed one marks etcd's data as suspect for the rollback."""
+    current = platform()
+    if not current.capabilities.etcd_access:
+        check = DataCheck(0, {}, {}, {}, [f"the {current.settings.platform} platform gives no etcd access"])
+    else:
+        check = check_data(current.etcd(), baseline)
+    entry = {"after": after} | check.to_dict()
+
+    def note(section: dict[str, Any]) -> None:
+        section["etcd_checks"] = [*(section.get("etcd_checks") or []), entry]
+        if not check.ok:
+            section["etcd_data_suspect"] = True
+
+    _merge_control_plane(rec, note)
+    if check.ok:
+        hashes = len(set(check.hashes.values()))
+        rec.event(
+            "etcd-data-checked",
+            f"etcd data checked after {after}: {len(check.hashes)} members, {hashes} hash at revision "
+            f"{check.revision}, {sorted(set(check.keys.values()))} keys",
+        )
+    else:
+        rec.event(
+            "etcd-data-check-failed", f"etcd data check after {after} failed: " + "; ".join(check.problems)
+        )
+    return check
+
+
+@task(doc_md=runbooks.CHECK_ETCD_DATA, retries=0)
+def check_etcd_data(backup: dict[str, Any]) -> dict[str, Any]:
+    """After the etcd step: every member holds the same data, no less than the proven backup."""
+    check = _etcd_data_check(record(), "the etcd step", ProvenSnapshot.from_dict(backup))
+    if not check.ok:
+        raise AirflowFailException(
+            "etcd data check failed after the etcd step, the rollback branch restores the proven snapshot: "
+            + "; ".join(check.problems)
+        )
+    return check.to_dict()
+
+
+@task.branch(doc_md=runbooks.VERIFY_CONTROL_PLANE, trigger_rule=TriggerRule.NONE_SKIPPED)
+def verify_control_plane(plan: dict[str, Any], next_task: str) -> str | None:
+    """Runs when every step ended, also when one failed (NONE_SKIPPED): the record says which."""
+    rec = record()
+    section = rec.get("control_plane", {})
+    if not control_plane_touched(section):
+        rec.event("control-plane-untouched", "no control-plane step ran: nothing to verify or roll back")
+        return None  # an earlier task failed; skip both branches
     target, _ = targets(plan)
+    problems = [
+        f"upgrade step {kind} failed: {failure['error']}"
+        for kind, failure in sorted((section.get("step_failures") or {}).items())
+    ]
+    problems += [
+        f"etcd data check after {c['after']} failed: {'; '.join(c['problems'][:2])}"
+        for c in section.get("etcd_checks") or []
+        if not c["ok"]
+    ]
     upgrader = platform().control_plane_upgrader()
-    problems = []
     for ref in upgrader.components():
         version = upgrader.current_version(ref)
         if version != target.version_for(ref):
             problems.append(f"{ref.name} runs {version}, expected {target.version_for(ref)}")
         if not upgrader.verify(ref):
             problems.append(f"{ref.name} is not healthy")
-    consistency = getattr(upgrader, "etcd_hashes_agree", None)
-    if consistency is not None and not problems:
-        try:
-            consistency()
-        except Exception as err:  # any failure to prove consistency is a verification failure
-            problems.append(f"etcd data consistency not proven: {err}")
-    if _chaos_requested():
+    if not problems:
+        backup = rec.get("backup") or {}
+        baseline = ProvenSnapshot.from_dict(backup) if backup.get("restore_ok") else None
+        check = _etcd_data_check(rec, "the control plane", baseline)
+        problems += [f"etcd data: {p}" for p in check.problems]
+    if _faults().fail_verification:
         problems.append(f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({CHAOS_KEY})")
-    rec = record()
-    rec.update(control_plane=rec.get("control_plane", {}) | {"verification": problems})
+
+    def note(section: dict[str, Any]) -> None:
+        section["verification"] = problems
+
+    _merge_control_plane(rec, note)
     if problems:
         rec.event("control-plane-verification-failed", "; ".join(problems))
         return f"{GROUP}.rollback_control_plane"
@@ -208,23 +413,65 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str:
     return next_task
 
 
+def _restore_etcd(rec: RunRecord, snapshot: ProvenSnapshot, version: str) -> str:
+    """The data rollback, once per run, on a platform that can restore etcd."""
+    current = platform()
+    if not current.capabilities.data_restore:
+        message = (
+            f"etcd data cannot be trusted and the {current.settings.platform} platform cannot restore it: "
+            f"restore {snapshot.path} (sha256 {snapshot.sha256}) by the etcd restore plan"
+        )
+        rec.event("etcd-restore-needed", message)
+        raise AirflowFailException(message)
+    restorer = current.etcd_restorer()
+    try:
+        outcome = restore_once(
+            rec,
+            current.etcd(),
+            snapshot,
+            lambda proven: restorer.restore_etcd(proven, version).model_dump(mode="json"),
+        )
+    except (SnapshotRefused, ControlPlaneError) as err:
+        rec.event("etcd-restore-failed", f"etcd restore from {snapshot.path} failed: {err}")
+        raise AirflowFailException(f"etcd restore from {snapshot.path} failed: {err}") from err
+    return outcome.message
+
+
 @task(doc_md=runbooks.ROLLBACK_CONTROL_PLANE, retries=1)
 @holds_cluster_lease
 def rollback_control_plane(plan: dict[str, Any], backup: dict[str, Any]) -> list[str]:
+    """Previous versions back (reverse order), and the proven snapshot when etcd's data is suspect
+    (a failed data check, before or after the etcd members went back)."""
     _, previous = targets(plan)
     rec = record()
-    verification = rec.get("control_plane", {}).get("verification", [])
-    declare_incident("SEV1", "control-plane verification failed: " + "; ".join(verification[:2]))
+    section = rec.get("control_plane", {})
+    verification = section.get("verification", [])
+    declare_incident("SEV1", "control-plane upgrade failed, rolling back: " + "; ".join(verification[:2]))
+    snapshot = ProvenSnapshot.from_dict(backup)
     upgrader = platform().control_plane_upgrader()
-    results = [f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous)]
-    restore = getattr(upgrader, "restore_etcd", None)
-    if restore is not None and any("consistency" in p for p in verification):
-        restored = restore(Path(backup["path"]))
-        rec.event("etcd-restored", f"etcd restored from the proven snapshot: {restored}")
+    kube_kinds = tuple(k for k in KINDS if k != "etcd")
+    results = [
+        f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous, kinds=kube_kinds)
+    ]
+    suspect = bool(section.get("etcd_data_suspect"))
+    if not suspect:
+        try:
+            results += [
+                f"{r.component}: {r.message}"
+                for r in restore_previous_versions(upgrader, previous, kinds=("etcd",))
+            ]
+        except ControlPlaneError as err:
+            rec.event("etcd-rollback-failed", f"etcd members could not go back to {previous.etcd}: {err}")
+            suspect = True
+        else:
+            # Every etcd change is checked: the members just went back a release.
+            suspect = not _etcd_data_check(rec, "the rollback", snapshot).ok
+    if suspect:
+        results.append(_restore_etcd(rec, snapshot, previous.etcd))
     rec.event("control-plane-rolled-back", "; ".join(results))
     return results
 
 
 @task(doc_md=runbooks.FINAL_VERDICT)
 def control_plane_failed() -> None:
-    raise AirflowFailException("control-plane verification failed; the control plane was rolled back")
+    raise AirflowFailException("the control-plane upgrade failed; the control plane was rolled back")
