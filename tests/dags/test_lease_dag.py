@@ -43,13 +43,15 @@ def lease_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
         yield cluster
 
 
-def _run(dag_id: str, cluster: LocalCluster, reports: Path, **conf: Any) -> tuple[Any, dict[str, str]]:
+def _run(
+    dag_id: str, cluster: LocalCluster, reports: Path, conf: dict[str, Any]
+) -> tuple[Any, dict[str, str]]:
     """dag.test() one run; returns it and the state of each task (first map index)."""
     os.environ.update(cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports))
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
-    dag_run = dag.test(run_conf=CONF | conf)
+    dag_run = dag.test(run_conf=conf)
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances() if ti.map_index <= 0}
     return dag_run, states
 
@@ -81,7 +83,7 @@ def test_live_lease_of_another_run_stops_the_run_untouched_until_released(
     held = lease.acquire(api, OTHER_RUN, 900)  # another run is upgrading this cluster
     marks, configmaps = _slipway_marks(admin), _configmaps(admin)
 
-    refused, states = _run("k8s_worker_upgrade", lease_cluster, tmp_path)
+    refused, states = _run("k8s_worker_upgrade", lease_cluster, tmp_path, CONF)
     assert refused.state == "failed"
     assert states["take_cluster_lease"] == "failed"
     # Its setup failed, so the teardown never runs (the scheduler marks it upstream_failed).
@@ -99,12 +101,16 @@ def test_live_lease_of_another_run_stops_the_run_untouched_until_released(
     assert (after.holder, after.resource_version) == (OTHER_RUN, held.resource_version)
     assert _configmaps(admin) - configmaps == {record_name(refused.run_id)}
 
+    # A reconcile that finds drift (kubelets below git's version) triggers nothing meanwhile.
+    _, states = _run("k8s_gitops_sync", lease_cluster, tmp_path, {"environment": "production"})
+    assert (states["upgrade_in_progress"], states["trigger_upgrade"]) == ("success", "skipped")
+
     assert lease.release(api, OTHER_RUN)  # that run ended
     # The next run takes the lease, opens its work and gives the lease back. Its window closes
     # before a batch could finish, so it pauses at once (green): the full upgrade under the
     # lease is what the other DAG tests run.
     closes = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
-    resumed, states = _run("k8s_worker_upgrade", lease_cluster, tmp_path, window_end=closes)
+    resumed, states = _run("k8s_worker_upgrade", lease_cluster, tmp_path, CONF | {"window_end": closes})
     assert resumed.state == "success", states
     record = RunRecord(api, resumed.run_id).load()
     assert verdict(record) == "paused"

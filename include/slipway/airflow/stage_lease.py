@@ -56,6 +56,8 @@ def take_cluster_lease(request: dict[str, Any]) -> dict[str, Any]:
     me = current_holder()
     try:
         state = lease.acquire(orchestrator_api(), me, lease_seconds())
+    except ValueError as err:  # a bad SLIPWAY_LEASE_SECONDS, refused before any write
+        raise AirflowFailException(f"SLIPWAY_LEASE_SECONDS: {err}") from err
     except lease.LeaseHeld as err:
         # Nothing is written on this path: the lease is the other run's, the cluster is untouched.
         raise _refused(
