@@ -181,7 +181,7 @@ def test_kubeconfig_data_is_taken_out_before_the_kubernetes_client_sees_it(tmp_p
 
     key = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIKEY\n-----END EC PRIVATE KEY-----\n"
     b64 = base64.b64encode(key).decode()
-    config = {
+    config: dict[str, Any] = {
         "current-context": "c",
         "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
         "clusters": [
