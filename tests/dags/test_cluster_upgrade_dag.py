@@ -39,7 +39,7 @@ CONF = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # kept for the audit-log test at the end of this module
 def cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     # 7 workers: the never-evictable samples may quarantine up to 3 nodes (placement is the
     # scheduler's), and the last nodes drained must still have somewhere for their pods to go.
@@ -192,3 +192,51 @@ def _assert_old_control_plane(cluster: LocalCluster) -> None:
     for node in kube_nodes.list_workers(cluster.admin_client()):
         assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD
         assert not kube_nodes.is_cordoned(node)
+
+
+# Grants of orchestrator-rbac.yaml the full upgrade above does not need, each with the code path
+# that does. Every other grant must be used by a request in the apiservers' audit log.
+GRANTS_USED_ELSEWHERE = {
+    "Role slipway-orchestrator: list core/configmaps in slipway-system": (
+        "k8s_upgrade_history reads every run record (slipway.reports.maturity.load_run_records)"
+    ),
+    "ClusterRole slipway-orchestrator: get apps/deployments": (
+        "health checks of kind deployment between batches (slipway.validation.health)"
+    ),
+    "ClusterRole slipway-orchestrator: watch core/nodes": (
+        "slipway.kube.readiness.wait_node_ready watches a node that is not Ready yet (blocking "
+        "callers, tests/integration/test_nodes.py); the DAG waits through its deferrable trigger"
+    ),
+}
+# Paths the default roles system:discovery and system:public-info-viewer open to every user.
+PUBLIC_PATHS = ("/api", "/apis", "/version", "/readyz", "/livez", "/healthz", "/openapi")
+
+
+def test_audit_log_shows_the_orchestrator_allowed_everything_and_using_every_grant(
+    cluster: LocalCluster,
+) -> None:
+    """The real apiservers' audit log of the full upgrade above (same cluster): every request of
+    the orchestrator identity was allowed, every one is granted by orchestrator-rbac.yaml itself
+    (or is public), and every grant was needed by a request or is listed with its code path."""
+    from collections import Counter
+
+    from slipway.kube.client import load_manifest
+    from slipway.localcluster import audit
+    from slipway.localcluster.cluster import ORCHESTRATOR_USER, RBAC_MANIFEST
+
+    found = audit.user_requests(cluster.cfg, ORCHESTRATOR_USER)
+    sizes = sum(f.stat().st_size for f in audit.log_files(cluster.cfg))
+    print(f"audit log: {len(found)} orchestrator requests, {sizes / 2**20:.1f} MiB")  # reported
+    assert any(r.verb == "create" and r.subresource == "eviction" for r in found)  # the upgrade ran here
+    refused = Counter(r.describe() for r in audit.refused(found))
+    assert not refused, refused.most_common(20)
+    grants = audit.grants(load_manifest(RBAC_MANIFEST))
+    assert set(GRANTS_USED_ELSEWHERE) <= {g.describe() for g in grants}, "allowlist names a grant no more"
+    unused = {g.describe() for g in audit.unused(grants, found)}
+    assert unused <= set(GRANTS_USED_ELSEWHERE), sorted(unused - set(GRANTS_USED_ELSEWHERE))
+    uncovered = {
+        r.describe()
+        for r in audit.uncovered(grants, found)
+        if not (r.non_resource and r.path.startswith(PUBLIC_PATHS))
+    }
+    assert not uncovered, sorted(uncovered)
