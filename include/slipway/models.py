@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from slipway.redact import url_secrets
 from slipway.versions import Version, is_known, latest_patch, newest_release
 
 Severity = Literal["blocker", "warning", "info", "ok"]
@@ -224,6 +225,9 @@ def url_problem(url: str, *, allow_loopback: bool = True) -> str | None:
         return "carries credentials (user:password@); health checks must not hold secrets"
     if any(char.isspace() or ord(char) < 32 or ord(char) == 127 for char in url):
         return "contains whitespace or control characters"
+    secrets = url_secrets(url)
+    if secrets:  # it would be kept in XCom and the run record: refuse instead of storing it
+        return f"carries a secret ({', '.join(secrets)}); health checks must not hold secrets"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port

@@ -156,6 +156,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("credentials in URL", _http("https://admin:hunter2@shop.example/healthz"), "health_checks[0].url"),
     ("credentials with another scheme", _http("ftp://admin:hunter2@shop.example/"), "health_checks[0].url"),
     ("credentials in a malformed URL", _http("http://admin:hunter2@[::1/"), "health_checks[0].url"),
+    ("token in the query", _http("https://shop.example/healthz?token=hunter2"), "health_checks[0].url"),
+    (
+        "webhook key in the path",
+        _http("https://hooks.slack.com/services/T0/B0/hunter2"),
+        "health_checks[0].url",
+    ),
     ("scheme ftp", _http("ftp://shop.example/health"), "health_checks[0].url"),
     ("scheme file", _http("file:///etc/passwd"), "health_checks[0].url"),
     (
