@@ -13,6 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 KUBE_CONN_ID = "kubernetes_default"
 PLATFORM_CONN_ID = "slipway_platform"
+# kubeadm only: a kubeconfig for the slipway-kubeadm-upgrader ServiceAccount (kubeadm-upgrader-rbac.yaml).
+KUBEADM_CONN_ID = "slipway_kubeadm"
 
 
 def airflow_env(

@@ -35,7 +35,8 @@ class PlatformSettings(BaseModel):
     cluster_name: str = "slipway"
     state_root: str | None = None
     admin_kubeconfig: str | None = None
-    kubeadm_image: str = "registry.k8s.io/kubeadm-upgrader:latest"
+    # The kubeadm upgrade pods' image, pinned by digest (a tag can be moved): required on kubeadm.
+    kubeadm_image: str | None = None
     # etcd access for kubeadm clusters (files on the Airflow worker, never their contents).
     etcd_endpoints: list[str] = []
     etcd_bin_dir: str = "/usr/local/bin"
@@ -95,6 +96,13 @@ def parse_settings(extra: dict[str, Any]) -> PlatformSettings:
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("https", "http") or not parts.hostname or "@" in parts.netloc:
             found.append(f"etcd_endpoints[{i}]: {endpoint!r} is not https://host:port (without credentials)")
+    if settings.platform == "kubeadm":
+        from slipway.upgraders.kubeadm import check_image
+
+        try:
+            check_image(settings.kubeadm_image or "")
+        except ValueError as err:
+            found.append(str(err))
     if found:
         raise PlatformError(f"{refused}: {'; '.join(found)}")
     return settings
@@ -186,7 +194,7 @@ class Platform:
         from slipway.upgraders.kubeadm import KubeadmControlPlaneUpgrader
 
         return KubeadmControlPlaneUpgrader(
-            client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image
+            client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image or ""
         )
 
     def strategy_problem(self, strategy: str) -> str | None:
@@ -213,7 +221,7 @@ class Platform:
             raise PlatformError(
                 f"strategy: the {self.settings.platform} platform runs no upgrade pods on nodes"
             )
-        return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image)
+        return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image or "")
 
     def blue_green(self) -> LocalBlueGreenUpgrader:
         problem = self.strategy_problem("blue-green")

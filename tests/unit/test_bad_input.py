@@ -225,6 +225,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     # --- the slipway_platform connection's extras -----------------------------------------
     ("extras not an object", _extras(["local"]), "extras"),
     ("extras platform unknown", _extras({"platform": "gke"}), "platform"),
+    (
+        "kubeadm image by tag",
+        _extras({"platform": "kubeadm", "kubeadm_image": "kubeadm:latest"}),
+        "kubeadm_image",
+    ),
+    ("kubeadm image missing", _extras({"platform": "kubeadm"}), "kubeadm_image"),
     ("extras key typo", _extras({"clustr_name": "prod"}), "clustr_name"),
     ("extras cluster name a path", _extras({"cluster_name": "../../etc"}), "cluster_name"),
     (

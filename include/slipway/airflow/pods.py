@@ -14,8 +14,8 @@ DONE_PHASES = ("Succeeded", "Failed")
 
 
 class ProviderPodRunner:
-    """A :class:`~slipway.upgraders.kubeadm.PodRunner` on the hook's client (orchestrator identity,
-    which may create pods only in ``slipway-system``)."""
+    """A :class:`~slipway.upgraders.kubeadm.PodRunner` on the ``slipway_kubeadm`` connection's
+    client: the opt-in kubeadm-upgrader identity, which may manage pods only in ``slipway-kubeadm``."""
 
     def __init__(self, api: client.ApiClient, timeout: float = POD_TIMEOUT_SECONDS) -> None:
         self.core = client.CoreV1Api(api)

@@ -31,7 +31,7 @@ from kubernetes import client
 from urllib3.util.ssl_ import create_urllib3_context
 
 from slipway import redact
-from slipway.airflow_env import KUBE_CONN_ID, PLATFORM_CONN_ID
+from slipway.airflow_env import KUBE_CONN_ID, KUBEADM_CONN_ID, PLATFORM_CONN_ID
 from slipway.models import UpgradeRequest, parse_request
 from slipway.platform import Platform, parse_settings
 from slipway.runrecord import RunRecord
@@ -225,7 +225,15 @@ def platform() -> Platform:
 
     extra = BaseHook.get_connection(PLATFORM_CONN_ID).extra_dejson
     api = orchestrator_api()
-    return Platform(parse_settings(extra), api, run_pod=ProviderPodRunner(api))
+    settings = parse_settings(extra)
+    run_pod = None
+    if settings.platform == "kubeadm":
+        # The kubeadm pods are root on their node: they run under their own opt-in identity
+        # (kubeadm-upgrader-rbac.yaml), never the orchestrator's, which may not create pods.
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        run_pod = ProviderPodRunner(KubernetesHook(conn_id=KUBEADM_CONN_ID).get_conn())
+    return Platform(settings, api, run_pod=run_pod)
 
 
 def current_run_id() -> str:
