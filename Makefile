@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps system-deps binaries binaries-range cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+.PHONY: help deps system-deps binaries binaries-range test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -46,7 +46,10 @@ unit: deps ## Pure-logic tests only (no cluster)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG and local-cluster tests
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q tests --ignore=tests/faults
+
+test-faults: deps system-deps binaries ## The fault matrix on real local clusters (its own command: heavy)
+	$(VENV)/bin/pytest -q -s tests/faults
 
 demo: deps system-deps binaries ## Local cluster + Airflow standalone + the upgrade DAG, end to end
 	$(PY) -m slipway.demo
