@@ -480,7 +480,8 @@ class UpgradeRequest(BaseModel):
         default=30,
         gt=0,
         le=DAY_SECONDS,
-        description="How long each batch is watched before the next one starts.",
+        description="After a batch, its health gets this long to settle, then must hold for this long "
+        "again before the next batch starts.",
         json_schema_extra=_form(CHECKS, "Soak between batches (s)"),
     )
     node_ready_timeout_seconds: int = Field(
