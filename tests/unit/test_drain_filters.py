@@ -379,3 +379,20 @@ def test_plan_and_result_name_the_pods_awaited() -> None:
     assert result.to_dict()["awaited"] == ["shop/web-2"]
     assert "1 already terminating awaited" in result.summary()
     assert result.summary().endswith("past skip_wait_for_delete_timeout_seconds: shop/old")
+
+
+def test_a_403_from_a_freshly_restarted_apiserver_is_retried_then_refused() -> None:
+    """A restarted apiserver may deny an allowed eviction until its RBAC informers sync
+    (kubernetes/kubernetes#92506): a 403 is retried a few times, then it is a refusal."""
+    from kubernetes import client as k8s
+
+    from slipway.kube.drain import FORBIDDEN, FORBIDDEN_RETRIES, DrainOptions, _Evictor, _Task
+
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="web-1", namespace="shop", uid="u1"))
+    evictor = _Evictor(k8s.ApiClient(), "node-1", DrainOptions(), deadline=0.0)
+    task = _Task(pod, None, backoff=0.1)
+    for _ in range(FORBIDDEN_RETRIES):
+        evictor._record(task, FORBIDDEN, "informers not synced")
+        assert task.state == "pending"
+    evictor._record(task, FORBIDDEN, "forbidden")
+    assert task.state == "failed"

@@ -51,6 +51,12 @@ TOO_MANY_REQUESTS = 429  # the pod's PDB allows no disruption right now
 NO_REPLY = 0
 # Worth retrying: the PDB may allow it later, or the apiserver is restarting behind the LB.
 TRANSIENT_STATUSES = (NO_REPLY, TOO_MANY_REQUESTS, 502, 503, 504)
+FORBIDDEN = 403
+# A kube-apiserver that has just restarted passes /readyz and may still deny, for a moment,
+# requests its RBAC allows (its authorizer's informers have not synced: kubernetes/kubernetes
+# #92506, #121635); seen in the fault matrix after an apiserver was killed mid-drain. A 403 is
+# therefore retried this many times (with the usual backoff) before it counts as a refusal.
+FORBIDDEN_RETRIES = 4
 REQUEST_TIMEOUT_SECONDS = 30.0
 # Messages name at most this many pods per reason, then "and N more": a 300-pod node stays readable.
 MAX_NAMED_PODS = 5
@@ -619,6 +625,7 @@ class _Task:
     awaited: bool = False
     last_status: int | None = None
     last_message: str = ""
+    forbidden_tries: int = 0
 
     @property
     def key(self) -> str:
@@ -784,7 +791,11 @@ class _Evictor:
             self.evicted.add(task.key)
         elif status in (NOT_FOUND, CONFLICT):
             task.state = "gone"
-        elif status in TRANSIENT_STATUSES:
+        elif status in TRANSIENT_STATUSES or (
+            status == FORBIDDEN and task.forbidden_tries < FORBIDDEN_RETRIES
+        ):
+            if status == FORBIDDEN:
+                task.forbidden_tries += 1
             if status == TOO_MANY_REQUESTS:
                 self.too_many_requests += 1
             log.debug(
