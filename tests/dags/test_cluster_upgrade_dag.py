@@ -163,7 +163,7 @@ def test_a_failed_upgrade_step_takes_the_rollback_branch_with_an_incident(
 @pytest.fixture
 def small_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     # The rollback runs never reach the workers: 3 keep the cluster quick to start.
-    with running_cluster("cprollback", 1100, 3) as local:
+    with running_cluster("cprollback", 700, 3) as local:
         yield local
 
 

@@ -268,7 +268,7 @@ def _held_gone(core: client.CoreV1Api) -> bool:
 
 @pytest.fixture(scope="module")
 def scene() -> Iterator[Scene]:
-    with running_cluster("drainparity", 0, WORKERS) as cluster:
+    with running_cluster("drainparity", 800, WORKERS) as cluster:
         api = cluster.admin_client()
         core, apps, policy = client.CoreV1Api(api), client.AppsV1Api(api), client.PolicyV1Api(api)
         node = str(nodes.list_workers(api)[0].metadata.name)
