@@ -6,6 +6,7 @@ from kubernetes import client
 
 from slipway.kube.nodes import CORDONED_BY, EXTERNAL_CORDON, QUARANTINED
 from slipway.validation.invariants import pdb_violations, record_problems, skew_problems, stray_cordons
+from tests.unit.kube_objects import system_info
 
 RUN = "manual__2026-12-02"
 
@@ -25,20 +26,7 @@ def node(
             labels={QUARANTINED: "true"} if quarantined else {},
         ),
         spec=client.V1NodeSpec(unschedulable=cordoned),
-        status=client.V1NodeStatus(
-            node_info=client.V1NodeSystemInfo(
-                kubelet_version=kubelet,
-                architecture="amd64",
-                boot_id="",
-                container_runtime_version="",
-                kernel_version="",
-                kube_proxy_version="",
-                machine_id="",
-                operating_system="linux",
-                os_image="",
-                system_uuid="",
-            )
-        ),
+        status=client.V1NodeStatus(node_info=system_info(kubelet)),
     )
 
 

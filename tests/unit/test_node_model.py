@@ -12,6 +12,7 @@ from kubernetes import client
 
 from slipway import inventory, workers
 from slipway.kube import nodes as kube_nodes
+from tests.unit.kube_objects import system_info
 
 
 def node(name: str, labels: dict[str, str], taints: list[client.V1Taint] | None = None) -> client.V1Node:
@@ -20,18 +21,7 @@ def node(name: str, labels: dict[str, str], taints: list[client.V1Taint] | None 
         spec=client.V1NodeSpec(taints=taints),
         status=client.V1NodeStatus(
             allocatable={"cpu": "4", "memory": "8Gi", "pods": "110"},
-            node_info=client.V1NodeSystemInfo(
-                kubelet_version="v1.36.3",
-                architecture="amd64",
-                boot_id="",
-                container_runtime_version="",
-                kernel_version="",
-                kube_proxy_version="",
-                machine_id="",
-                operating_system="linux",
-                os_image="",
-                system_uuid="",
-            ),
+            node_info=system_info("v1.36.3"),
         ),
     )
 
