@@ -1,0 +1,246 @@
+"""The migration's cluster calls: read the selection on the source, apply it to the target
+(server-side apply: re-running changes nothing), checksum both sides, wait for availability.
+
+Every call works with the migrator identity of ``manifests/migrator-rbac.yaml``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from slipway.migration.assess import Assessment, assess
+from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
+from slipway.migration.objects import (
+    CONFIG_KINDS,
+    KINDS,
+    NAMESPACE,
+    WORKLOAD_KINDS,
+    Kind,
+    Obj,
+    Sums,
+    compare,
+    generated,
+    key,
+    normalise,
+    pair_checksums,
+)
+from slipway.migration.request import SYSTEM_NAMESPACES, SYSTEM_PREFIXES, MigrationRequest
+
+FIELD_MANAGER = "slipway-migration"
+
+
+@dataclass
+class Side:
+    """One cluster of the migration, with its discovery cached."""
+
+    api: client.ApiClient
+    name: str  # "source" or "target", for messages
+
+    def __post_init__(self) -> None:
+        self.dyn = DynamicClient(self.api)
+
+    def resource(self, kind: Kind) -> Any | None:
+        try:
+            return self.dyn.resources.get(api_version=kind.api_version, kind=kind.kind)
+        except ResourceNotFoundError:
+            return None
+
+    def served(self) -> set[str]:
+        """Group versions the apiserver serves (``v1``, ``apps/v1``, ...)."""
+        versions = {f"v{v.removeprefix('v')}" for v in client.CoreApi(self.api).get_api_versions().versions}
+        for group in client.ApisApi(self.api).get_api_versions().groups:
+            versions |= {v.group_version for v in group.versions}
+        return versions
+
+    def version(self) -> str:
+        info = client.VersionApi(self.api).get_code()
+        return str(info.git_version).lstrip("v")
+
+    def identity(self) -> str:
+        """The kube-system namespace's uid: the same cluster reached by two addresses gives one uid."""
+        return str(client.CoreV1Api(self.api).read_namespace("kube-system").metadata.uid)
+
+
+def _items(resource: Any, **kwargs: Any) -> list[Obj]:
+    listed = resource.get(**kwargs).to_dict()
+    api_version, kind = listed["apiVersion"], listed["kind"].removesuffix("List")
+    # List items omit apiVersion/kind: restore them so every object names its own type.
+    return [{"apiVersion": api_version, "kind": kind, **item} for item in listed.get("items") or []]
+
+
+def select_namespaces(source: Side, request: MigrationRequest) -> list[Obj]:
+    """The source namespaces the request names; unknown ones and an empty selector are refused."""
+    resource = source.resource(NAMESPACE)
+    every = {n["metadata"]["name"]: n for n in _items(resource)}
+    problems = []
+    chosen: dict[str, Obj] = {}
+    for name in request.namespaces:
+        if name in every:
+            chosen[name] = every[name]
+        else:
+            problems.append(("namespaces", f"{name} does not exist on the source"))
+    if request.namespace_selector:
+        matched = _items(resource, label_selector=request.namespace_selector)
+        matched = [
+            n
+            for n in matched
+            if n["metadata"]["name"] not in SYSTEM_NAMESPACES
+            and not n["metadata"]["name"].startswith(SYSTEM_PREFIXES)
+        ]
+        if not matched:
+            problems.append(
+                ("namespace_selector", f"{request.namespace_selector!r} matches no namespace on the source")
+            )
+        chosen |= {n["metadata"]["name"]: n for n in matched}
+    if problems:
+        raise MigrationError(problems, "migration request")
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def refuse_same_cluster(source: Side, target: Side) -> None:
+    if source.identity() == target.identity():
+        raise MigrationError(
+            [("target", "is the source cluster (same kube-system uid): a migration needs two clusters")],
+            "slipway_migration connection",
+        )
+
+
+def read_objects(side: Side, namespaces: Iterable[str], kinds: Iterable[Kind] = KINDS) -> list[Obj]:
+    """Every object of ``kinds`` in ``namespaces``, as the apiserver returns it."""
+    out: list[Obj] = []
+    for kind in kinds:
+        resource = side.resource(kind)
+        if resource is None:
+            continue  # this cluster does not serve the kind: nothing of it can exist here
+        for namespace in namespaces:
+            out += _items(resource, namespace=namespace)
+    return out
+
+
+def assessment(
+    source: Side, target: Side, request: MigrationRequest
+) -> tuple[Assessment, list[Obj], list[Obj]]:
+    """Refuse bad selections and a target that is the source, then judge the inventory."""
+    refuse_same_cluster(source, target)
+    namespaces = select_namespaces(source, request)
+    names = [n["metadata"]["name"] for n in namespaces]
+    objects = read_objects(source, names)
+    result = assess(
+        namespaces,
+        objects,
+        target.served(),
+        source_version=source.version(),
+        target_version=target.version(),
+    )
+    return result, namespaces, objects
+
+
+def copyable(objects: Iterable[Obj], kinds: Iterable[Kind]) -> list[Obj]:
+    """The user's objects of ``kinds`` (copy order kept), without the cluster-generated ones."""
+    wanted = [(k.api_version, k.kind) for k in kinds]
+    chosen = [o for o in objects if (o["apiVersion"], o["kind"]) in wanted and not generated(o)]
+    return sorted(chosen, key=lambda o: wanted.index((o["apiVersion"], o["kind"])))
+
+
+def apply(target: Side, objects: Iterable[Obj]) -> list[str]:
+    """Server-side apply each normalised object to the target; an identical object is left unchanged."""
+    applied = []
+    for obj in objects:
+        body = normalise(obj)
+        resource = target.dyn.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+        resource.server_side_apply(
+            body=body,
+            name=body["metadata"]["name"],
+            namespace=body["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        applied.append(key(body))
+    return applied
+
+
+def _user_objects(side: Side, namespaces: list[str], kinds: list[Kind], with_namespaces: bool) -> list[Obj]:
+    objects = copyable(read_objects(side, namespaces, kinds), kinds)
+    if with_namespaces:
+        every = _items(side.resource(NAMESPACE))
+        objects = [n for n in every if n["metadata"]["name"] in namespaces] + objects
+    return objects
+
+
+def verify(
+    source: Side, target: Side, namespaces: list[str], kinds: Iterable[Kind], *, with_namespaces: bool = False
+) -> Sums:
+    """Checksum every source object and its copy; raise naming each mismatch or missing copy."""
+    kinds = list(kinds)
+    sums = pair_checksums(
+        _user_objects(source, namespaces, kinds, with_namespaces),
+        _user_objects(target, namespaces, kinds, with_namespaces),
+    )
+    problems = compare(sums.source, sums.target)
+    if problems:
+        raise ChecksumMismatch(problems)
+    return sums
+
+
+def _available(obj: Obj) -> bool:
+    spec, status = obj.get("spec", {}), obj.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    if (status.get("observedGeneration") or 0) < obj["metadata"].get("generation", 0):
+        return False
+    if obj["kind"] == "Deployment":
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        return (
+            status.get("availableReplicas", 0) == wanted
+            and conditions.get("Available") == "True"
+            and (status.get("updatedReplicas", 0) == wanted)
+        )
+    return bool(status.get("availableReplicas", 0) == wanted and status.get("readyReplicas", 0) == wanted)
+
+
+def wait_available(
+    target: Side,
+    names: list[str],
+    kinds: Iterable[Kind],
+    timeout: float,
+    *,
+    interval: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Wait until every workload of ``kinds`` in ``names`` is available on the target.
+
+    :returns: how many workloads are available.
+    :raises NotAvailable: naming the workloads still short after ``timeout`` seconds.
+    """
+    kinds = list(kinds)
+    deadline = clock() + timeout
+    while True:
+        workloads = copyable(read_objects(target, names, kinds), kinds)
+        short = [key(w) for w in workloads if not _available(w)]
+        if not short:
+            return len(workloads)
+        if clock() >= deadline:
+            raise NotAvailable(f"not available on the target after {timeout:.0f} s: {', '.join(short)}")
+        time.sleep(interval)  # polling the apiserver, bounded by the deadline
+
+
+def copy_configuration(source: Side, target: Side, namespaces: list[str]) -> list[str]:
+    """Namespaces, then ServiceAccounts, RBAC, ConfigMaps, Secrets, Services and policies, read
+    fresh from the source and applied to the target. Idempotent."""
+    chosen = [n for n in _items(source.resource(NAMESPACE)) if n["metadata"]["name"] in namespaces]
+    missing = sorted(set(namespaces) - {n["metadata"]["name"] for n in chosen})
+    if missing:
+        raise MigrationError([("namespaces", f"{', '.join(missing)} no longer exist on the source")])
+    config = copyable(read_objects(source, namespaces, CONFIG_KINDS), CONFIG_KINDS)
+    return apply(target, chosen) + apply(target, config)
+
+
+def copy_workloads(source: Side, target: Side, namespaces: list[str]) -> list[str]:
+    """Deployments and StatefulSets, read fresh from the source and applied to the target."""
+    return apply(target, copyable(read_objects(source, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS))
