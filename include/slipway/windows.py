@@ -356,3 +356,82 @@ def slow_progress(history: Sequence[float], seconds_per_node: float) -> str | No
         f"{seconds_per_node:.0f}s per node, {seconds_per_node / usual:.1f}x the median {usual:.0f}s "
         f"of the {len(history)} batches before: the remaining batches may not fit the window"
     )
+
+
+# Per-phase prediction from the cluster's own run history (run records), or a stated model.
+# The stated model is deliberately cautious; once the cluster has finished one upgrade, its
+# own figures replace it (a 5x overestimate wastes windows as surely as an underestimate
+# overruns them).
+STATED_MODEL = {
+    "preparation": 120.0,  # per run: inventory, preflight checks, risk assessment
+    "etcd backup": 300.0,  # per run: snapshot plus its restore drill
+    "control plane": 180.0,  # per component: stop, start at the target, wait for healthy
+    "workers": DEFAULT_SECONDS_PER_NODE,  # per batch, before its soak
+    "validation": 120.0,  # per run: the post-upgrade health checks
+}
+PHASE_ORDER = tuple(STATED_MODEL)
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What one finished run measured: seconds per phase and how much work each phase did."""
+
+    phase_seconds: dict[str, float]
+    batches: int
+    components: int
+    soak_seconds: float
+
+
+@dataclass(frozen=True)
+class PhasePrediction:
+    phase: str
+    seconds: float
+    basis: str  # "median of 3 earlier runs" or "stated model: ..."
+
+
+def _per_unit(phase: str, run: RunFigures) -> float | None:
+    """One run's figure for ``phase`` in the unit the phase scales by; None when unmeasured."""
+    seconds = run.phase_seconds.get(phase)
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    if phase == "control plane":
+        return seconds / run.components if run.components else None
+    if phase == "workers":
+        # Nodes in a batch go together, so a batch is the unit; its soak is the request's, not the cluster's.
+        return max(seconds / run.batches - run.soak_seconds, 0.0) if run.batches else None
+    return seconds
+
+
+def batch_history(history: Sequence[RunFigures]) -> list[float]:
+    """Seconds per batch (soak excluded) of each earlier run: the ``history`` that
+    :func:`predict_duration` and the maintenance-window check take."""
+    found = [_per_unit("workers", run) for run in history]
+    # predict_duration refuses non-positive figures: a run whose batches were all soak says nothing.
+    return [seconds for seconds in found if seconds]
+
+
+def predict_phases(
+    history: Sequence[RunFigures], *, batches: int, components: int, soak_seconds: float
+) -> list[PhasePrediction]:
+    """Predicted seconds per phase: the median of the cluster's earlier runs where it has
+    measured the phase, else :data:`STATED_MODEL`; the last entry is the total."""
+    if batches < 0 or components < 0 or soak_seconds < 0:
+        raise ValueError(
+            f"need batches, components, soak_seconds >= 0; got {batches}, {components}, {soak_seconds}"
+        )
+    work = {"control plane": components, "workers": batches}
+    found = []
+    for phase in PHASE_ORDER:
+        measured = [v for v in (_per_unit(phase, run) for run in history) if v is not None]
+        if measured:
+            unit = statistics.median(measured)
+            basis = f"median of {len(measured)} earlier run{'s' if len(measured) != 1 else ''}"
+        else:
+            unit = STATED_MODEL[phase]
+            basis = "stated model"
+        seconds = unit * work.get(phase, 1)
+        if phase == "workers":
+            seconds += batches * soak_seconds
+        found.append(PhasePrediction(phase, seconds, basis))
+    found.append(PhasePrediction("total", sum(p.seconds for p in found), "sum of the phases"))
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return lines
 
 
+def _table_or_nothing(rows: list[list[str]], header: list[str]) -> list[str]:
+    """No rows, no table: a bare header reads like something is missing."""
+    return _table(rows, header) if rows else []
+
+
 def _duration(start: str | None, end: str | None) -> str:
     if not start or not end:
         return ""
@@ -97,7 +103,9 @@ def phase_timings(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
     return found
 
 
-def render_markdown(data: dict[str, Any], verdict: str) -> str:
+def render_markdown(data: dict[str, Any], verdict: str, comparisons: Sequence[Any] = ()) -> str:
+    """The Markdown page; ``comparisons`` (:func:`slipway.reports.prediction.compare`) add
+    predicted against actual time per phase. Sections with nothing in them are left out."""
     request = data.get("request", {})
     out = [
         f"# Slipway run report: {data.get('run_id', '')}",
@@ -110,12 +118,29 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
         "",
     ]
     timings = phase_timings(data.get("events", []))
-    if timings:
+    if comparisons:
+        from slipway.reports.durations import human_duration
+
+        out += ["## Time per phase, predicted and actual", ""]
+        out += _table(
+            [
+                [
+                    c.phase,
+                    human_duration(c.predicted.seconds),
+                    c.predicted.basis,
+                    human_duration(c.actual) if c.actual is not None else "not finished",
+                ]
+                for c in comparisons
+            ],
+            ["phase", "predicted", "predicted from", "actual"],
+        )
+        out.append("")
+    elif timings:
         out += ["## Time per phase", ""]
         out += _table([[phase, f"{seconds:.0f}s"] for phase, seconds in timings], ["phase", "time"])
         out.append("")
     plan = data.get("plan")
-    if plan:
+    if plan and plan.get("hops"):
         out += ["## Upgrade path", ""]
         out += _table(
             [
@@ -153,7 +178,7 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
     if risk:
         out += ["## Risk assessment", "", f"Decision: **{risk.get('decision')}**", ""]
         out += [f"- {r}" for r in risk.get("reasons", [])] + [""]
-        out += _table(
+        out += _table_or_nothing(
             [
                 [
                     i["category"],
@@ -170,9 +195,9 @@ def render_markdown(data: dict[str, Any], verdict: str) -> str:
         )
         out.append("")
     control_plane = data.get("control_plane", {})
-    if control_plane:
+    if any(control_plane.get(k) for k in ("steps", "defragmentation", "probe")):
         out += ["## Control plane", ""]
-        out += _table(
+        out += _table_or_nothing(
             [
                 [
                     name,
@@ -257,8 +282,18 @@ def _latency_cell(latency: dict[str, Any]) -> str:
     return f"{worst['ratio']:.1f}x {worst['signal']} ({worst['batch_ms']:.0f}/{worst['baseline_ms']:.0f} ms)"
 
 
-def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[str, Path]:
-    """Write ``upgrade-report.json`` and ``upgrade-report.md``; returns their paths."""
+def write_run_report(
+    data: dict[str, Any], *, dag_id: str, run_id: str, history: Iterable[dict[str, Any]] = ()
+) -> dict[str, Path]:
+    """Write ``upgrade-report.json``, ``.md`` and ``.html``; returns their paths.
+
+    :param history: the cluster's other run records; the runs among them that upgraded
+        before this one predict its time per phase (else the stated model does).
+    """
+    # Imported here: they import this module, and matplotlib is only needed to write a report.
+    from slipway.reports.html import render_html
+    from slipway.reports.prediction import compare, earlier_upgrades
+
     folder = report_dir(dag_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     data = redact_value(data)
@@ -268,5 +303,8 @@ def write_run_report(data: dict[str, Any], *, dag_id: str, run_id: str) -> dict[
     found = {"verdict": verdict, "incident": incident.to_dict() if incident else None}
     json_path.write_text(json.dumps(found | data, indent=2, sort_keys=True, default=str))
     md_path = folder / "upgrade-report.md"
-    md_path.write_text(redact(render_markdown(data, verdict)))
-    return {"json": json_path, "markdown": md_path}
+    comparisons = compare(data, earlier_upgrades(data, [redact_value(r) for r in history]))
+    md_path.write_text(redact(render_markdown(data, verdict, comparisons)))
+    html_path = folder / "upgrade-report.html"
+    html_path.write_text(redact(render_html(data, verdict, comparisons)))
+    return {"json": json_path, "markdown": md_path, "html": html_path}
