@@ -1,0 +1,366 @@
+"""Cluster-to-cluster migration between two real local clusters (issue 12, first slice): the
+source at the kit's older release, the target at the newer one, each a small non-HA cluster on its
+own port block. Every migration call runs as the migrator ServiceAccount
+(``manifests/migrator-rbac.yaml``) through a token kubeconfig, as the ``slipway_migration``
+connection would; the admin identity only seeds objects and checks results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from slipway.kube.client import apply_manifest
+from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.config import ClusterConfig
+from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
+from slipway.migration import clusters, identity
+from slipway.migration.connection import ClusterRef, parse_connection
+from slipway.migration.errors import ChecksumMismatch, MigrationError
+from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
+from slipway.migration.request import MigrationRequest
+from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+
+pytestmark = pytest.mark.cluster
+
+FORBIDDEN = 403
+MOVED = "mig-shop"
+BLOCKED = "mig-blocked"
+SEED = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: mig-shop, labels: {team: shop}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config, namespace: mig-shop}
+data: {MODE: production}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret, namespace: mig-shop}
+stringData: {token: s3cr3t}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: mig-shop}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app-reader, namespace: mig-shop}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app-reader, namespace: mig-shop}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: app-reader}
+subjects: [{kind: ServiceAccount, name: app, namespace: mig-shop}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: mig-shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: mig-shop, labels: {app: web}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      serviceAccountName: app
+      containers:
+      - name: web
+        image: registry.local/web:1.0
+        envFrom: [{configMapRef: {name: app-config}}]
+        volumeMounts: [{name: creds, mountPath: /creds}]
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+      volumes: [{name: creds, secret: {secretName: app-secret}}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: mig-shop}
+spec: {maxUnavailable: 1, selector: {matchLabels: {app: web}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: mig-shop}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 2
+  maxReplicas: 4
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: mig-shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{port: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cache, namespace: mig-shop}
+spec:
+  clusterIP: None
+  selector: {app: cache}
+  ports: [{port: 6379}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: cache, namespace: mig-shop, labels: {app: cache}}
+spec:
+  serviceName: cache
+  replicas: 2
+  selector: {matchLabels: {app: cache}}
+  template:
+    metadata: {labels: {app: cache}}
+    spec:
+      containers:
+      - name: cache
+        image: registry.local/cache:7
+        env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: token}}}]
+        resources: {requests: {cpu: 100m, memory: 64Mi}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mig-blocked, labels: {team: legacy}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: mig-blocked}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: node-agent, namespace: mig-blocked, labels: {app: node-agent}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: node-agent}}
+  template:
+    metadata: {labels: {app: node-agent}}
+    spec:
+      containers:
+      - name: agent
+        image: registry.local/agent:1.0
+        ports: [{containerPort: 9100, hostPort: 9100}]
+        envFrom: [{configMapRef: {name: agent-config}}]
+        volumeMounts: [{name: host, mountPath: /host}, {name: data, mountPath: /data}]
+      volumes:
+      - {name: host, hostPath: {path: /var/lib/agent}}
+      - {name: data, persistentVolumeClaim: {claimName: data}}
+"""
+
+
+@dataclass
+class Pair:
+    source: LocalCluster
+    target: LocalCluster
+    source_ref: ClusterRef  # the migrator's kubeconfig on each cluster
+    target_ref: ClusterRef
+
+    def sides(self) -> tuple[clusters.Side, clusters.Side]:
+        return (
+            clusters.Side(self.source_ref.api_client(), "source"),
+            clusters.Side(self.target_ref.api_client(), "target"),
+        )
+
+    def connection_extra(self) -> dict[str, str]:
+        return {
+            "source_kubeconfig": str(self.source_ref.kubeconfig),
+            "target_kubeconfig": str(self.target_ref.kubeconfig),
+        }
+
+
+def _small(name: str, port_offset: int, version: str, state_root: Path) -> LocalCluster:
+    cfg = ClusterConfig(
+        name=name,
+        base_port=TEST_BASE_PORT + port_offset,
+        etcd_members=1,
+        apiservers=1,
+        control_plane_nodes=0,
+        nodes=2,
+        pools=("general",),
+        kubernetes_version=version,
+        state_root=state_root,
+    )
+    return LocalCluster(cfg)
+
+
+@contextmanager
+def migration_pair(prefix: str, port_offset: int) -> Iterator[Pair]:
+    """Source (older release) and target (newer release), the migrator installed on both, the
+    seed objects on the source; both purged afterwards, also when a test fails."""
+    root = state_root_for_tests()
+    source = _small(f"{prefix}-source", port_offset, KUBERNETES_OLD, root)
+    target = _small(f"{prefix}-target", port_offset + 500, KUBERNETES_NEW, root)
+    try:
+        refs = []
+        for cluster in (source, target):
+            cluster.down(purge=True)
+            cluster.up()
+            admin = cluster.admin_client()
+            identity.install(admin)
+            path = cluster.cfg.state_dir / "migrator.kubeconfig"
+            refs.append(ClusterRef(identity.write_kubeconfig(admin, path, name=cluster.cfg.name)))
+        apply_manifest(source.admin_client(), [d for d in yaml.safe_load_all(SEED) if d])
+        yield Pair(source, target, refs[0], refs[1])
+    finally:
+        source.down(purge=True)
+        target.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    with migration_pair("mig", 0) as started:
+        yield started
+
+
+def _refused(call: Any, *args: Any, **kwargs: Any) -> None:
+    with pytest.raises(ApiException) as err:
+        call(*args, **kwargs)
+    assert err.value.status == FORBIDDEN, err.value.body
+
+
+def _namespaces(api: client.ApiClient) -> set[str]:
+    return {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+
+
+def test_migrator_reads_secrets_but_cannot_delete_create_pods_or_touch_nodes(pair: Pair) -> None:
+    for ref, cluster in ((pair.source_ref, pair.source), (pair.target_ref, pair.target)):
+        core = client.CoreV1Api(ref.api_client())
+        if cluster is pair.source:
+            secret = core.read_namespaced_secret("app-secret", MOVED)
+            assert secret.data["token"]
+            _refused(core.delete_namespaced_secret, "app-secret", MOVED)
+            _refused(core.delete_namespace, MOVED)
+            _refused(core.replace_namespaced_secret, "app-secret", MOVED, secret)  # no update verb
+        _refused(core.list_node)
+        pod = {"metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "x"}]}}
+        _refused(core.create_namespaced_pod, "default", pod)
+        _refused(core.connect_get_namespaced_pod_exec, "x", "default", command=["true"])
+        rbac = client.RbacAuthorizationV1Api(ref.api_client())
+        _refused(rbac.create_cluster_role, {"metadata": {"name": "x"}, "rules": []})
+        _refused(client.AppsV1Api(ref.api_client()).delete_namespaced_deployment, "web", MOVED)
+    assert client.CoreV1Api(pair.source.admin_client()).read_namespaced_secret("app-secret", MOVED)
+
+
+def test_connection_extras_with_the_migrator_kubeconfigs(pair: Pair) -> None:
+    parsed = parse_connection(pair.connection_extra())
+    assert parsed.source == pair.source_ref and parsed.target == pair.target_ref
+    same = {
+        "source_kubeconfig": str(pair.source_ref.kubeconfig),
+        "target_kubeconfig": str(pair.source_ref.kubeconfig),
+    }
+    with pytest.raises(MigrationError) as err:
+        parse_connection(same)
+    assert err.value.fields == ["target_kubeconfig"]
+
+
+def test_assessment_maps_dependencies_and_blockers_and_changes_nothing(pair: Pair) -> None:
+    source, target = pair.sides()
+    before = _namespaces(pair.target.admin_client())
+    request = MigrationRequest(namespaces=[MOVED], namespace_selector="team=legacy")
+    result, namespaces, _ = clusters.assessment(source, target, request)
+    assert [n["metadata"]["name"] for n in namespaces] == [BLOCKED, MOVED]
+    assert (result.source_version, result.target_version) == (KUBERNETES_OLD, KUBERNETES_NEW)
+    web = result.dependencies[f"Deployment/{MOVED}/web"]
+    assert web == {
+        "ConfigMap": ["app-config"],
+        "Secret": ["app-secret"],
+        "ServiceAccount": ["app"],
+        "Service": ["web"],
+        "PodDisruptionBudget": ["web"],
+        "NetworkPolicy": ["web-ingress"],
+        "HorizontalPodAutoscaler": ["web"],
+    }
+    assert result.dependencies[f"StatefulSet/{MOVED}/cache"]["Service"] == ["cache"]
+    agent = " | ".join(result.blockers[f"Deployment/{BLOCKED}/node-agent"])
+    assert "hostPath" in agent and "host port 9100" in agent and "PVC data" in agent
+    assert f"PersistentVolumeClaim/{BLOCKED}/data" in result.blockers
+    assert result.missing == {f"Deployment/{BLOCKED}/node-agent": [f"ConfigMap/{BLOCKED}/agent-config"]}
+    assert not any(name.startswith(f"Deployment/{MOVED}") for name in result.blockers)
+    assert f"Secret/{MOVED}/app-secret" in result.objects
+    assert f"ConfigMap/{MOVED}/kube-root-ca.crt" in result.skipped
+    json.dumps(result.to_dict())  # the report is JSON as it stands
+    assert _namespaces(pair.target.admin_client()) == before
+
+
+def test_bad_selections_and_a_target_that_is_the_source_are_refused(pair: Pair) -> None:
+    source, target = pair.sides()
+    before = _namespaces(pair.target.admin_client())
+    cases = [
+        (MigrationRequest(namespaces=["no-such-namespace"]), "namespaces", "does not exist on the source"),
+        (MigrationRequest(namespace_selector="team=nobody"), "namespace_selector", "matches no namespace"),
+    ]
+    for request, field, reason in cases:
+        with pytest.raises(MigrationError) as err:
+            clusters.assessment(source, target, request)
+        assert err.value.fields == [field] and reason in str(err.value)
+    # The source reached through a second client is still the source: refused by cluster identity.
+    with pytest.raises(MigrationError) as err:
+        clusters.assessment(
+            source,
+            clusters.Side(pair.source_ref.api_client(), "target"),
+            MigrationRequest(namespaces=[MOVED]),
+        )
+    assert err.value.fields == ["target"]
+    assert _namespaces(pair.target.admin_client()) == before
+
+
+def _resource_versions(api: client.ApiClient) -> dict[str, str]:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    listed = [
+        *core.list_namespaced_config_map(MOVED).items,
+        *core.list_namespaced_secret(MOVED).items,
+        *core.list_namespaced_service(MOVED).items,
+        *apps.list_namespaced_deployment(MOVED).items,
+        *apps.list_namespaced_stateful_set(MOVED).items,
+    ]
+    return {f"{type(o).__name__}/{o.metadata.name}": o.metadata.resource_version for o in listed}
+
+
+def test_copy_is_verified_by_checksums_idempotent_and_available(pair: Pair) -> None:
+    source, target = pair.sides()
+    applied = clusters.copy_configuration(source, target, [MOVED])
+    assert applied[0] == f"Namespace/{MOVED}" and f"Secret/{MOVED}/app-secret" in applied
+    config = clusters.verify(source, target, [MOVED], CONFIG_KINDS, with_namespaces=True)
+    assert config.source == config.target and len(config.source) == len(applied)
+    workloads = clusters.copy_workloads(source, target, [MOVED])
+    assert workloads == [f"Deployment/{MOVED}/web", f"StatefulSet/{MOVED}/cache"]
+    sums = clusters.verify(source, target, [MOVED], WORKLOAD_KINDS)
+    assert sums.source == sums.target
+    assert clusters.wait_available(target, [MOVED], WORKLOAD_KINDS, 120) == 2
+
+    # Re-running the copy is a no-op: the apiserver stores nothing new.
+    before = _resource_versions(pair.target.admin_client())
+    clusters.copy_configuration(source, target, [MOVED])
+    clusters.copy_workloads(source, target, [MOVED])
+    assert _resource_versions(pair.target.admin_client()) == before
+
+    # A Secret changed on the source after the copy: the checksums name it, and only it.
+    admin_core = client.CoreV1Api(pair.source.admin_client())
+    admin_core.patch_namespaced_secret("app-secret", MOVED, {"stringData": {"token": "rotated"}})
+    with pytest.raises(ChecksumMismatch) as err:
+        clusters.verify(source, target, [MOVED], CONFIG_KINDS, with_namespaces=True)
+    assert [m.split(":")[0] for m in err.value.mismatches] == [f"Secret/{MOVED}/app-secret"]
+    # Copying again carries the change over; the sums agree again.
+    clusters.copy_configuration(source, target, [MOVED])
+    clusters.verify(source, target, [MOVED], CONFIG_KINDS, with_namespaces=True)
+    copied = client.CoreV1Api(pair.target.admin_client()).read_namespaced_secret("app-secret", MOVED)
+    assert copied.data["token"] == "cm90YXRlZA=="  # base64 of "rotated"
