@@ -119,7 +119,8 @@ def _missing(deps: dict[str, list[str]], present: set[str], namespace: str) -> l
     out = []
     for kind in ("ConfigMap", "Secret", "ServiceAccount"):
         for name in deps.get(kind, []):
-            if f"{kind}/{namespace}/{name}" not in present:
+            # Every namespace gets its own "default" ServiceAccount from the target's controllers.
+            if f"{kind}/{namespace}/{name}" not in present and (kind, name) != ("ServiceAccount", "default"):
                 out.append(f"{kind}/{namespace}/{name}")
     return out
 
@@ -248,6 +249,8 @@ def assess(
             result.blockers[name] = reasons
         elif (obj["apiVersion"], obj["kind"]) in copied:
             result.objects.append(name)
+    order = ["Namespace", *(k.kind for k in KINDS)]
+    result.objects.sort(key=lambda name: order.index(name.split("/")[0]))  # stable: copy order
     return result
 
 
