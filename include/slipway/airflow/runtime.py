@@ -10,6 +10,13 @@ certificate and key data are taken out before the hook loads it, and go straight
 the client's TLS context from memory (a ``memfd`` on Linux: a file that lives in RAM
 and dies with its descriptor). Every secret the kubeconfig holds is also registered with
 :mod:`slipway.redact` and Airflow's secrets masker, so no message or task log shows it.
+
+No call hangs. Every request gets a (connect, read) timeout unless its caller set one: a
+half-open connection (an apiserver restarting behind the balancer) raises a timeout instead
+of holding the task forever. Watches get a read timeout past their own ``timeoutSeconds``.
+Reads (GET) are retried with backoff on transient errors (429, 5xx, connection errors);
+writes only when the connection was never made, since a write whose answer was lost may
+have been applied (the tasks' own idempotence covers that case).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import os
 import shutil
 import ssl
@@ -32,6 +40,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 from slipway import redact
 from slipway.airflow_env import KUBE_CONN_ID, KUBEADM_CONN_ID, PLATFORM_CONN_ID
+from slipway.kube.retry import Backoff, call_with_retries, is_transient, never_sent
 from slipway.models import UpgradeRequest, parse_request
 from slipway.platform import Platform, parse_settings
 from slipway.runrecord import RunRecord
@@ -62,6 +71,97 @@ def kube_connection_extra() -> dict[str, Any]:
     return fields | {k: v for k, v in extra.items() if not k.startswith(prefix)}
 
 
+log = logging.getLogger(__name__)
+
+# (connect, read) seconds. Read is the longest silence tolerated mid-answer: a large list
+# from a loaded apiserver answers well within it, a half-open connection never does.
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+# A watch is silent until something changes: its read timeout starts past the server's
+# own ``timeoutSeconds``; without one, past the longest the apiserver keeps a watch open
+# (twice its --min-request-timeout, 1800 s by default).
+WATCH_MARGIN_SECONDS = 10.0
+WATCH_WITHOUT_TIMEOUT_SECONDS = 3600.0
+READ_BACKOFF = Backoff(attempts=4, base=0.5, factor=2.0, cap=8.0)
+
+
+class TimeoutApiClient(client.ApiClient):
+    """The kubernetes ``ApiClient`` with a default timeout on every request and retries with
+    backoff where they are safe. Its urllib3 pool does not retry by itself (one retry
+    layer, with backoff, whose errors are the real ones: a timeout stays a timeout)."""
+
+    def __init__(
+        self,
+        configuration: client.Configuration | None = None,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        backoff: Backoff = READ_BACKOFF,
+    ) -> None:
+        configuration = configuration or client.Configuration.get_default_copy()
+        configuration.retries = False
+        super().__init__(configuration)
+        self.default_timeout = timeout
+        self.backoff = backoff
+
+    def timeout_for(self, query_params: Any) -> tuple[float, float]:
+        """The default for a request with these query parameters (a list of pairs)."""
+        params = {str(k): v for k, v in (query_params or [])}
+        streaming = str(params.get("watch", "")).lower() == "true" or str(
+            params.get("follow", "")
+        ).lower() in {"true", "1"}
+        if not streaming:
+            return self.default_timeout
+        server_side = params.get("timeoutSeconds")
+        read = float(server_side) + WATCH_MARGIN_SECONDS if server_side else WATCH_WITHOUT_TIMEOUT_SECONDS
+        return self.default_timeout[0], max(read, self.default_timeout[1])
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        query_params: Any = None,
+        headers: Any = None,
+        post_params: Any = None,
+        body: Any = None,
+        _preload_content: bool = True,
+        _request_timeout: Any = None,
+    ) -> Any:
+        timeout = _request_timeout if _request_timeout is not None else self.timeout_for(query_params)
+
+        def send() -> Any:
+            return super(TimeoutApiClient, self).request(
+                method,
+                url,
+                query_params=query_params,
+                headers=headers,
+                post_params=post_params,
+                body=body,
+                _preload_content=_preload_content,
+                _request_timeout=timeout,
+            )
+
+        # A whole read is safe to repeat; a stream is the caller's (it re-watches), a write
+        # only when it never left.
+        reads = method in {"GET", "HEAD"} and _preload_content
+        return call_with_retries(
+            send, backoff=self.backoff, retry_on=is_transient if reads else never_sent, on_retry=_log_retry
+        )
+
+
+def _log_retry(attempt: int, err: BaseException, wait: float) -> None:
+    log.warning("Kubernetes API: %s; retry %d in %.1fs", redact.redact(str(err))[:300], attempt, wait)
+
+
+def with_default_timeouts(api: client.ApiClient) -> TimeoutApiClient:
+    """The same client (configuration, headers) as a :class:`TimeoutApiClient`."""
+    if isinstance(api, TimeoutApiClient):
+        return api
+    ours = TimeoutApiClient(api.configuration)
+    ours.default_headers.update(api.default_headers)
+    ours.cookie = api.cookie
+    api.close()
+    return ours
+
+
 def orchestrator_api() -> client.ApiClient:
     """One client per connection setting, built by the provider's hook from the connection."""
     return _client_for(json.dumps(kube_connection_extra(), sort_keys=True))
@@ -76,7 +176,7 @@ def _client_for(connection_extra: str) -> client.ApiClient:
     extra: dict[str, Any] = json.loads(connection_extra)
     loaded = _kubeconfig_from(extra)
     if loaded is None:  # in-cluster, or the default kubeconfig file: nothing written by us
-        return KubernetesHook(conn_id=KUBE_CONN_ID).get_conn()
+        return with_default_timeouts(KubernetesHook(conn_id=KUBE_CONN_ID).get_conn())
     identity = _take_out_data(loaded, extra.get("cluster_context"))
     hook = KubernetesHook(
         conn_id=None,
@@ -87,7 +187,7 @@ def _client_for(connection_extra: str) -> client.ApiClient:
         disable_verify_ssl=_flag(extra.get("disable_verify_ssl")),
         disable_tcp_keepalive=_flag(extra.get("disable_tcp_keepalive")),
     )
-    api = hook.get_conn()
+    api = with_default_timeouts(hook.get_conn())
     if identity.in_memory:
         _use_tls_from_memory(api, identity)
     return api
