@@ -40,7 +40,11 @@ def fleet(**changes: Any) -> dict[str, Any]:
         ],
         "strategy": {
             "stages": [
-                {"name": "canary", "groups": [{"name": "c", "selector": {"canary": True}}], "soak_seconds": 60},
+                {
+                    "name": "canary",
+                    "groups": [{"name": "c", "selector": {"canary": True}}],
+                    "soak_seconds": 60,
+                },
                 {
                     "name": "production",
                     "max_concurrency": 2,
@@ -177,7 +181,9 @@ def test_bad_request_is_refused_under_request() -> None:
 def test_group_that_selects_nothing() -> None:
     data = fleet()
     data["strategy"]["stages"][1]["groups"][0]["selector"] = {"region": "ap"}
-    assert refusal(data).problems == (("strategy.stages[1].groups[0]", "selects no cluster (after exclusions)"),)
+    assert refusal(data).problems == (
+        ("strategy.stages[1].groups[0]", "selects no cluster (after exclusions)"),
+    )
 
 
 def test_exclusions_remove_clusters_and_must_exist() -> None:

@@ -33,7 +33,10 @@ def plan(
             StagePlan("canary", (GroupPlan("c", ("canary",)),), 1, soak, after=canary_after),
             StagePlan(
                 "prod",
-                (GroupPlan("eu", ("eu1", "eu2", "eu3")), GroupPlan("us", ("us1", "us2"), before=group_before)),
+                (
+                    GroupPlan("eu", ("eu1", "eu2", "eu3")),
+                    GroupPlan("us", ("us1", "us2"), before=group_before),
+                ),
                 prod_concurrency,
                 0,
                 before=prod_before,

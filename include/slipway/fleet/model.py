@@ -227,7 +227,9 @@ def _cross_problems(fleet: Fleet) -> list[tuple[str, str]]:
             for name in chosen:
                 first = owner.setdefault(name, f"{stage.name}/{group.name}")
                 if first != f"{stage.name}/{group.name}":
-                    problems.append((where, f"cluster {name!r} is already in {first}; a cluster is in one group"))
+                    problems.append(
+                        (where, f"cluster {name!r} is already in {first}; a cluster is in one group")
+                    )
     return problems
 
 

@@ -210,7 +210,9 @@ def _gate_blocks(
     is_open, opens = _window_open(gate, now)
     if is_open:
         return None
-    return Action("gate", f"waiting for window '{gate.window}' ({gate.id})", stage=stage, gate=gate.id, until=opens)
+    return Action(
+        "gate", f"waiting for window '{gate.window}' ({gate.id})", stage=stage, gate=gate.id, until=opens
+    )
 
 
 def next_action(
@@ -242,11 +244,12 @@ def next_action(
             )
     for gate_id in plan.approvals:
         if approvals.get(gate_id) == "rejected":
-            stage = gate_id.split("/", 1)[0]
+            gate_stage = gate_id.split("/", 1)[0]
             return Action(
                 "halt",
-                f"approval {gate_id} rejected: the fleet stops; {len(untouched)} untouched cluster(s) stay untouched",
-                stage=stage,
+                f"approval {gate_id} rejected: the fleet stops; "
+                f"{len(untouched)} untouched cluster(s) stay untouched",
+                stage=gate_stage,
                 clusters=running,
                 verdict="rejected",
                 failed=gate_id,
@@ -279,7 +282,8 @@ def next_action(
                 continue
             if not any(outcome(c) != "not-started" for c in group.clusters):
                 blocked = next(
-                    (b for b in (_gate_blocks(g, approvals, now, stage.name) for g in group.before) if b), None
+                    (b for b in (_gate_blocks(g, approvals, now, stage.name) for g in group.before) if b),
+                    None,
                 )
                 if blocked:
                     group_gate = group_gate or blocked
@@ -294,7 +298,9 @@ def next_action(
             )
         busy = tuple(c for c in members if outcome(c) == "running")
         if busy:
-            return Action("wait", f"stage {stage.name}: waiting for {', '.join(busy)}", stage=stage.name, clusters=busy)
+            return Action(
+                "wait", f"stage {stage.name}: waiting for {', '.join(busy)}", stage=stage.name, clusters=busy
+            )
         if group_gate:
             return group_gate
         for gate in (*(g for grp in stage.groups for g in grp.after), *stage.after):
