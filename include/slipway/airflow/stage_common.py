@@ -124,7 +124,18 @@ def validate_request() -> dict[str, Any]:
 def write_upgrade_report() -> dict[str, str]:
     context = get_current_context()
     rec = record()
-    paths = reports.write_run_report(rec.load(), dag_id=context["dag"].dag_id, run_id=context["run_id"])
+    from kubernetes.client.exceptions import ApiException
+
+    from slipway.reports.maturity import load_run_records
+
+    # The cluster's earlier runs predict this one's phases; unreadable, the stated model does.
+    try:
+        history = load_run_records(orchestrator_api())
+    except ApiException:
+        history = []
+    paths = reports.write_run_report(
+        rec.load(), dag_id=context["dag"].dag_id, run_id=context["run_id"], history=history
+    )
     rec.update(report={k: str(v) for k, v in paths.items()})
     return {k: str(v) for k, v in paths.items()}
 
