@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import smtplib
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 from slipway import redact
 from slipway.incidents import classify
 
 NOTIFY_CONN_ID = "slipway_notify"
+SLACK_CONN_ID = "slipway_slack"
+SMTP_CONN_ID = "slipway_smtp"
+SLACK_WEBHOOK_BASE = "https://hooks.slack.com/services"
 TIMEOUT_SECONDS = 10.0
 EMOJI = {"upgraded": ":white_check_mark:", "paused": ":double_vertical_bar:", "dry-run": ":memo:"}
 
@@ -71,6 +79,37 @@ def incident_payload(data: dict[str, Any], severity: str, title: str) -> dict[st
         "run_id": data.get("run_id"),
         "dag_id": data.get("dag_id"),
         "target_version": data.get("request", {}).get("target_version"),
+    }
+
+
+def run_failed_payload(dag_id: str, run_id: str, reason: str | None) -> dict[str, Any]:
+    """Sent by the DAG's failure callback: a run killed, timed out or marked failed by hand
+    never reaches the in-graph notify task, so Airflow itself tells the operators."""
+    why = f" ({reason})" if reason else ""
+    return {
+        "text": f":x: Slipway {dag_id} run {run_id}: *failed*{why}. The run record and the "
+        "grid say how far it got; the cluster is the source of truth for a resumed run.",
+        "verdict": "failed",
+        "severity": None,
+        "incident": None,
+        "run_id": run_id,
+        "dag_id": dag_id,
+        "reason": reason,
+    }
+
+
+def approval_payload(dag_id: str, run_id: str, subject: str, timeout: str | None) -> dict[str, Any]:
+    """Sent when the human approval starts waiting: page someone, or it times out unseen."""
+    within = f" within {timeout}" if timeout else ""
+    return {
+        "text": f":raising_hand: Slipway {dag_id} run {run_id}: approval needed{within} — {subject}. "
+        "Answer in Airflow: Browse → Required Actions.",
+        "verdict": "approval-requested",
+        "severity": None,
+        "incident": None,
+        "run_id": run_id,
+        "dag_id": dag_id,
+        "subject": subject,
     }
 
 
@@ -128,3 +167,144 @@ def send_webhook(url: str, payload: dict[str, Any], token: str | None = None) ->
     except (urllib.error.URLError, OSError) as err:
         reason = redact.redact(str(getattr(err, "reason", err)))
         raise NotificationError(f"webhook {where} unreachable: {reason}") from None
+
+
+# ---- Slack incoming webhooks ------------------------------------------------------------------
+
+
+def slack_webhook_url(host: str | None, password: str | None) -> str:
+    """The incoming-webhook URL from the ``slipway_slack`` connection, as the Slack provider's
+    ``slackwebhook`` connection holds it: the key (``T000/B000/XXXX``) or the whole URL in the
+    password, the base in the host (default ``hooks.slack.com/services``); or the whole URL in
+    the host."""
+    secret = (password or "").strip()
+    base = (host or "").strip().rstrip("/")
+    if secret.startswith(("http://", "https://")):
+        url = secret
+    elif secret:
+        if base and not base.startswith(("http://", "https://")):
+            base = f"https://{base}"
+        url = f"{base or SLACK_WEBHOOK_BASE}/{secret.lstrip('/')}"
+    elif base.startswith(("http://", "https://")):
+        url = base
+    else:
+        raise NotificationError(f"connection {SLACK_CONN_ID} has no webhook (its password or host)")
+    redact.register_url(url)
+    redact.register_secret(secret)
+    return url
+
+
+def send_slack(url: str, text: str) -> int:
+    """Post ``text`` to a Slack incoming webhook (which takes ``text`` and nothing it does not know)."""
+    try:
+        return send_webhook(url, {"text": text})
+    except NotificationError as err:
+        raise NotificationError(str(err).replace("webhook ", "slack webhook ", 1)) from None
+
+
+# ---- e-mail -------------------------------------------------------------------------------------
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"true", "1", "yes"}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The ``slipway_smtp`` connection: host, port, login, password; extras as the SMTP
+    provider reads them (``from_email``, ``disable_ssl``, ``disable_tls``, ``timeout``) plus
+    ``to`` (a list or a comma-separated string)."""
+
+    host: str
+    port: int
+    to: tuple[str, ...]
+    sender: str
+    login: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = True
+    starttls: bool = True
+    timeout: float = TIMEOUT_SECONDS
+
+    @classmethod
+    def from_connection(
+        cls,
+        host: str | None,
+        port: int | None,
+        login: str | None,
+        password: str | None,
+        extra: dict[str, Any],
+    ) -> SmtpSettings:
+        redact.register_secret(password)
+        if not (host or "").strip():
+            raise NotificationError(f"connection {SMTP_CONN_ID} has no host (the mail server)")
+        raw_to = extra.get("to") or []
+        to = tuple(a.strip() for a in (raw_to.split(",") if isinstance(raw_to, str) else raw_to) if a.strip())
+        if not to:
+            raise NotificationError(f"connection {SMTP_CONN_ID}: extra 'to' names no recipient")
+        sender = str(extra.get("from_email") or login or "")
+        if "@" not in sender:
+            raise NotificationError(f"connection {SMTP_CONN_ID}: extra 'from_email' is not an address")
+        use_ssl = not _flag(extra.get("disable_ssl"))
+        return cls(
+            host=str(host).strip(),
+            port=int(port or (465 if use_ssl else 587)),
+            to=to,
+            sender=sender,
+            login=login or None,
+            password=password or None,
+            ssl=use_ssl,
+            starttls=not _flag(extra.get("disable_tls")),
+            timeout=float(extra.get("timeout") or TIMEOUT_SECONDS),
+        )
+
+
+_EMOJI_CODE = re.compile(r":[a-z_]+:\s*")
+
+
+def email_message(settings: SmtpSettings, payload: dict[str, Any]) -> EmailMessage:
+    """Subject: the payload's first line without chat markup; body: the text and the fields."""
+    text = str(payload.get("text", ""))
+    subject = _EMOJI_CODE.sub("", text.splitlines()[0] if text else "Slipway").replace("*", "")
+    message = EmailMessage()
+    message["Subject"] = subject[:200]
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.to)
+    fields = {k: v for k, v in payload.items() if k != "text"}
+    message.set_content(
+        f"{_EMOJI_CODE.sub('', text).replace('*', '')}\n\n{json.dumps(fields, indent=2, default=str)}\n"
+    )
+    return message
+
+
+def send_email(settings: SmtpSettings, payload: dict[str, Any]) -> str:
+    """Send the payload as an e-mail; returns what the server accepted, or raises
+    :class:`NotificationError` naming the server, never the password."""
+    where = f"smtp {settings.host}:{settings.port}"
+    message = email_message(settings, payload)
+    context = ssl.create_default_context()
+    try:
+        server: smtplib.SMTP
+        if settings.ssl:
+            server = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
+        else:
+            server = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+        with server:
+            if not settings.ssl and settings.starttls:
+                server.starttls(context=context)
+            if settings.login:
+                server.login(settings.login, settings.password or "")
+            refused = server.send_message(message)
+    except (smtplib.SMTPException, OSError) as err:
+        # ``from None``: the original may quote the server's reply to our credentials.
+        raise NotificationError(f"{where} failed: {redact.redact(_smtp_reason(err))}") from None
+    delivered = [a for a in settings.to if a not in refused]
+    return f"{where} accepted the mail for {len(delivered)} of {len(settings.to)} recipients"
+
+
+def _smtp_reason(err: BaseException) -> str:
+    if isinstance(err, smtplib.SMTPResponseException):
+        reply = (
+            err.smtp_error.decode(errors="replace") if isinstance(err.smtp_error, bytes) else err.smtp_error
+        )
+        return f"{err.smtp_code} {reply}"
+    return f"{type(err).__name__}: {err}"

@@ -3,6 +3,10 @@
 Airflow's ``ApprovalOperator`` asks; this records who answered and when (or that nobody
 did), so a rejected upgrade ends with the verdict ``rejected`` — a decision, not a failed
 attempt — and the maturity score does not count it as a failure.
+
+When it starts waiting it pages every configured channel (webhook, Slack, e-mail: see
+:mod:`slipway.airflow.notifiers`); a failed page is recorded on the run's timeline and the
+approval still waits for its answer in Airflow's Required Actions.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
 from slipway.airflow import runbooks
+from slipway.airflow.notifiers import ChannelNotifier, approval_notifiers
 
 RISK_TASK = "preparation.assess_risk"
 APPROVED, REJECTED, TIMED_OUT = "approval-granted", "approval-rejected", "approval-timed-out"
@@ -53,7 +58,16 @@ class RecordedApprovalOperator(ApprovalOperator):
         kwargs.setdefault("body", BODY)
         kwargs.setdefault("response_timeout", timedelta(hours=12))
         kwargs.setdefault("doc_md", runbooks.RISK_GATE)
+        kwargs.setdefault("notifiers", approval_notifiers())
         super().__init__(fail_on_reject=True, **kwargs)
+
+    def execute(self, context: Any) -> Any:
+        # The base class pages (its notifiers), then parks the task until someone answers:
+        # record the pages on the way out.
+        try:
+            return super().execute(context)
+        finally:
+            record_pages(self.notifiers)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from slipway.airflow.runtime import record
@@ -64,3 +78,31 @@ class RecordedApprovalOperator(ApprovalOperator):
         who = f" by {outcome['by']}" if outcome.get("by") else ""
         rec.event(outcome["outcome"], f"{outcome['outcome'].replace('-', ' ')}{who}")
         return super().execute_complete(context, event)
+
+
+def page_events(notifiers: Any) -> list[tuple[str, str]]:
+    """(event kind, message) for each page the notifiers sent or failed to send."""
+    return [
+        ("notified" if o.ok else "notification-failed", f"approval requested: {o.detail}")
+        for x in notifiers
+        if isinstance(x, ChannelNotifier)
+        for o in x.outcomes
+    ]
+
+
+def record_pages(notifiers: Any) -> None:
+    """Best effort: the approval must wait for its answer even when the record is unreachable
+    (the task log has the outcome)."""
+    events = page_events(notifiers)
+    if not events:
+        return
+    from slipway.airflow.runtime import record
+
+    try:
+        rec = record()
+        for kind, message in events:
+            rec.event(kind, message)
+    except Exception as err:  # the cluster may be what is wrong; the page outcome is logged
+        import logging
+
+        logging.getLogger(__name__).warning("approval pages not recorded: %s", type(err).__name__)

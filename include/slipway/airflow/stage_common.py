@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from slipway import reports
 from slipway.airflow import runbooks
 from slipway.airflow.params import approval_never_problem, conf_to_request, dag_request_problems
-from slipway.airflow.runtime import orchestrator_api, platform, record
-from slipway.kube import nodes as kube_nodes
+from slipway.lazy import api_exception, lazy
 from slipway.models import RequestError, parse_request
-from slipway.platform import PlatformError
-from slipway.runrecord import RunRecord
 from slipway.versions import Version
+
+if TYPE_CHECKING:
+    import slipway.kube.nodes as kube_nodes
+    from slipway import platform, reports, runrecord
+    from slipway.airflow import runtime
+else:
+    kube_nodes = lazy("slipway.kube.nodes")
+    platform = lazy("slipway.platform")
+    reports = lazy("slipway.reports")
+    runrecord = lazy("slipway.runrecord")
+    runtime = lazy("slipway.airflow.runtime")
+
 
 WORKERS_ONLY_DAG = "k8s_worker_upgrade"
 
@@ -49,7 +57,7 @@ FULL_UPGRADE_DAG = "k8s_cluster_upgrade"
 
 def _refuse_strategy_not_runnable_here(dag_id: str, request: Any) -> None:
     """A strategy the platform cannot run, or that this DAG cannot finish, is refused up front."""
-    problem = platform().strategy_problem(request.strategy)
+    problem = runtime.platform().strategy_problem(request.strategy)
     if problem is None and request.strategy == "blue-green" and dag_id == WORKERS_ONLY_DAG:
         problem = (
             "blue-green keeps the old nodes until the whole cluster is validated, then retires them or "
@@ -90,14 +98,14 @@ def validate_request() -> dict[str, Any]:
         if scheduled and context["dag"].dag_id == WORKERS_ONLY_DAG:
             # Nobody chose a target for an unattended window: the kubelets follow the control
             # plane (never the newest release Slipway knows, which the skew policy forbids).
-            conf["target_version"] = str(_served_version(orchestrator_api()))
+            conf["target_version"] = str(_served_version(runtime.orchestrator_api()))
         # Loopback health-check targets are refused unless the cluster is the local one.
-        local = platform().settings.platform == "local"
+        local = runtime.platform().settings.platform == "local"
         request = parse_request(conf, local_platform=local)
         dag_problems = dag_request_problems(context["dag"].dag_id, request)
         if dag_problems:
             raise RequestError(dag_problems)
-        api = orchestrator_api()
+        api = runtime.orchestrator_api()
         workers = kube_nodes.list_workers(api)
         versions = [Version.parse(kube_nodes.kubelet_version(n)) for n in workers]
         if versions:
@@ -107,9 +115,9 @@ def validate_request() -> dict[str, Any]:
         if context["dag"].dag_id == FULL_UPGRADE_DAG:
             _refuse_more_than_one_control_plane_minor(api, request)
         _refuse_strategy_not_runnable_here(context["dag"].dag_id, request)
-    except (RequestError, PlatformError) as err:
+    except (RequestError, platform.PlatformError) as err:
         raise AirflowFailException(str(err)) from err
-    rec = record()
+    rec = runtime.record()
     run_type = context["dag_run"].run_type
     rec.update(
         request=request.model_dump(mode="json"),
@@ -123,15 +131,14 @@ def validate_request() -> dict[str, Any]:
 @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=runbooks.WRITE_REPORT)
 def write_upgrade_report() -> dict[str, str]:
     context = get_current_context()
-    rec = record()
-    from kubernetes.client.exceptions import ApiException
+    rec = runtime.record()
 
     from slipway.reports.maturity import load_run_records
 
     # The cluster's earlier runs predict this one's phases; unreadable, the stated model does.
     try:
-        history = load_run_records(orchestrator_api())
-    except ApiException:
+        history = load_run_records(runtime.orchestrator_api())
+    except api_exception():
         history = []
     paths = reports.write_run_report(
         rec.load(), dag_id=context["dag"].dag_id, run_id=context["run_id"], history=history
@@ -143,7 +150,7 @@ def write_upgrade_report() -> dict[str, str]:
 @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=runbooks.FINAL_VERDICT)
 def final_verdict() -> str:
     """A rolled-back or refused upgrade must end red, even when the rollback itself succeeded."""
-    data = record().load()
+    data = runtime.record().load()
     verdict = reports.run_verdict(data)
     if verdict not in reports.GREEN_VERDICTS:
         where = data.get("report", {}).get("markdown", "no report written")
@@ -163,9 +170,9 @@ def risk_gate(risk: dict[str, Any], request: dict[str, Any], proceed_to: str) ->
         return "approve_upgrade"
     if request.get("approval") == "never":
         # never may not skip a human the risk asks for: recorded as a refusal with its reason.
-        problem = approval_never_problem(risk, local_platform=platform().settings.platform == "local")
+        problem = approval_never_problem(risk, local_platform=runtime.platform().settings.platform == "local")
         if problem:
-            rec = record()
+            rec = runtime.record()
             rec.update(risk=risk | {"decision": "refuse", "reasons": [problem, *risk["reasons"]]})
             rec.event("approval-never-refused", problem)
             raise AirflowFailException(problem)
@@ -179,7 +186,7 @@ def refused(risk: dict[str, Any]) -> None:
 
 @task(doc_md=runbooks.RISK_GATE)
 def dry_run_done() -> str:
-    record().event("dry-run", "dry run: planned and checked, nothing changed")
+    runtime.record().event("dry-run", "dry run: planned and checked, nothing changed")
     return "dry-run"
 
 
@@ -188,11 +195,11 @@ def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
     """§4.1 validation: the whole cluster healthy at the end, or the run fails naming why."""
     from slipway import workers
 
-    api = orchestrator_api()
+    api = runtime.orchestrator_api()
     req = parse_request(request)
     upgraded = [n.metadata.name for n in workers.serving_workers(api)]
     verdict = workers.validate_batch(api, req, upgraded)
-    rec = record()
+    rec = runtime.record()
     rec.update(validation=verdict.to_dict())
     rec.event(
         "validated" if verdict.passed else "validation-failed",
@@ -203,28 +210,24 @@ def validate_cluster(request: dict[str, Any]) -> dict[str, Any]:
     return verdict.to_dict()
 
 
-def _deliver(rec: RunRecord, payload: dict[str, Any], what: str) -> str:
-    """Send ``payload`` to the ``slipway_notify`` webhook when it exists (the task log always);
-    records the outcome on the timeline. Raises NotificationError when the webhook fails."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from slipway.notifications import NOTIFY_CONN_ID, NotificationError, send_webhook, webhook_url
+def _deliver(rec: runrecord.RunRecord, payload: dict[str, Any], what: str) -> str:
+    """Send ``payload`` on every configured channel (the notifiers of ``slipway_notify``,
+    ``slipway_slack``, ``slipway_smtp``; the task log always); records each outcome on the
+    timeline. Raises NotificationError naming every failed channel (redacted)."""
+    from slipway.airflow.notifiers import deliver
+    from slipway.notifications import NotificationError
 
     print(payload["text"])
-    try:
-        conn = BaseHook.get_connection(NOTIFY_CONN_ID)
-    except AirflowNotFoundException:
-        rec.event("notified", f"{what}: task log only (no {NOTIFY_CONN_ID} connection)")
+    outcomes = deliver(payload)
+    if not outcomes:
+        rec.event("notified", f"{what}: task log only (no notification connection)")
         return "log"
-    try:
-        url = webhook_url(conn.host, conn.schema, conn.port)
-        status = send_webhook(url, payload, conn.password or None)
-    except NotificationError as err:
-        rec.event("notification-failed", f"{what}: {err}")
-        raise
-    rec.event("notified", f"{what}: webhook answered HTTP {status}")
-    return "webhook"
+    for outcome in outcomes:
+        rec.event("notified" if outcome.ok else "notification-failed", f"{what}: {outcome.detail}")
+    failed = [o.detail for o in outcomes if not o.ok]
+    if failed:
+        raise NotificationError("; ".join(failed))
+    return ",".join(o.channel for o in outcomes)
 
 
 def declare_incident(severity: str, title: str) -> None:
@@ -233,7 +236,7 @@ def declare_incident(severity: str, title: str) -> None:
     from slipway import incidents
     from slipway.notifications import NotificationError, incident_payload
 
-    rec = record()
+    rec = runtime.record()
     if not incidents.declare(rec, severity, title):
         return  # a retried rollback task: declared and paged already
     # A failure is recorded on the timeline by _deliver; the end-of-run notify task fails visibly.
@@ -243,11 +246,11 @@ def declare_incident(severity: str, title: str) -> None:
 
 @task(doc_md=runbooks.NOTIFY, trigger_rule=TriggerRule.ALL_DONE, retries=2)
 def notify() -> str:
-    """Tell the operators how the run ended: the webhook of ``slipway_notify`` when it exists,
-    the task log always. A failed webhook fails this task (red in the UI), not the run."""
+    """Tell the operators how the run ended: every configured notifier (webhook, Slack,
+    e-mail), the task log always. A failed channel fails this task (red in the UI), not the run."""
     from slipway.notifications import notification_payload
 
-    rec = record()
+    rec = runtime.record()
     data = rec.load()
     verdict = reports.run_verdict(data)
     payload = notification_payload(data, verdict, data.get("report", {}).get("markdown", ""))
