@@ -1,4 +1,8 @@
-"""The end-of-run notification: one JSON message to a webhook the operators chose.
+"""What Slipway tells the operators, and how it reaches them: a JSON webhook, a Slack
+incoming webhook or e-mail (the Airflow notifiers in :mod:`slipway.airflow.notifiers` read
+the connections ``slipway_notify``, ``slipway_slack`` and ``slipway_smtp`` and call these).
+
+The end-of-run notification: one JSON message to a webhook the operators chose.
 
 The webhook lives in the Airflow connection ``slipway_notify`` (its host is the URL, or
 schema + host + port; its password, when set, is sent as a bearer token; a ``user:password@``

@@ -1,10 +1,29 @@
-"""The approval decision as the run record keeps it (plain data: Airflow's HITL event)."""
+"""The approval decision as the run record keeps it (plain data: Airflow's HITL event), and
+the pages it sends when it starts waiting."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from slipway.airflow.approval import APPROVED, REJECTED, TIMED_OUT, approval_outcome
+from airflow.sdk import DAG
+from airflow.serialization.serialized_objects import DagSerialization
+
+from slipway.airflow.approval import (
+    APPROVED,
+    REJECTED,
+    TIMED_OUT,
+    RecordedApprovalOperator,
+    approval_outcome,
+    page_events,
+)
+from slipway.airflow.notifiers import (
+    ChannelNotifier,
+    Outcome,
+    SlackNotifier,
+    SmtpNotifier,
+    WebhookNotifier,
+    run_failure_notifiers,
+)
 
 AT = datetime(2026, 12, 2, 3, 14, tzinfo=UTC)
 
@@ -26,3 +45,30 @@ def test_rejected_is_a_decision() -> None:
 def test_nobody_answered() -> None:
     outcome = approval_outcome({"error": "no response in 12h", "error_type": "timeout"})
     assert outcome["outcome"] == TIMED_OUT and outcome["by"] is None
+
+
+def test_the_approval_pages_every_channel_and_serialises() -> None:
+    """The operator's default notifiers, and a DAG carrying them and the failure callback,
+    survive serialisation (what the scheduler stores)."""
+    with DAG(
+        "approval_pages",
+        schedule=None,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        on_failure_callback=run_failure_notifiers(),
+    ) as dag:
+        op = RecordedApprovalOperator(task_id="approve", subject="Approve")
+    assert [type(x) for x in op.notifiers] == [WebhookNotifier, SlackNotifier, SmtpNotifier]
+    assert all(x.best_effort for x in op.notifiers if isinstance(x, ChannelNotifier))
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    assert restored.has_on_failure_callback
+    assert restored.get_task("approve").task_type == "RecordedApprovalOperator"
+
+
+def test_each_page_becomes_a_timeline_event() -> None:
+    webhook, slack = WebhookNotifier(best_effort=True), SlackNotifier(best_effort=True)
+    webhook.outcomes.append(Outcome("webhook", True, "webhook answered HTTP 200"))
+    slack.outcomes.append(Outcome("slack", False, "slack webhook http://127.0.0.1:9/… unreachable"))
+    assert page_events([webhook, slack, SmtpNotifier()]) == [
+        ("notified", "approval requested: webhook answered HTTP 200"),
+        ("notification-failed", "approval requested: slack webhook http://127.0.0.1:9/… unreachable"),
+    ]

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from slipway import redact
-from slipway.notifications import NotificationError, notification_payload, send_webhook, webhook_url
+from slipway.notifications import (
+    NotificationError,
+    SmtpSettings,
+    approval_payload,
+    email_message,
+    notification_payload,
+    run_failed_payload,
+    send_webhook,
+    slack_webhook_url,
+    webhook_url,
+)
 from tests.localhttp import QuietHandler, serving
 
 RECEIVED: list[tuple[str, dict[str, Any], str | None]] = []
@@ -119,3 +129,75 @@ def test_a_slack_webhook_key_never_shows_in_an_error() -> None:
     assert (
         redact.redact(f"posted to {url}") == "posted to http://127.0.0.1:9/services/T0000AAAA/B0000BBBB/***"
     )
+
+
+# ---- Slack and e-mail settings from their connections -------------------------------------------
+
+
+def test_the_slack_webhook_comes_from_the_connection_every_way() -> None:
+    key = "T0000AAAA/B0000BBBB/XXXXXXXXXXXXXXXXXXXXXXXX"
+    assert slack_webhook_url(None, key) == f"https://hooks.slack.com/services/{key}"
+    assert slack_webhook_url("hooks.example/services/", key) == f"https://hooks.example/services/{key}"
+    assert slack_webhook_url(None, f"https://hooks.slack.com/services/{key}") == (
+        f"https://hooks.slack.com/services/{key}"
+    )
+    assert slack_webhook_url(f"https://hooks.slack.com/services/{key}", None) == (
+        f"https://hooks.slack.com/services/{key}"
+    )
+    assert "XXXXXXXXXXXXXXXXXXXXXXXX" not in redact.redact(f"posted to {slack_webhook_url(None, key)}")
+    with pytest.raises(NotificationError, match="slipway_slack has no webhook"):
+        slack_webhook_url("hooks.slack.com", None)
+
+
+SMTP_EXTRA = {"to": "a@example.com, b@example.com", "from_email": "slipway@example.com"}
+
+
+def test_smtp_settings_follow_the_smtp_providers_extras() -> None:
+    settings = SmtpSettings.from_connection("mail.example", None, "user", "pa55-word", SMTP_EXTRA)
+    assert (settings.port, settings.ssl, settings.starttls) == (465, True, True)
+    assert settings.to == ("a@example.com", "b@example.com")
+    assert "pa55-word" not in repr(settings)
+    assert redact.redact("pa55-word") == "***"
+    plain = SmtpSettings.from_connection(
+        "mail.example", 2525, None, None, SMTP_EXTRA | {"disable_ssl": "true", "to": ["c@example.com"]}
+    )
+    assert (plain.port, plain.ssl, plain.starttls, plain.to, plain.login) == (
+        2525,
+        False,
+        True,
+        ("c@example.com",),
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "why"),
+    [
+        ("", SMTP_EXTRA, "slipway_smtp has no host"),
+        ("mail.example", {"from_email": "s@example.com"}, "extra 'to' names no recipient"),
+        ("mail.example", {"to": "a@example.com"}, "extra 'from_email' is not an address"),
+    ],
+)
+def test_smtp_settings_missing_a_field_are_refused_by_name(
+    host: str, extra: dict[str, Any], why: str
+) -> None:
+    with pytest.raises(NotificationError, match=why):
+        SmtpSettings.from_connection(host, None, None, None, extra)
+
+
+def test_the_email_reads_without_chat_markup() -> None:
+    settings = SmtpSettings.from_connection("mail.example", None, None, None, SMTP_EXTRA)
+    message = email_message(settings, notification_payload(RUN, "rolled-back", "/reports/r.md"))
+    assert message["Subject"].startswith("Slipway k8s_cluster_upgrade run manual__1: rolled-back")
+    assert message["To"] == "a@example.com, b@example.com"
+    body = message.get_content()
+    assert ":warning:" not in body and "*" not in body.splitlines()[0]
+    assert '"rolled_back_batches": [\n    1\n  ]' in body
+
+
+def test_the_failure_and_approval_messages() -> None:
+    failed = run_failed_payload("k8s_cluster_upgrade", "manual__1", "timed_out")
+    assert failed["verdict"] == "failed" and "*failed* (timed_out)" in failed["text"]
+    waiting = approval_payload("k8s_cluster_upgrade", "manual__1", "Approve 1.37", "12:00:00")
+    assert "approval needed within 12:00:00 — Approve 1.37" in waiting["text"]
+    assert json.loads(json.dumps([failed, waiting])) == [failed, waiting]

@@ -268,3 +268,15 @@ def test_a_waiting_approval_pages_and_a_failed_page_does_not_stop_it(
 def test_a_notifier_without_a_message_says_so() -> None:
     with pytest.raises(NotificationError, match="WebhookNotifier has no message"):
         WebhookNotifier().notify({})
+
+
+def test_any_failure_of_a_channel_is_its_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed connection (here an unparseable URL) fails its channel, never the caller
+    of a best-effort notifier (the approval still waits), and names the channel."""
+    _conn(monkeypatch, "slipway_notify", conn_type="http", host="http://[::1/hooks")
+    notifier = approval_notifiers()[0]
+    notifier({"run_id": "r", "task": None, "dag": DAG("d")})
+    assert [(o.channel, o.ok) for o in notifier.outcomes] == [("webhook", False)]
+    assert notifier.outcomes[0].detail.startswith("webhook: ValueError:")
+    with pytest.raises(NotificationError, match="webhook: ValueError"):
+        run_failure_notifiers()[0]({"run_id": "r", "dag": DAG("d")})

@@ -83,8 +83,13 @@ class ChannelNotifier(BaseNotifier):
             return None
         try:
             outcome = Outcome(self.channel, True, self._send(conn, payload))
-        except n.NotificationError as err:
-            outcome = Outcome(self.channel, False, redact(str(err)))
+        except Exception as err:  # any failure of one channel is that channel's outcome
+            why = (
+                str(err)
+                if isinstance(err, n.NotificationError)
+                else f"{self.channel}: {type(err).__name__}: {err}"
+            )
+            outcome = Outcome(self.channel, False, redact(why))
             self.outcomes.append(outcome)
             if not self.best_effort:
                 raise n.NotificationError(outcome.detail) from None
