@@ -60,5 +60,10 @@ demo-down: ## Stop the demo's Airflow and cluster
 bench: deps system-deps binaries ## Benchmarks (ratios against a baseline measured in the same run)
 	$(PY) bench/run.py
 
+BENCH_AIRFLOW_NODES ?= 30
+.PHONY: bench-airflow
+bench-airflow: deps system-deps binaries ## Worker phase through Airflow standalone vs a kubectl script (BENCH_AIRFLOW_NODES=30)
+	$(PY) bench/bench_airflow.py --nodes $(BENCH_AIRFLOW_NODES)
+
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache airflow-home
