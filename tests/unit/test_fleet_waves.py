@@ -184,3 +184,18 @@ def test_plan_round_trips_through_json_dict() -> None:
     p = plan(prod_before=(GatePlan("prod/before/0", "approval"),))
     assert FleetPlan.from_dict(p.to_dict()) == p
     assert p.approvals == ("prod/before/0",)
+
+
+def test_preflight_refusal_halts_everything_untouched() -> None:
+    from slipway.fleet.preflight import blocking
+    from slipway.fleet.waves import refused_by_preflight
+
+    found = {
+        "eu1": {"decision": "refuse", "blockers": ["etcd-health"]},
+        "canary": {"decision": "proceed", "blockers": []},
+    }
+    lines = blocking(found)
+    assert lines == ["eu1: preflight decision refuse (etcd-health)"]
+    action = refused_by_preflight(plan(), lines)
+    assert (action.kind, action.verdict, action.failed) == ("halt", "refused", "eu1")
+    assert action.untouched == plan().clusters

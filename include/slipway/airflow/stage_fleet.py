@@ -19,16 +19,24 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.providers.standard.triggers.external_task import DagStateTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.utils.state import DagRunState
 from airflow.sdk import BaseHook, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.utils.state import DagRunState
 
 from slipway import gitops
 from slipway.airflow.runbooks import runbook
 from slipway.fleet import FleetError, load_fleet, plan_fleet
 from slipway.fleet.preflight import blocking, preflight_cluster
 from slipway.fleet.report import build_fleet_report, write_fleet_report
-from slipway.fleet.waves import Action, ApprovalState, ClusterRecord, FleetPlan, Outcome, next_action
+from slipway.fleet.waves import (
+    Action,
+    ApprovalState,
+    ClusterRecord,
+    FleetPlan,
+    Outcome,
+    next_action,
+    refused_by_preflight,
+)
 from slipway.models import parse_request
 from slipway.platform import Platform, parse_settings
 from slipway.reports import reports_root, run_verdict
@@ -36,12 +44,8 @@ from slipway.reports.maturity import run_facts
 from slipway.runrecord import RunRecord
 
 UPGRADE_DAG = "k8s_cluster_upgrade"
-VALIDATE, PREFLIGHT, APPROVE, UPGRADE = (
-    "validate_fleet",
-    "preflight_cluster",
-    "approve_gate",
-    "upgrade_cluster",
-)
+VALIDATE, PREFLIGHT, ASSESS = "validate_fleet", "preflight_cluster", "assess_fleet_risk"
+APPROVE, UPGRADE = "approve_gate", "upgrade_cluster"
 # How often a waiting instance asks again (deferred: no worker slot is held meanwhile).
 RECHECK_SECONDS = 30
 RUNNING_STATES = ("queued", "running")
@@ -263,7 +267,7 @@ def preflight_one(cluster: dict[str, str]) -> dict[str, Any]:
     return {"cluster": cluster["name"]} | found
 
 
-@task(doc_md=ASSESS_FLEET_RISK, retries=0)
+@task(task_id=ASSESS, doc_md=ASSESS_FLEET_RISK, retries=0)
 def assess_fleet_risk(results: Any) -> dict[str, Any]:
     found = {r["cluster"]: r for r in results}
     problems = blocking(found)
@@ -364,6 +368,23 @@ class FleetClusterOperator(TriggerDagRunOperator):
         return {"cluster": self.cluster, "run_id": child, "finished_at": datetime.now(UTC).isoformat()}
 
 
+def _preflight_results(ti: Any, plan: FleetPlan) -> dict[str, dict[str, Any]]:
+    found = ti.xcom_pull(task_ids=PREFLIGHT, map_indexes=list(range(len(plan.clusters)))) or []
+    return {r["cluster"]: r for r in found if isinstance(r, dict)}
+
+
+def _stopped_before_start(
+    context: Any, plan: FleetPlan, preflight: dict[str, dict[str, Any]], started: dict[str, Any]
+) -> Action | None:
+    """The halt when the fleet-wide risk step did not pass and no cluster started."""
+    run_id = context["run_id"]
+    states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, task_ids=[ASSESS], run_ids=[run_id])
+    if started or states.get(run_id, {}).get(ASSESS) == "success":
+        return None
+    missing = [f"{name}: no preflight result" for name in plan.clusters if name not in preflight]
+    return refused_by_preflight(plan, blocking(preflight) + missing)
+
+
 @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=FLEET_REPORT, retries=1)
 def fleet_report() -> dict[str, str]:
     context = get_current_context()
@@ -371,8 +392,8 @@ def fleet_report() -> dict[str, str]:
     if ti.xcom_pull(task_ids=VALIDATE, key="plan") is None:
         raise AirflowFailException("no fleet plan: validate_fleet failed (its log names the fields)")
     plan, action, facts = observe(context, with_records=True)
-    found = ti.xcom_pull(task_ids=PREFLIGHT, map_indexes=list(range(len(plan.clusters)))) or []
-    preflight = {r["cluster"]: r for r in found if isinstance(r, dict)}
+    preflight = _preflight_results(ti, plan)
+    action = _stopped_before_start(context, plan, preflight, facts) or action
     paths = write_fleet_report(build_fleet_report(plan, preflight, facts, action), fleet_dir())
     print(f"fleet report: {paths['markdown']}")
     return {k: str(v) for k, v in paths.items()}
@@ -383,7 +404,8 @@ def fleet_verdict(report: Any = None) -> str:
     context = get_current_context()
     if context["ti"].xcom_pull(task_ids=VALIDATE, key="plan") is None:
         raise AirflowFailException("no fleet plan: validate_fleet failed")
-    _, action, _ = observe(context)
+    plan, action, facts = observe(context)
+    action = _stopped_before_start(context, plan, _preflight_results(context["ti"], plan), facts) or action
     where = (report or {}).get("markdown", "no report written")
     if action.kind == "halt":
         raise AirflowFailException(

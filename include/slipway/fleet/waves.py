@@ -314,3 +314,15 @@ def next_action(
         previous_soak = stage.soak_seconds
     upgraded = len(everyone)
     return Action("done", f"every stage done: {upgraded} cluster(s) upgraded", verdict="upgraded")
+
+
+def refused_by_preflight(plan: FleetPlan, refusing: Sequence[str]) -> Action:
+    """The wave never started: the fleet-wide preflight refused it (one entry per cluster)."""
+    first = refusing[0].split(":", 1)[0] if refusing else None
+    return Action(
+        "halt",
+        "the preflight refused the wave before any cluster changed: " + "; ".join(refusing),
+        verdict="refused",
+        failed=first,
+        untouched=plan.clusters,
+    )
