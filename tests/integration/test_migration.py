@@ -8,9 +8,11 @@ connection would; the admin identity only seeds objects and checks results.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ from slipway.kube.client import apply_manifest
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
-from slipway.migration import clusters, identity
+from slipway.migration import clusters, frontdoor, identity
 from slipway.migration.connection import ClusterRef, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError
 from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest
 from tests.conftest import TEST_BASE_PORT, state_root_for_tests
+from tests.localhttp import QuietHandler, serving
 
 pytestmark = pytest.mark.cluster
 
@@ -364,3 +367,123 @@ def test_copy_is_verified_by_checksums_idempotent_and_available(pair: Pair) -> N
     clusters.verify(source, target, [MOVED], CONFIG_KINDS, with_namespaces=True)
     copied = client.CoreV1Api(pair.target.admin_client()).read_namespaced_secret("app-secret", MOVED)
     assert copied.data["token"] == "cm90YXRlZA=="  # base64 of "rotated"
+
+
+# --- the front door: HAProxy's weights moved through its runtime API --------------------------------
+
+
+class _Backend(QuietHandler):
+    """Stands for one cluster's ingress: answers its own name; ``broken`` turns it into 500s."""
+
+    name = ""
+    broken = False
+
+    def do_GET(self) -> None:
+        status = 500 if type(self).broken else 200
+        body = (type(self).name if self.path != "/healthz" else "ok").encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _backend(name: str) -> type[_Backend]:
+    return type(f"{name.title()}Backend", (_Backend,), {"name": name, "broken": False})
+
+
+@contextmanager
+def _front_door(tmp_path: Path) -> Iterator[tuple[frontdoor.FrontDoor, type[_Backend], Callable[[], None]]]:
+    source, target = _backend("source"), _backend("target")
+    with serving(source) as source_url, contextmanager(_serve_stoppable)(target) as (target_url, stop_target):
+        door = frontdoor.FrontDoor(
+            tmp_path / "front-door",
+            TEST_BASE_PORT + 300,
+            int(source_url.rsplit(":", 1)[1]),
+            int(target_url.rsplit(":", 1)[1]),
+        )
+        door.start()
+        try:
+            yield door, target, stop_target
+        finally:
+            door.stop()
+
+
+def _serve_stoppable(handler: type[_Backend]) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Like tests.localhttp.serving, plus a way to stop the server mid-test (a backend that dies)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stopped = threading.Event()
+
+    def stop() -> None:
+        if not stopped.is_set():
+            stopped.set()
+            server.shutdown()
+            server.server_close()
+
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", stop
+    finally:
+        stop()
+        thread.join()
+
+
+class _BackgroundProbe:
+    """Requests through the front door for as long as the switch runs: the failed-request figure."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.result = url, frontdoor.ProbeResult()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            one = frontdoor.probe(self.url, 1)
+            self.result.sent += one.sent
+            self.result.failed += one.failed
+            self.result.answered_by.update(one.answered_by)
+            self.result.errors += one.errors
+
+    def __enter__(self) -> _BackgroundProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_traffic_switch_moves_every_request_to_the_target_with_none_failed(tmp_path: Path) -> None:
+    with _front_door(tmp_path) as (door, _, _), _BackgroundProbe(door.url) as background:
+        steps = frontdoor.switch(door)
+        assert [s.percent for s in steps] == [0, 10, 50, 100]
+        assert steps[0].answered_by == {"source": 40} and steps[-1].answered_by == {"target": 40}
+        assert steps[1].answered_by.get("target", 0) >= 1 and steps[2].answered_by.get("source", 0) >= 1
+        assert sum(s.failed for s in steps) == 0
+        assert (door.api.weight("source"), door.api.weight("target")) == (0, 100)
+        # Rolling back is setting the weights back; the source takes every request again.
+        frontdoor.set_split(door.api, 0)
+        assert frontdoor.probe(door.url, 20).answered_by == {"source": 20}
+    assert background.result.sent > 0 and background.result.failed == 0, background.result.errors
+    print(f"\nfront door: {background.result.sent} background requests during the switch, 0 failed")
+
+
+@pytest.mark.parametrize("fault", ["answers-500", "stops"])
+def test_a_target_failing_mid_switch_rolls_traffic_back_to_the_source(tmp_path: Path, fault: str) -> None:
+    with _front_door(tmp_path) as (door, target, stop_target):
+
+        def break_target(percent: int) -> None:
+            if percent == 50:
+                if fault == "stops":
+                    stop_target()
+                else:
+                    target.broken = True
+
+        with pytest.raises(frontdoor.SwitchRolledBack) as err:
+            frontdoor.switch(door, on_step=break_target)
+        assert err.value.step >= 50
+        assert [s.percent for s in err.value.steps][:2] == [0, 10]
+        assert sum(s.failed for s in err.value.steps[:2]) == 0
+        assert (door.api.weight("source"), door.api.weight("target")) == (100, 0)
+        after = frontdoor.probe(door.url, 20)
+        assert after.answered_by == {"source": 20} and after.failed == 0

@@ -19,8 +19,9 @@ from slipway.migration.assess import (
 )
 from slipway.migration.connection import parse_connection
 from slipway.migration.errors import MigrationError
+from slipway.migration.frontdoor import render_config, set_split
 from slipway.migration.objects import checksum, compare, generated, normalise, pair_checksums, project
-from slipway.migration.request import parse_migration_request
+from slipway.migration.request import MigrationRequest, parse_migration_request
 
 SERVED = {
     "v1",
@@ -307,3 +308,52 @@ def test_assessment_lists_objects_in_copy_order_and_refuses_blocked_ones() -> No
     text = markdown(result)
     assert "## Cannot move" in text and "`PodDisruptionBudget/shop/old`: policy/v1beta1" in text
     assert "Source 1.36.3 → target 1.37.2" in text
+
+
+# --- the front door and the form ---------------------------------------------------------------
+
+
+class _RecordingApi:
+    """Plain stand-in for HAProxy's runtime API: remembers weights and the order they were set in."""
+
+    def __init__(self, source: int, target: int) -> None:
+        self.weights = {"source": source, "target": target}
+        self.calls: list[tuple[str, int]] = []
+
+    def weight(self, server: str) -> int:
+        return self.weights[server]
+
+    def set_weight(self, server: str, weight: int) -> None:
+        self.calls.append((server, weight))
+        self.weights[server] = weight
+        assert sum(self.weights.values()) > 0, f"both servers at weight 0 after {self.calls}"
+
+
+def test_weights_never_leave_the_front_door_without_a_server() -> None:
+    forward = _RecordingApi(100, 0)
+    for percent in (0, 10, 50, 100):
+        set_split(forward, percent)  # type: ignore[arg-type]
+    assert forward.weights == {"source": 0, "target": 100}
+    back = _RecordingApi(0, 100)
+    set_split(back, 0)  # type: ignore[arg-type]
+    assert back.calls == [("source", 100), ("target", 0)]
+
+
+def test_front_door_config_starts_with_every_request_on_the_source(tmp_path: Path) -> None:
+    text = render_config(24300, 8001, 8002, tmp_path / "s.sock")
+    assert "server source 127.0.0.1:8001 weight 100" in text
+    assert "server target 127.0.0.1:8002 weight 0" in text
+    assert f"stats socket {tmp_path / 's.sock'} mode 600 level admin" in text
+    assert "retry-on conn-failure" in text and "option redispatch" in text
+
+
+def test_trigger_form_is_generated_from_the_request_model() -> None:
+    from slipway.airflow.stage_migration import migration_params
+
+    params = migration_params()
+    assert list(params) == list(MigrationRequest.model_fields)
+    assert params["dry_run"].value is True and params["namespaces"].value == []
+    timeout = params["available_timeout_seconds"].schema
+    assert (timeout["minimum"], timeout["maximum"], timeout["type"]) == (10, 3600, "integer")
+    assert params["namespace_selector"].schema["maxLength"] == 256
+    assert all(p.description for p in params.values())
