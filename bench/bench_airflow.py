@@ -244,8 +244,9 @@ def log_figures(home: Path, run_id: str, ti: Ti) -> dict[str, float]:
     return out
 
 
-def analyse(tis: list[Ti], home: Path, run_id: str, wall: float) -> dict[str, Any]:
-    ran = [t for t in tis if t.start is not None]
+def analyse(tis: list[Ti], home: Path, run_id: str, wall: float | None) -> dict[str, Any]:
+    # A task the scheduler skipped (trigger rule) gets a start date but never ran a process.
+    ran = [t for t in tis if t.start is not None and (t.state != "skipped" or (t.duration or 0) > 0)]
     batches = sorted({t.batch for t in ran if t.batch is not None and t.step == "upgrade_node"})
     by = {(t.batch, t.step): [u for u in ran if u.batch == t.batch and u.step == t.step] for t in ran}
     spans, periods, gaps, queued_to_start = [], [], [], []
@@ -362,11 +363,12 @@ def run_script(cluster: LocalCluster, plan: list[list[str]]) -> tuple[dict[str, 
 
 
 def report(
-    figures: dict[str, Any], script: dict[str, float], per_batch: list[float], plan: list[list[str]]
+    figures: dict[str, Any], script: dict[str, float] | None, per_batch: list[float], plan: list[list[str]]
 ) -> None:
     f = figures
     print("== through Airflow (k8s_worker_upgrade, airflow standalone, REST-triggered)")
-    print(f"wall time (trigger -> run finished): {f['wall']:.1f}s")
+    if f["wall"] is not None:
+        print(f"wall time (trigger -> run finished): {f['wall']:.1f}s")
     print(f"first task start -> last task end:   {f['first_start_to_last_end']:.1f}s")
     print(
         f"worker phase (first batch task start -> last end): {f['worker_phase']:.1f}s, {f['batches']} batches"
@@ -391,20 +393,32 @@ def report(
     print("where the batch chain's time goes:")
     for what, seconds in f["chain"].items():
         print(f"  {what:30s} {seconds:8.1f}s  {100 * seconds / total:5.1f} %")
+    if script is None:
+        return
     print("== kubectl script (same cluster, same batches, workers reset to the old kubelet)")
     print(
         f"script: {script['total']:.1f}s for {len(plan)} batches, "
         f"per batch {_med(per_batch)}; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in script.items() if k != "total")
     )
-    phase = f["worker_phase"] or f["wall"]
     print(
-        f"ratio airflow/script: worker phase {phase / script['total']:.1f}x, "
+        f"ratio airflow/script: worker phase {f['worker_phase'] / script['total']:.1f}x, "
         f"whole run {f['wall'] / script['total']:.1f}x"
     )
     if f["periods"] and per_batch:
         ratio = statistics.median(v for v in f["periods"] if v is not None) / statistics.median(per_batch)
         print(f"ratio per batch (median airflow period / median script batch): {ratio:.1f}x")
+
+
+def reanalyse(home: Path) -> int:
+    """The figures again from a finished bench's folder (task instances, task logs, results)."""
+    raw = json.loads((home / "task_instances.json").read_text())
+    result_file = home / "result.json"
+    saved = json.loads(result_file.read_text()) if result_file.exists() else {}
+    run_id = saved.get("run_id") or raw[0]["dag_run_id"]
+    figures = analyse(parse_tis(raw), home, run_id, saved.get("wall"))
+    report(figures, saved.get("script"), saved.get("script_per_batch", []), saved.get("batches", []))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-port", type=int, default=29000)
     parser.add_argument("--api-port", type=int, default=29880)
     parser.add_argument("--keep", action="store_true", help="leave the cluster and Airflow running")
+    parser.add_argument(
+        "--reanalyse", type=Path, metavar="HOME", help="print the figures of an earlier run's folder again"
+    )
     args = parser.parse_args(argv)
+    if args.reanalyse:
+        return reanalyse(args.reanalyse)
     home = Path(tempfile.mkdtemp(prefix="slipway-bench-airflow-home-"))
     point_demo_at(home, args.api_port)
     cluster: LocalCluster | None = None
@@ -442,6 +461,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         reset_workers(cluster)
         script, per_batch = run_script(cluster, done or plan)
+        saved = {
+            "run_id": run_id,
+            "state": state,
+            "wall": wall,
+            "script": script,
+            "script_per_batch": per_batch,
+        }
+        (home / "result.json").write_text(json.dumps(saved | {"batches": done or plan}, indent=1))
         report(figures, script, per_batch, done or plan)
         print(
             f"task instances saved in {home / 'task_instances.json'}; Airflow logs in {home / 'airflow.log'}"
