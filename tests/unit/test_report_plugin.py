@@ -3,9 +3,11 @@ could leave the reports folder, and asks Airflow's auth for the caller's right t
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -125,3 +127,147 @@ def test_the_plugin_mounts_the_app_and_puts_a_report_tab_on_each_dag_run() -> No
     assert parsed.destination == "dag_run"
     # The UI fills the ids in; the path lands on the app's route.
     assert parsed.href == URL_PREFIX.lstrip("/") + "/reports/{DAG_ID}/{RUN_ID}"
+
+
+# --- In a real browser: Debian's chromium, driven over the DevTools protocol --------------------
+# websocket-client is already pinned (Airflow's dependency): no browser driver package to add.
+
+
+class _DevTools:
+    """The few DevTools calls the test needs, over one websocket (flattened target sessions)."""
+
+    def __init__(self, url: str) -> None:
+        import websocket
+
+        self.socket = websocket.create_connection(url, timeout=60, suppress_origin=True)
+        self.ids = 0
+        self.events: list[dict[str, Any]] = []
+
+    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        self.ids += 1
+        message: dict[str, Any] = {"id": self.ids, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        self.socket.send(json.dumps(message))
+        while True:
+            reply = json.loads(self.socket.recv())
+            if reply.get("id") == self.ids:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply["result"])
+            self.events.append(reply)
+
+    def wait_for(self, event: str) -> None:
+        while not any(e.get("method") == event for e in self.events):
+            self.events.append(json.loads(self.socket.recv()))
+
+
+@pytest.fixture
+def served(client: TestClient) -> Iterator[str]:
+    """The report app on a real HTTP server (an ephemeral port), as the API server mounts it."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    api_server = FastAPI()
+    api_server.mount(URL_PREFIX, REPORT_APP)  # what Airflow's init_plugins does with fastapi_apps
+    server = uvicorn.Server(uvicorn.Config(api_server, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    ready = threading.Event()
+    while not ready.wait(0.05):  # until uvicorn says it listens
+        if server.started or not thread.is_alive():
+            ready.set()
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}{URL_PREFIX}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[_DevTools]:
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed: apt-get install chromium"
+    profile = tmp_path / "chromium-profile"
+    process = subprocess.Popen(
+        [
+            chromium,
+            "--headless=new",
+            "--no-sandbox",  # tests run as root in a container
+            "--disable-gpu",
+            "--no-first-run",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Chromium prints where DevTools listens once it does.
+        assert process.stderr is not None
+        line = ""
+        while "DevTools listening on" not in line:
+            line = process.stderr.readline()
+            assert line or process.poll() is None, "chromium exited before DevTools listened"
+        devtools = _DevTools(line.split("DevTools listening on", 1)[1].strip())
+        yield devtools
+        devtools.socket.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_the_report_page_renders_its_timeline_in_chromium(
+    served: str, browser: _DevTools, reports: Path, tmp_path: Path
+) -> None:
+    data = json.loads(RECORDED.read_text())
+    write_run_report(data, dag_id=DAG, run_id=data["run_id"])
+    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    browser.call("Page.enable", session)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=1280,
+        height=2400,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    browser.events.clear()  # about:blank's own load event must not count as the report's
+    browser.call("Page.navigate", session, url=served + _url(DAG, data["run_id"]))
+    browser.wait_for("Page.loadEventFired")
+    # What the browser laid out: each node bar with a real size inside the timeline picture.
+    found = browser.call(
+        "Runtime.evaluate",
+        session,
+        returnByValue=True,
+        expression="""(() => {
+            const svg = document.querySelector('#timeline svg');
+            const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+            const bars = [...document.querySelectorAll('#timeline svg g[id^="node-"] path')]
+                .map(p => p.getBoundingClientRect()).filter(r => r.width > 0 && r.height > 0);
+            return {width: box.width, height: box.height, bars: bars.length,
+                    latency: !!document.querySelector('#latency svg'), title: document.title,
+                        page: location.href + ' ' + document.body.innerText.slice(0, 200),
+                        svgs: document.querySelectorAll('svg').length,
+                        groups: document.querySelectorAll('#timeline svg g[id^="node-"]').length};
+        })()""",
+    )["result"]["value"]
+    nodes = {e["node"] for e in data["events"] if e["kind"] in ("node-uncordoned", "quarantined")}
+    assert found["bars"] == len(nodes) == 7, json.dumps(found)
+    assert found["width"] > 600
+    assert found["height"] > 200
+    assert found["latency"]
+    assert found["title"] == f"Slipway run report: {data['run_id']}"
+    # Kept for a person to look at (tmp_path, never committed).
+    shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
+    (tmp_path / "report.png").write_bytes(base64.b64decode(shot))

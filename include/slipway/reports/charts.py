@@ -69,12 +69,13 @@ def timeline_svg(timeline: Timeline) -> str:
         )
         bar.set_gid(gid(kind, label))
         if len(rows) <= MAX_LABELLED_ROWS:
-            axes.text(
-                span.end,
-                y,
-                f" {human_duration(span.seconds)}",
+            # Offset in points: a leading space would collapse in the SVG's text.
+            axes.annotate(
+                human_duration(span.seconds),
+                (span.end, y),
+                xytext=(3, 0),
+                textcoords="offset points",
                 va="center",
-                ha="left",
                 fontsize=7,
                 color="#333",
             )
