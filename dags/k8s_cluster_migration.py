@@ -2,9 +2,10 @@
 stateless workloads, built-in copy path).
 
 assess → (a dry run ends here) → copy configuration → verify checksums → copy workloads →
-validate (checksums + available on the target) → report. Source and target come from the
+validate (checksums + available on the target) → switch traffic (HAProxy weights 0 → 10 → 50 →
+100 %, rolled back on a failed probe) → report. Source, target and the front door come from the
 ``slipway_migration`` connection (the migrator identity's kubeconfigs, ``migrator-rbac.yaml``);
-the source is only read. Not built yet: volume data (rclone), Velero, the traffic switch.
+the source is only read and keeps running. Not built yet: volume data (rclone), Velero.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from slipway.airflow.stage_migration import (
     copy_workloads,
     migration_params,
     proceed,
+    switch_traffic,
     validate_migration,
     validate_workloads,
     verify_configuration,
@@ -45,8 +47,9 @@ def k8s_cluster_migration() -> None:
     config_check = verify_configuration(summary)
     workload_copy = copy_workloads(summary)
     workload_check = validate_workloads(summary)
-    config_copy >> config_check >> workload_copy >> workload_check
-    write_migration_report(summary, config_copy, config_check, workload_copy, workload_check)
+    traffic = switch_traffic()
+    config_copy >> config_check >> workload_copy >> workload_check >> traffic
+    write_migration_report(summary, config_copy, config_check, workload_copy, workload_check, traffic)
 
 
 k8s_cluster_migration()

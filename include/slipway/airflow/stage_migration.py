@@ -15,7 +15,7 @@ from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from slipway.airflow.runbooks import runbook
-from slipway.migration import clusters
+from slipway.migration import clusters, frontdoor
 from slipway.migration.assess import markdown
 from slipway.migration.connection import CONN_ID, MigrationConnection, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
@@ -77,10 +77,22 @@ VALIDATE_WORKLOADS = runbook(
     "events on the target (image pulls, quotas, scheduling on the target's nodes).",
     "Safe: read-only.",
 )
+SWITCH_TRAFFIC = runbook(
+    "Moves traffic from the source to the target through the front door (HAProxy, whose admin socket "
+    "and URL the `slipway_migration` connection names): weights 0, 10, 50 and 100 % to the target, with "
+    "a probe of 40 requests through the front door after each step. A failed probe request or the "
+    "target's health check going down puts the weights back (100 % source): that is the rollback. "
+    "Without a front door in the connection it does nothing and says so.",
+    "A rollback is not a task failure here: the report records it and fails the run. To roll back by "
+    "hand: `echo 'set weight app/source 100; set weight app/target 0' | socat stdio <socket>`.",
+    "Safe: weights are set, never added to; a re-run starts again from 0 %.",
+)
 REPORT = runbook(
     "Writes `migration-report.json` and `migration-report.md` (objects copied, checksums compared, "
-    "mismatches, objects per second, availability) to the run's report folder.",
-    "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker.",
+    "mismatches, objects per second, availability, the traffic switch) to the run's report folder. Fails "
+    "the run when the traffic switch rolled back, after writing the report.",
+    "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker; a rolled-back switch names its step and "
+    "reason in the log and the report.",
     "Safe: it rewrites the same report.",
 )
 
@@ -219,6 +231,26 @@ def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@task(doc_md=SWITCH_TRAFFIC)
+def switch_traffic() -> dict[str, Any]:
+    door = _connection().front_door
+    if door is None:
+        return {"switched": False, "reason": "no front door in the slipway_migration connection"}
+    api = frontdoor.RuntimeApi(door.socket)
+    try:
+        steps = frontdoor.switch(api, door.url)
+    except frontdoor.SwitchRolledBack as err:
+        return {"switched": False, "rolled_back": True, "reason": str(err), "steps": _steps(err.steps)}
+    return {"switched": True, "rolled_back": False, "target_percent": 100, "steps": _steps(steps)}
+
+
+def _steps(steps: list[frontdoor.StepResult]) -> list[dict[str, Any]]:
+    return [
+        {"percent": s.percent, "sent": s.sent, "failed": s.failed, "answered_by": s.answered_by}
+        for s in steps
+    ]
+
+
 @task(doc_md=REPORT)
 def write_migration_report(
     summary: dict[str, Any],
@@ -226,6 +258,7 @@ def write_migration_report(
     config_check: dict[str, Any],
     workload_copy: dict[str, Any],
     workload_check: dict[str, Any],
+    traffic: dict[str, Any],
 ) -> str:
     applied = config_copy["applied"] + workload_copy["applied"]
     seconds = config_copy["seconds"] + workload_copy["seconds"]
@@ -239,11 +272,15 @@ def write_migration_report(
         "workloads_available": workload_check["available"],
         "seconds_to_available": workload_check["seconds_to_available"],
         "target_defaults_ignored": workload_check["target_defaults"],
+        "traffic": traffic,
+        "failed_requests_during_switch": sum(step["failed"] for step in traffic.get("steps", [])),
         "assessment": summary["report"],
-        "not_in_this_slice": "volume data (rclone), Velero, traffic switch; the source is left unchanged",
+        "not_in_this_slice": "volume data (rclone), Velero; the source is left unchanged",
     }
     folder = _report_folder()
     (folder / "migration-report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     lines = ["# Migration report", ""] + [f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items()]
     (folder / "migration-report.md").write_text("\n".join(lines) + "\n")
+    if traffic.get("rolled_back"):
+        raise AirflowFailException(f"{traffic['reason']}; report: {folder / 'migration-report.md'}")
     return str(folder / "migration-report.json")

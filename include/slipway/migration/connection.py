@@ -3,7 +3,11 @@
 Extras (JSON)::
 
     {"source_kubeconfig": "/abs/source.kubeconfig", "source_context": "optional",
-     "target_kubeconfig": "/abs/target.kubeconfig", "target_context": "optional"}
+     "target_kubeconfig": "/abs/target.kubeconfig", "target_context": "optional",
+     "front_door_socket": "/abs/haproxy-admin.sock", "front_door_url": "http://front.example:80/"}
+
+The two ``front_door_*`` keys are optional (both or neither): HAProxy's admin socket, whose
+``app`` backend has the servers ``source`` and ``target``, and the URL the switch probes.
 
 Both kubeconfigs should carry the migrator identity (``manifests/migrator-rbac.yaml``), never an
 admin. Refused key by key, one line each, before any cluster is contacted.
@@ -22,7 +26,8 @@ from slipway.models import unknown_field
 
 CONN_ID = "slipway_migration"
 SIDES = ("source", "target")
-KNOWN = tuple(f"{side}_{key}" for side in SIDES for key in ("kubeconfig", "context"))
+FRONT_DOOR = ("front_door_socket", "front_door_url")
+KNOWN = (*(f"{side}_{key}" for side in SIDES for key in ("kubeconfig", "context")), *FRONT_DOOR)
 MAX_CONTEXT = 253
 
 
@@ -43,9 +48,36 @@ class ClusterRef:
 
 
 @dataclass(frozen=True)
+class FrontDoorRef:
+    """HAProxy's admin socket and the URL traffic arrives at."""
+
+    socket: Path
+    url: str
+
+
+@dataclass(frozen=True)
 class MigrationConnection:
     source: ClusterRef
     target: ClusterRef
+    front_door: FrontDoorRef | None = None
+
+
+def _front_door(extra: dict[str, Any], problems: list[tuple[str, str]]) -> FrontDoorRef | None:
+    given = [k for k in FRONT_DOOR if extra.get(k) is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        missing = next(k for k in FRONT_DOOR if k not in given)
+        problems.append((missing, f"required with {given[0]}: the front door needs both"))
+        return None
+    sock, url = extra["front_door_socket"], extra["front_door_url"]
+    if not isinstance(sock, str) or not Path(sock).is_absolute():
+        problems.append(("front_door_socket", f"{sock!r} must be an absolute path to HAProxy's admin socket"))
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or "@" in url:
+        problems.append(("front_door_url", f"{url!r} must be an http(s) URL without credentials"))
+        return None
+    return FrontDoorRef(Path(sock), url)
 
 
 def _context(extra: dict[str, Any], key: str, problems: list[tuple[str, str]]) -> str | None:
@@ -89,6 +121,7 @@ def parse_connection(extra: dict[str, Any] | None) -> MigrationConnection:
     same_file = source and target and source.kubeconfig.resolve() == target.kubeconfig.resolve()
     if same_file and source and target and source.context == target.context:
         problems.append(("target_kubeconfig", "names the same kubeconfig and context as the source"))
+    front_door = _front_door(extra, problems)
     if problems or source is None or target is None:
         raise MigrationError(problems, what)
-    return MigrationConnection(source, target)
+    return MigrationConnection(source, target, front_door)

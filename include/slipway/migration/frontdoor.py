@@ -186,7 +186,8 @@ def set_split(api: RuntimeApi, percent: int) -> None:
 
 
 def switch(
-    door: FrontDoor,
+    api: RuntimeApi,
+    url: str,
     *,
     steps: Sequence[int] = STEPS,
     requests_per_step: int = 40,
@@ -200,18 +201,18 @@ def switch(
     """
     done: list[StepResult] = []
     for percent in steps:
-        set_split(door.api, percent)
+        set_split(api, percent)
         if on_step:
             on_step(percent)
-        result = probe(door.url, requests_per_step)
+        result = probe(url, requests_per_step)
         done.append(StepResult(percent, result.sent, result.failed, dict(result.answered_by)))
-        target_status = door.api.status(TARGET)
+        target_status = api.status(TARGET)
         reason = ""
         if result.failed:
             reason = f"{result.failed} of {result.sent} probe requests failed ({'; '.join(result.errors)})"
         elif percent > 0 and not target_status.startswith("UP"):
             reason = f"the target backend is {target_status}"
         if reason:
-            set_split(door.api, 0)
+            set_split(api, 0)
             raise SwitchRolledBack(percent, reason, done)
     return done
