@@ -357,3 +357,28 @@ def test_trigger_form_is_generated_from_the_request_model() -> None:
     assert (timeout["minimum"], timeout["maximum"], timeout["type"]) == (10, 3600, "integer")
     assert params["namespace_selector"].schema["maxLength"] == 256
     assert all(p.description for p in params.values())
+
+
+def test_front_door_extras_are_both_or_neither_and_carry_no_credentials(kubeconfigs: tuple[str, str]) -> None:
+    a, b = kubeconfigs
+    base = {"source_kubeconfig": a, "target_kubeconfig": b}
+    assert parse_connection(base).front_door is None
+    door = parse_connection(
+        base | {"front_door_socket": "/run/haproxy.sock", "front_door_url": "http://lb:80/"}
+    )
+    assert door.front_door is not None and door.front_door.url == "http://lb:80/"
+    cases = {
+        "front_door_url": ({"front_door_socket": "/run/haproxy.sock"}, "required with front_door_socket"),
+        "front_door_socket": (
+            {"front_door_socket": "run.sock", "front_door_url": "http://lb/"},
+            "absolute path",
+        ),
+        "front_door_url ": (
+            {"front_door_socket": "/s", "front_door_url": "http://u:p@lb/"},
+            "without credentials",
+        ),
+    }
+    for field, (extra, reason) in cases.items():
+        with pytest.raises(MigrationError) as err:
+            parse_connection(base | extra)
+        assert err.value.fields == [field.strip()] and reason in str(err.value), field
