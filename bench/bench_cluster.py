@@ -14,13 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from slipway.check_names import CHECK_TASKS
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.kit import KUBERNETES_NEW
 from slipway.localcluster.workloads import install_samples
 from slipway.models import parse_request
 from slipway.platform import Platform, PlatformSettings
-from slipway.preflight import CHECK_TASKS, Preflight
+from slipway.preflight import Preflight
 
 
 def peak_rss_mib(cluster: LocalCluster) -> float:

@@ -12,14 +12,13 @@ A rolled-back or refused run ends red.
 from __future__ import annotations
 
 import itertools
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import TaskGroup, dag
 
 from slipway.airflow.approval import RecordedApprovalOperator
-from slipway.airflow.params import request_params
+from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
     dry_run_done,
@@ -45,9 +44,7 @@ from slipway.airflow.stage_control_plane import (
 )
 from slipway.airflow.stage_lease import cluster_lease
 from slipway.airflow.stage_prepare import preparation
-from slipway.airflow.stage_workers import worker_phase
-
-MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
+from slipway.airflow.stage_workers import max_batches, worker_phase
 
 
 @dag(
@@ -91,7 +88,7 @@ def k8s_cluster_upgrade() -> None:
         rolled_back = rollback_control_plane(plan, backup)
         verdict >> rolled_back >> control_plane_failed()
 
-    workers = worker_phase(request, MAX_BATCHES)
+    workers = worker_phase(request, max_batches())
     verdict >> workers
     validated = validate_cluster(request)
     # Only after the phase summary: the phase's other leaf (rolled back) is skipped on a
@@ -107,4 +104,4 @@ def k8s_cluster_upgrade() -> None:
     report >> notify() >> final_verdict() >> release
 
 
-k8s_cluster_upgrade()
+share_dag_params(k8s_cluster_upgrade())

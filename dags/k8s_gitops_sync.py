@@ -1,4 +1,4 @@
-"""Reconcile the cluster with the desired version declared in git (§4.1).
+"""Reconcile the cluster with the desired version declared in git.
 
 Hourly: render the environment's kustomize overlay (``gitops/overlays/<env>``), validate the
 desired state it declares as an upgrade request, compare it with the live cluster, and when
@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from slipway import gitops, lease
 from slipway.airflow import runbooks
-from slipway.airflow.runtime import orchestrator_api
-from slipway.kube import nodes as kube_nodes
+from slipway.lazy import lazy
 from slipway.models import parse_request
 from slipway.versions import Version
+
+if TYPE_CHECKING:
+    import slipway.kube.nodes as kube_nodes
+    from slipway import gitops, lease
+    from slipway.airflow import runtime
+else:
+    gitops = lazy("slipway.gitops")
+    kube_nodes = lazy("slipway.kube.nodes")
+    lease = lazy("slipway.lease")
+    runtime = lazy("slipway.airflow.runtime")
+
 
 UPGRADE_DAG = "k8s_cluster_upgrade"
 ENVIRONMENT = os.environ.get("SLIPWAY_GITOPS_ENV", "production")
@@ -42,7 +51,7 @@ def render_desired_state() -> dict[str, Any]:
 def compare_with_cluster(desired: dict[str, Any]) -> str:
     from kubernetes import client
 
-    api = orchestrator_api()
+    api = runtime.orchestrator_api()
     control_plane = Version.parse(client.VersionApi(api).get_code().git_version)
     kubelets = [Version.parse(kube_nodes.kubelet_version(n)) for n in kube_nodes.list_workers(api)]
     try:

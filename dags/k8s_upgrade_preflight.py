@@ -3,7 +3,7 @@
 Computes the hop-by-hop path, runs every preflight check (removed APIs, PDBs, critical
 workloads, capacity per batch, etcd health and a backup proven by a restore drill,
 readiness, control-plane health, maintenance window, skew, feature gates), scores the
-§3.2 risk matrix and writes the JSON + Markdown report to attach to a change request.
+risk matrix and writes the JSON + Markdown report to attach to a change request.
 Nothing changes in the cluster except the etcd snapshot taken for the proof.
 """
 
@@ -14,7 +14,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from slipway.airflow.params import request_params
+from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_prepare import preparation
 
@@ -36,4 +36,4 @@ def k8s_upgrade_preflight() -> None:
     risk >> report >> final_verdict()
 
 
-k8s_upgrade_preflight()
+share_dag_params(k8s_upgrade_preflight())

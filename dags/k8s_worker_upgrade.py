@@ -15,13 +15,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag
 
-from slipway.airflow.params import request_params
+from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_lease import cluster_lease
-from slipway.airflow.stage_workers import worker_phase
+from slipway.airflow.stage_workers import max_batches, worker_phase
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 
-MAX_BATCHES = int(os.environ.get("SLIPWAY_MAX_BATCHES", "40"))
 WINDOWS = [
     w.strip() for w in os.environ.get("SLIPWAY_WINDOWS", "Sat 01:00-05:00 UTC").split(";") if w.strip()
 ]
@@ -44,10 +43,10 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
 def k8s_worker_upgrade() -> None:
     request = validate_request()
     taken, release = cluster_lease(request)
-    workers = worker_phase(request, MAX_BATCHES)
+    workers = worker_phase(request, max_batches())
     taken >> workers  # the cluster lease before the first batch opens
     report = write_upgrade_report()
     workers >> report >> final_verdict() >> release
 
 
-k8s_worker_upgrade()
+share_dag_params(k8s_worker_upgrade())

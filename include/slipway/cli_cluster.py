@@ -129,7 +129,8 @@ def gather_preflight(
 ) -> dict[str, Any]:
     """Every preflight check the DAG runs (the backup only when asked), the risk matrix and
     the decision. A check that raises is reported as an error, as its DAG task would fail."""
-    from slipway.preflight import CHECK_TASKS, assess_run
+    from slipway.check_names import CHECK_TASKS
+    from slipway.preflight import assess_run
 
     refuse_request_for_this_cluster(api, target)
     pre = _preflight(api, target)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from slipway import checks
 from slipway.batching import plan_batches
+from slipway.check_names import CHECK_TASKS
 from slipway.checks.versions import cluster_versions
 from slipway.inventory import ControlPlaneReader, collect_inventory
 from slipway.models import CheckResult, ClusterInventory, RiskAssessment, UpgradeRequest, WorkerPlan
@@ -24,20 +25,6 @@ from slipway.risk import assess
 from slipway.versions import Version
 
 # One Airflow task each; families that yield several results stay one task.
-CHECK_TASKS = (
-    "upgrade-path",
-    "version-skew",
-    "removed-apis",
-    "feature-gates",
-    "pod-disruption-budgets",
-    "workloads",
-    "capacity",
-    "etcd-health",
-    "etcd-backup",
-    "node-readiness",
-    "control-plane-health",
-    "maintenance-window",
-)
 
 
 @dataclass

@@ -99,3 +99,29 @@ def test_a_node_is_one_task_resumable_from_its_recorded_step(dagbag: DagBag) -> 
     assert still_to_do(None) == STEPS
     assert still_to_do("drained") == ("upgraded", "done")
     assert still_to_do("done") == ()
+
+
+def test_parsing_a_dag_file_loads_no_kubernetes_client() -> None:
+    """The dag-processor parses every file again and again: the kubernetes client (most of a
+    file's parse time) is loaded by the task bodies only. Checked in a fresh interpreter per
+    file, since this test process has long imported it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys; import airflow.sdk; runpy.run_path(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'kubernetes_asyncio')))"
+    )
+    for path in sorted((REPO / "dags").glob("k8s_*.py")):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, f"{path.name}: {done.stderr[-2000:]}"
+        assert done.stdout.strip().splitlines()[-1] == "[]", f"{path.name} loads the kubernetes client"
+
+
+def test_chaos_key_names_the_verification_fault() -> None:
+    from slipway.airflow.stage_control_plane import CHAOS_KEY
+    from slipway.upgraders.controlplane import FAULT_FAIL_VERIFICATION
+
+    assert CHAOS_KEY == FAULT_FAIL_VERIFICATION

@@ -20,13 +20,13 @@ import yaml
 from kubernetes import client
 
 from slipway import lease
+from slipway.check_names import CHECK_TASKS
 from slipway.checks.versions import cluster_versions
 from slipway.cli import DECISION_EXIT
 from slipway.inventory import LocalControlPlaneReader, collect_inventory
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.planner import plan_upgrade
-from slipway.preflight import CHECK_TASKS
 from slipway.runrecord import NAMESPACE, RunRecord
 
 pytestmark = pytest.mark.cluster

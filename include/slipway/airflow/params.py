@@ -89,6 +89,26 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
     return params
 
 
+def share_dag_params(dag: Any) -> Any:
+    """Keep the form's Params on the DAG only, not copied into every task.
+
+    Airflow copies the DAG's Params into each task, and the serialised DAG then carries the
+    whole form (about 13 KB) once per task; the task runner merges the DAG's Params back in
+    at run time (``process_params``: the DAG's, then the task's own, then the run's conf),
+    so a task needs only the Params it set itself. Returns ``dag``.
+    """
+    from airflow.sdk.definitions.param import ParamsDict
+
+    for task in dag.tasks:
+        own = {
+            name: task.params.get_param(name)
+            for name in task.params
+            if task.params.get_param(name).source != "dag"
+        }
+        task.params = ParamsDict(own)
+    return dag
+
+
 def conf_to_request(params: dict[str, Any]) -> dict[str, Any]:
     """The form's values as the model's input: unset optional fields dropped so the model's
     defaults apply.

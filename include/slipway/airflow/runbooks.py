@@ -34,8 +34,8 @@ CHECK = runbook(
     "Safe: read-only (the etcd backup check writes only a snapshot file and a scratch directory).",
 )
 ASSESS_RISK = runbook(
-    "Turns the check results and the plan into the §3.2 risk matrix and one decision: proceed, approval, "
-    "or refuse.",
+    "Turns the check results and the plan into the risk matrix (likelihood × impact per risk) and one "
+    "decision: proceed, approval, or refuse.",
     "It fails only on malformed inputs from upstream tasks; clear those first.",
     "Safe: pure computation.",
 )
@@ -104,64 +104,43 @@ SELECT_BATCH = runbook(
     "Before opening it fits the batch's pods onto the nodes that stay schedulable *now* (CPU, memory, "
     "pod slots, selectors, affinity, taints): a batch that does not fit is cut to the nodes that do "
     "(event batch-shrunk), and when no node of it fits the phase ends with no-capacity before anything "
-    "is cordoned.",
+    "is cordoned. It returns the batch's nodes (and adds surge nodes for strategy=surge); an empty batch "
+    "ends the phase: the reason (done, paused at the window's end, stopped, no-capacity) is in its "
+    "return value and the run record, and every later slot skips.",
     "It refuses when the previous batch did not pass; the run record ConfigMap in slipway-system shows "
     "each batch's state.",
     "Safe: a cleared task returns the batch it already opened.",
 )
-PRE_DRAIN = runbook(
-    "Plans the node's drain without changing anything: which pods would be evicted, skipped or refused, "
-    "and which PDB would block right now. Applies the blocked-drain policy (wait/quarantine/rollback).",
-    "Refused pods (bare pods, emptyDir) are named; allow them in the form or move them first.",
-    "Safe: read-only, except quarantine, which labels and cordons the node on purpose.",
-)
-CORDON = runbook(
-    "Cordons the node and records on the node which run cordoned it.",
-    "RBAC or apiserver errors are named in the log.",
-    "Safe: an already-cordoned node is not an error, and an operator's cordon is preserved.",
-)
-DRAIN = runbook(
-    "Evicts the node's pods through the Eviction API (PDBs honoured; grace 300 s, or each pod's own "
-    "with -1 as in kubectl; timeout 600 s; DaemonSets ignored, local data kept, no force), retrying "
-    "429s with backoff. Pods already terminating are awaited until they are gone, up to the timeout.",
-    "The error groups the pods still on the node by what holds them (a PDB, a termination that did "
-    "not finish), naming five per group and counting the rest. Fix the PDB or the workload (a pod "
-    "stuck terminating usually has a finalizer nobody removes), or rerun with the quarantine policy.",
-    "Safe: a drained node is a no-op, a half-drained node is drained again, and pods still "
-    "terminating from an earlier attempt are waited for, never counted as gone.",
-)
-UPGRADE_NODE = runbook(
-    "Upgrades the node with the platform's node upgrader (in place, surge replacement, or kubeadm).",
-    "The message names the node and the upgrader's step.",
-    "Safe: a node already at the target is skipped.",
-)
-WAIT_READY = runbook(
-    "Waits (deferred, no worker slot held) until the node is Ready at the target kubelet version.",
-    "Times out after 10 minutes naming the node; the batch validation then fails and rolls back.",
-    "Safe.",
-)
-UNCORDON = runbook(
-    "Uncordons the node if this run cordoned it.",
-    "RBAC or apiserver errors are named in the log.",
-    "Safe: it never undoes a cordon someone else made.",
-)
-POST_CHECKS = runbook(
-    "Checks the node (for surge/blue-green: its new twin) is Ready, reports the target kubelet version "
-    "and is no longer cordoned by Slipway, then records the step 'done' on the node.",
-    "The message names each problem (not Ready, wrong kubelet version, still cordoned by a run); "
-    "look at the node with `kubectl describe node`.",
-    "Safe: read-only apart from the progress annotation.",
+UPGRADE_ONE_NODE = runbook(
+    "Upgrades one node, every step in this one task, each recorded on the node (annotation "
+    "`slipway.dev/step`, with the run's id) so the log and `kubectl describe node` show where it is: "
+    "pre-drain check (which pods would be evicted, skipped or refused; a PDB that can never allow an "
+    "eviction applies the blocked-drain policy: wait, quarantine or rollback) → cordon (recording which "
+    "run cordoned it) → drain through the Eviction API (PDBs honoured; grace 300 s, or each pod's own "
+    "with -1 as in kubectl; DaemonSets ignored, no force; pods already terminating are awaited) → the "
+    "platform's node upgrade (in place, surge replacement, or kubeadm) → wait until Ready at the target "
+    "kubelet version (deferred to the triggerer, no worker slot held) → uncordon (only a cordon this run "
+    "made; a replaced blue node stays cordoned until retired) → post-checks (Ready, target kubelet, no "
+    "cordon left), then the step 'done'.",
+    "The log says which step failed and why: refused pods (bare pods, emptyDir) are named — allow them in "
+    "the form or move them first; a blocked drain groups the pods by what holds them (fix the PDB, or "
+    "rerun with the quarantine policy); a node not Ready in time is named. The batch validation then "
+    "fails and the slot's rollback returns the batch's nodes to the old version.",
+    "Safe: it reads the step this run recorded on the node and goes on from there (a node already 'done' "
+    "is a no-op, a half-drained node is drained again, a node already at the target is not upgraded "
+    "twice). An operator's cordon is never taken over; a quarantined node is left alone.",
 )
 VALIDATE_BATCH = runbook(
     "Soaks the batch: node readiness, every workload back to its desired availability, no pending pods, "
     "the request's health checks (HTTP, Deployment availability); then apiserver (per verb class) and "
     "scheduler p99 during the batch against the run's pre-upgrade baseline, which fails the batch only "
     "with latency_policy=enforce. Records the verdict and the latency figures in the run record.",
-    "The verdict lists each problem; the next task rolls the batch back.",
+    "The task fails with the verdict's problems (also when a check could not conclude); the slot's "
+    "rollback task then returns the batch's nodes to the old version and the phase stops.",
     "Safe: it re-evaluates the cluster.",
 )
 DEFRAGMENT_ETCD = runbook(
-    "Defragments etcd before the upgrade (§2.2), one member at a time, followers first and the leader "
+    "Defragments etcd before the upgrade, one member at a time, followers first and the leader "
     "last, each only while the whole cluster is healthy and each healthy again before the next. "
     "Records the database size before and after per member.",
     "The message names the member and why (cluster unhealthy before it, or it did not come back). The "
@@ -169,26 +148,14 @@ DEFRAGMENT_ETCD = runbook(
     "Safe: a defragmented member has nothing left to reclaim.",
 )
 ROLLBACK_BATCH = runbook(
-    "Returns the batch's nodes to the old version (or removes surge nodes), uncordons what this run "
-    "cordoned, and records what it did.",
+    "Runs only when the batch's validation failed: declares an incident, returns the batch's nodes to the "
+    "old version (or removes surge nodes), uncordons what this run cordoned, and records what it did.",
     "The log names each node and action.",
     "Safe: nodes already at the old version are skipped.",
 )
 FINAL_VERDICT = runbook(
     "Fails the run on purpose when anything was rolled back or refused, so a rolled-back upgrade ends red.",
     "Read the upgrade report named in the log.",
-    "Safe.",
-)
-NO_MORE_BATCHES = runbook(
-    "Marks the end of the worker phase: nothing left to upgrade, the window is closing (paused), an "
-    "earlier batch was rolled back (stopped), or the next batch's pods could not go anywhere right now "
-    "(no-capacity: refused before any cordon). The returned reason says which.",
-    "It does not fail.",
-    "Safe.",
-)
-BATCH_PASSED = runbook(
-    "Marks a batch that passed validation; the next batch may open.",
-    "It does not fail.",
     "Safe.",
 )
 WORKERS_DONE = runbook(
@@ -222,7 +189,7 @@ RISK_GATE_REFUSED = runbook(
     "Clearing it only fails again; fix the blockers and trigger a new run.",
 )
 VALIDATE_CLUSTER = runbook(
-    "Final smoke checks (§4.1 validation): every node Ready, every workload available, no pending pods, "
+    "Final smoke checks: every node Ready, every workload available, no pending pods, "
     "control plane healthy, apiserver latency against the pre-upgrade baseline.",
     "The verdict lists each problem with the object.",
     "Safe: read-only.",
@@ -236,7 +203,7 @@ NOTIFY = runbook(
     "Safe: it re-sends the same message.",
 )
 ASSESS_MATURITY = runbook(
-    "Reads every run record (`slipway-run-*` ConfigMaps in slipway-system) and measures the §1.1 maturity "
+    "Reads every run record (`slipway-run-*` ConfigMaps in slipway-system) and measures the maturity "
     "of this cluster's upgrades from them: success rate, duration, API downtime and node time out of "
     "service, and which level (manual, scripted, automated, intelligent) every criterion allows, with "
     "the evidence for each. Writes maturity.json and maturity.md under the reports folder.",

@@ -6,23 +6,30 @@ run; the strategy is read from the validated request.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from slipway.airflow import runbooks
-from slipway.airflow.runtime import platform, record, request_from
 from slipway.airflow.stage_common import declare_incident
 from slipway.airflow.stage_lease import holds_cluster_lease
-from slipway.kube.drain import DrainBlocked, DrainRefused
+from slipway.lazy import lazy
 from slipway.models import UpgradeRequest
+
+if TYPE_CHECKING:
+    import slipway.kube.drain as kube_drain
+    from slipway.airflow import runtime
+else:
+    kube_drain = lazy("slipway.kube.drain")
+    runtime = lazy("slipway.airflow.runtime")
+
 
 SWITCHED_BACK = "switched-back"
 
 
 def _blue_green_only(request: dict[str, Any]) -> UpgradeRequest:
-    req = request_from(request)
+    req = runtime.request_from(request)
     if req.strategy != "blue-green":
         raise AirflowSkipException(f"strategy is {req.strategy}: no blue nodes to retire or return to")
     return req
@@ -32,10 +39,10 @@ def _blue_green_only(request: dict[str, Any]) -> UpgradeRequest:
 @holds_cluster_lease
 def retire_blue_nodes(request: dict[str, Any]) -> list[str]:
     req = _blue_green_only(request)
-    upgrader = platform().blue_green()
+    upgrader = runtime.platform().blue_green()
     retired = upgrader.retire_blue(str(req.target))
     kept = upgrader.kept_blue()
-    record().event("blue-retired", f"blue nodes retired: {', '.join(retired) or 'none'}")
+    runtime.record().event("blue-retired", f"blue nodes retired: {', '.join(retired) or 'none'}")
     if kept:
         raise AirflowFailException(
             f"blue nodes {', '.join(kept)} kept: their green twins are not Ready at {req.target}"
@@ -47,13 +54,15 @@ def retire_blue_nodes(request: dict[str, Any]) -> list[str]:
 @holds_cluster_lease
 def switch_back_to_blue(request: dict[str, Any]) -> list[str]:
     _blue_green_only(request)
-    upgrader = platform().blue_green()
+    upgrader = runtime.platform().blue_green()
     if not upgrader.kept_blue():
         raise AirflowSkipException("no blue node is kept: nothing to switch back to")
     declare_incident("SEV2", "blue-green upgrade failed: switching workloads back to the blue nodes")
     try:
         restored = upgrader.switch_back()
-    except (DrainBlocked, DrainRefused) as err:
+    except (kube_drain.DrainBlocked, kube_drain.DrainRefused) as err:
         raise AirflowFailException(f"switch back stopped, clear this task to go on: {err}") from err
-    record().event(SWITCHED_BACK, f"workloads back on blue nodes {', '.join(restored)}; green nodes removed")
+    runtime.record().event(
+        SWITCHED_BACK, f"workloads back on blue nodes {', '.join(restored)}; green nodes removed"
+    )
     return restored

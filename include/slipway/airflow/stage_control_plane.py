@@ -17,46 +17,37 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TriggerRule, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
 
-from slipway import probe_process
 from slipway.airflow import runbooks
-from slipway.airflow.runtime import orchestrator_api, platform, record
 from slipway.airflow.stage_common import declare_incident
 from slipway.airflow.stage_lease import holds_cluster_lease
 from slipway.airflow.stage_prepare import artefacts_dir
-from slipway.etcd import EtcdError, defragment
-from slipway.etcd.safety import DataCheck, check_data, restore_once
-from slipway.etcd.store import (
-    KEEP_ENV,
-    ProvenSnapshot,
-    SnapshotRefused,
-    SnapshotStore,
-    parse_keep,
-    safe_name,
-    verify_digest,
-)
-from slipway.reports import reports_root
-from slipway.runrecord import RunRecord
-from slipway.upgraders.controlplane import (
-    FAULT_DIVERGE_ETCD,
-    FAULT_FAIL_STEP,
-    FAULT_FAIL_VERIFICATION,
-    ComponentKind,
-    ControlPlaneError,
-    ControlPlaneFaults,
-    ControlPlaneTarget,
-    control_plane_touched,
-    parse_faults,
-)
-from slipway.upgraders.controlplane import rollback_control_plane as restore_previous_versions
+from slipway.lazy import lazy
+
+if TYPE_CHECKING:
+    import slipway.etcd.safety as etcd_safety
+    import slipway.etcd.store as etcd_store
+    import slipway.upgraders.controlplane as upgraders_controlplane
+    from slipway import etcd, probe_process, reports, runrecord
+    from slipway.airflow import runtime
+else:
+    etcd = lazy("slipway.etcd")
+    etcd_safety = lazy("slipway.etcd.safety")
+    etcd_store = lazy("slipway.etcd.store")
+    probe_process = lazy("slipway.probe_process")
+    reports = lazy("slipway.reports")
+    runrecord = lazy("slipway.runrecord")
+    runtime = lazy("slipway.airflow.runtime")
+    upgraders_controlplane = lazy("slipway.upgraders.controlplane")
+
 
 GROUP = "control_plane"
 # Upgrade order of component kinds; kubeadm upgrades whole control-plane nodes instead.
-KINDS: tuple[ComponentKind, ...] = (
+KINDS: tuple[upgraders_controlplane.ComponentKind, ...] = (
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -67,11 +58,13 @@ KINDS: tuple[ComponentKind, ...] = (
 # verification, fail a step, diverge an etcd member) so teams can rehearse the rollback on
 # the local platform; other platforms ignore it.
 CHAOS_CONFIGMAP = "slipway-chaos"
-CHAOS_KEY = FAULT_FAIL_VERIFICATION
+CHAOS_KEY = "fail-control-plane-verification"  # upgraders.controlplane.FAULT_FAIL_VERIFICATION
 SNAPSHOTS_FOLDER = "etcd-snapshots"
 
 
-def targets(plan: dict[str, Any]) -> tuple[ControlPlaneTarget, ControlPlaneTarget]:
+def targets(
+    plan: dict[str, Any],
+) -> tuple[upgraders_controlplane.ControlPlaneTarget, upgraders_controlplane.ControlPlaneTarget]:
     """(target, previous) of this run's control-plane hop, from the plan summary."""
     hops = plan.get("hops", [])
     cp = [h for h in hops if h["kind"] == "control-plane"]
@@ -80,7 +73,9 @@ def targets(plan: dict[str, Any]) -> tuple[ControlPlaneTarget, ControlPlaneTarge
     previous_etcd = etcd[0]["from"] if etcd else plan.get("etcd", "")
     target_k8s = cp[0]["to"] if cp else current
     target_etcd = etcd[0]["to"] if etcd else previous_etcd
-    return ControlPlaneTarget(target_k8s, target_etcd), ControlPlaneTarget(current, previous_etcd)
+    return upgraders_controlplane.ControlPlaneTarget(
+        target_k8s, target_etcd
+    ), upgraders_controlplane.ControlPlaneTarget(current, previous_etcd)
 
 
 @contextlib.contextmanager
@@ -107,9 +102,13 @@ def _kubeconfig_for_probe() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def snapshot_store() -> SnapshotStore:
+def snapshot_store() -> etcd_store.SnapshotStore:
     """This cluster's pre-upgrade snapshots, kept in the artefact store (not one run's folder)."""
-    return SnapshotStore(reports_root() / SNAPSHOTS_FOLDER / safe_name(platform().settings.cluster_name))
+    return etcd_store.SnapshotStore(
+        reports.reports_root()
+        / SNAPSHOTS_FOLDER
+        / etcd_store.safe_name(runtime.platform().settings.cluster_name)
+    )
 
 
 @task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -118,16 +117,16 @@ def backup_etcd() -> dict[str, Any]:
     """A proven snapshot, write-once per run and attempt: a cleared task reuses the one this
     run proved (its sha256 must still match) and never takes a second one mid-upgrade."""
     try:
-        keep = parse_keep(os.environ.get(KEEP_ENV))
+        keep = etcd_store.parse_keep(os.environ.get(etcd_store.KEEP_ENV))
     except ValueError as err:
         raise AirflowFailException(str(err)) from err
-    rec = record()
+    rec = runtime.record()
     proven = rec.get("backup") or {}
     if proven.get("restore_ok"):
         try:
-            snapshot = ProvenSnapshot.from_dict(proven)
-            verify_digest(snapshot)
-        except SnapshotRefused as err:
+            snapshot = etcd_store.ProvenSnapshot.from_dict(proven)
+            etcd_store.verify_digest(snapshot)
+        except etcd_store.SnapshotRefused as err:
             rec.event("backup-refused", f"{err}; this run's pre-upgrade snapshot is never replaced")
             raise AirflowFailException(
                 f"{err}; this run's pre-upgrade snapshot is never replaced mid-run: start a new run"
@@ -140,8 +139,8 @@ def backup_etcd() -> dict[str, Any]:
     run_id = str(context["run_id"])
     store = snapshot_store()
     try:
-        proof = store.take(platform().etcd(), run_id, int(context["ti"].try_number))
-    except SnapshotRefused as err:
+        proof = store.take(runtime.platform().etcd(), run_id, int(context["ti"].try_number))
+    except etcd_store.SnapshotRefused as err:
         raise AirflowFailException(str(err)) from err
     data = proof.to_dict()
     rec.update(backup=data)
@@ -157,7 +156,7 @@ def backup_etcd() -> dict[str, Any]:
         f"sha256 {proof.sha256}; {len(pruned)} older run(s) pruned, the last {keep} kept",
         sha256=proof.sha256,
     )
-    return ProvenSnapshot.from_proof(proof).to_dict()
+    return etcd_store.ProvenSnapshot.from_proof(proof).to_dict()
 
 
 @task(doc_md=runbooks.DEFRAGMENT_ETCD, retries=1)
@@ -165,11 +164,11 @@ def backup_etcd() -> dict[str, Any]:
 def defragment_etcd() -> list[dict[str, Any]]:
     """§2.2: reclaim etcd's free pages before the upgrade, one member at a time, leader last."""
     try:
-        done = defragment(platform().etcd())
-    except EtcdError as err:
+        done = etcd.defragment(runtime.platform().etcd())
+    except etcd.EtcdError as err:
         raise AirflowFailException(f"etcd defragmentation stopped, control plane untouched: {err}") from err
     results = [r.to_dict() for r in done]
-    rec = record()
+    rec = runtime.record()
     _merge_control_plane(rec, lambda section: section.update(defragmentation=results))
     reclaimed = sum(r.reclaimed for r in done)
     order = ", ".join(r.member for r in done)
@@ -193,7 +192,7 @@ def probe_tasks() -> tuple[Any, Any]:
     @task(doc_md=runbooks.STOP_PROBE)
     def stop_api_probe() -> dict[str, Any]:
         figures = probe_process.summary(probe_process.stop(artefacts_dir() / "probe"))
-        rec = record()
+        rec = runtime.record()
         _merge_control_plane(rec, lambda section: section.update(probe=figures))
         rec.event(
             "probe",
@@ -205,7 +204,7 @@ def probe_tasks() -> tuple[Any, Any]:
     return start_api_probe(), stop_api_probe()
 
 
-def _merge_control_plane(rec: RunRecord, change: Callable[[dict[str, Any]], None]) -> None:
+def _merge_control_plane(rec: runrecord.RunRecord, change: Callable[[dict[str, Any]], None]) -> None:
     """Change the record's ``control_plane`` section in one resourceVersion-checked write:
     the probe's teardown and verification may write it at the same moment."""
 
@@ -214,7 +213,7 @@ def _merge_control_plane(rec: RunRecord, change: Callable[[dict[str, Any]], None
         change(section)
         data["control_plane"] = section
 
-    rec._mutate(apply)  # RunRecord's conflict-retrying write; it has no public nested update
+    rec._mutate(apply)  # runrecord.RunRecord's conflict-retrying write; it has no public nested update
 
 
 class InjectedFault(AirflowFailException):
@@ -225,7 +224,7 @@ def _chaos_data() -> dict[str, str]:
     from kubernetes import client
 
     try:
-        cm = client.CoreV1Api(orchestrator_api()).read_namespaced_config_map(
+        cm = client.CoreV1Api(runtime.orchestrator_api()).read_namespaced_config_map(
             CHAOS_CONFIGMAP, "slipway-system"
         )
     except client.exceptions.ApiException as err:
@@ -235,22 +234,22 @@ def _chaos_data() -> dict[str, str]:
     return dict(cm.data or {})
 
 
-def _faults() -> ControlPlaneFaults:
+def _faults() -> upgraders_controlplane.ControlPlaneFaults:
     """Game-day faults from slipway-system/slipway-chaos, honoured only on a platform that takes
     injected faults (the local cluster); anywhere else the ConfigMap is ignored, and said so."""
     data = _chaos_data()
     if not data:
-        return ControlPlaneFaults()
-    if not platform().capabilities.fault_injection:
-        rec = record()
+        return upgraders_controlplane.ControlPlaneFaults()
+    if not runtime.platform().capabilities.fault_injection:
+        rec = runtime.record()
         if not any(e["kind"] == "fault-injection-ignored" for e in rec.get("events", [])):
             rec.event(
                 "fault-injection-ignored",
                 f"ConfigMap slipway-system/{CHAOS_CONFIGMAP} ignored: this platform takes no injected faults",
             )
-        return ControlPlaneFaults()
+        return upgraders_controlplane.ControlPlaneFaults()
     try:
-        return parse_faults(data)
+        return upgraders_controlplane.parse_faults(data)
     except ValueError as err:
         raise AirflowFailException(f"ConfigMap slipway-system/{CHAOS_CONFIGMAP} refused: {err}") from err
 
@@ -261,8 +260,8 @@ def upgrade_kind(kind: str) -> Any:
     def upgrade(plan: dict[str, Any]) -> list[dict[str, Any]]:
         target, previous = targets(plan)
         faults = _faults()  # a refused game-day switch stops the step before it changes anything
-        upgrader = platform().control_plane_upgrader()
-        rec = record()
+        upgrader = runtime.platform().control_plane_upgrader()
+        rec = runtime.record()
         done: list[dict[str, Any]] = []
         refs = [r for r in upgrader.components() if r.kind == kind]
         try:
@@ -284,7 +283,8 @@ def upgrade_kind(kind: str) -> Any:
                 done.append(step | {"component": ref.name})
                 if faults.fail_step == kind:
                     raise InjectedFault(
-                        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({FAULT_FAIL_STEP}): "
+                        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} "
+                        f"({upgraders_controlplane.FAULT_FAIL_STEP}): "
                         f"the {kind} step fails after {ref.name}"
                     )
             if kind == "etcd" and refs and faults.diverge_etcd_member:
@@ -314,25 +314,30 @@ def upgrade_kind(kind: str) -> Any:
     return upgrade
 
 
-def _diverge_once(rec: RunRecord, member: str) -> None:
+def _diverge_once(rec: runrecord.RunRecord, member: str) -> None:
     if any(e["kind"] == "fault-injected" for e in rec.get("events", [])):
         return  # a retried etcd step: the fault landed already
-    evidence = platform().fault_injector().diverge_etcd_member(member)
+    evidence = runtime.platform().fault_injector().diverge_etcd_member(member)
     rec.event(
         "fault-injected",
-        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} ({FAULT_DIVERGE_ETCD}): "
+        f"fault injected by ConfigMap slipway-system/{CHAOS_CONFIGMAP} "
+        f"({upgraders_controlplane.FAULT_DIVERGE_ETCD}): "
         f"{member}'s data now differs from its peers ({evidence.get('places_changed', 0)} place(s) changed)",
         evidence=evidence,
     )
 
 
-def _etcd_data_check(rec: RunRecord, after: str, baseline: ProvenSnapshot | None) -> DataCheck:
+def _etcd_data_check(
+    rec: runrecord.RunRecord, after: str, baseline: etcd_store.ProvenSnapshot | None
+) -> etcd_safety.DataCheck:
     """The etcd data check, recorded; a failed one marks etcd's data as suspect for the rollback."""
-    current = platform()
+    current = runtime.platform()
     if not current.capabilities.etcd_access:
-        check = DataCheck(0, {}, {}, {}, [f"the {current.settings.platform} platform gives no etcd access"])
+        check = etcd_safety.DataCheck(
+            0, {}, {}, {}, [f"the {current.settings.platform} platform gives no etcd access"]
+        )
     else:
-        check = check_data(current.etcd(), baseline)
+        check = etcd_safety.check_data(current.etcd(), baseline)
     entry = {"after": after} | check.to_dict()
 
     def note(section: dict[str, Any]) -> None:
@@ -358,7 +363,7 @@ def _etcd_data_check(rec: RunRecord, after: str, baseline: ProvenSnapshot | None
 @task(doc_md=runbooks.CHECK_ETCD_DATA, retries=0)
 def check_etcd_data(backup: dict[str, Any]) -> dict[str, Any]:
     """After the etcd step: every member holds the same data, no less than the proven backup."""
-    check = _etcd_data_check(record(), "the etcd step", ProvenSnapshot.from_dict(backup))
+    check = _etcd_data_check(runtime.record(), "the etcd step", etcd_store.ProvenSnapshot.from_dict(backup))
     if not check.ok:
         raise AirflowFailException(
             "etcd data check failed after the etcd step, the rollback branch restores the proven snapshot: "
@@ -370,9 +375,9 @@ def check_etcd_data(backup: dict[str, Any]) -> dict[str, Any]:
 @task.branch(doc_md=runbooks.VERIFY_CONTROL_PLANE, trigger_rule=TriggerRule.NONE_SKIPPED)
 def verify_control_plane(plan: dict[str, Any], next_task: str) -> str | None:
     """Runs when every step ended, also when one failed (NONE_SKIPPED): the record says which."""
-    rec = record()
+    rec = runtime.record()
     section = rec.get("control_plane", {})
-    if not control_plane_touched(section):
+    if not upgraders_controlplane.control_plane_touched(section):
         rec.event("control-plane-untouched", "no control-plane step ran: nothing to verify or roll back")
         return None  # an earlier task failed; skip both branches
     target, _ = targets(plan)
@@ -385,7 +390,7 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str | None:
         for c in section.get("etcd_checks") or []
         if not c["ok"]
     ]
-    upgrader = platform().control_plane_upgrader()
+    upgrader = runtime.platform().control_plane_upgrader()
     for ref in upgrader.components():
         version = upgrader.current_version(ref)
         if version != target.version_for(ref):
@@ -394,7 +399,7 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str | None:
             problems.append(f"{ref.name} is not healthy")
     if not problems:
         backup = rec.get("backup") or {}
-        baseline = ProvenSnapshot.from_dict(backup) if backup.get("restore_ok") else None
+        baseline = etcd_store.ProvenSnapshot.from_dict(backup) if backup.get("restore_ok") else None
         check = _etcd_data_check(rec, "the control plane", baseline)
         problems += [f"etcd data: {p}" for p in check.problems]
     if _faults().fail_verification:
@@ -413,9 +418,9 @@ def verify_control_plane(plan: dict[str, Any], next_task: str) -> str | None:
     return next_task
 
 
-def _restore_etcd(rec: RunRecord, snapshot: ProvenSnapshot, version: str) -> str:
+def _restore_etcd(rec: runrecord.RunRecord, snapshot: etcd_store.ProvenSnapshot, version: str) -> str:
     """The data rollback, once per run, on a platform that can restore etcd."""
-    current = platform()
+    current = runtime.platform()
     if not current.capabilities.data_restore:
         message = (
             f"etcd data cannot be trusted and the {current.settings.platform} platform cannot restore it: "
@@ -425,13 +430,13 @@ def _restore_etcd(rec: RunRecord, snapshot: ProvenSnapshot, version: str) -> str
         raise AirflowFailException(message)
     restorer = current.etcd_restorer()
     try:
-        outcome = restore_once(
+        outcome = etcd_safety.restore_once(
             rec,
             current.etcd(),
             snapshot,
             lambda proven: restorer.restore_etcd(proven, version).model_dump(mode="json"),
         )
-    except (SnapshotRefused, ControlPlaneError) as err:
+    except (etcd_store.SnapshotRefused, upgraders_controlplane.ControlPlaneError) as err:
         rec.event("etcd-restore-failed", f"etcd restore from {snapshot.path} failed: {err}")
         raise AirflowFailException(f"etcd restore from {snapshot.path} failed: {err}") from err
     return outcome.message
@@ -443,24 +448,25 @@ def rollback_control_plane(plan: dict[str, Any], backup: dict[str, Any]) -> list
     """Previous versions back (reverse order), and the proven snapshot when etcd's data is suspect
     (a failed data check, before or after the etcd members went back)."""
     _, previous = targets(plan)
-    rec = record()
+    rec = runtime.record()
     section = rec.get("control_plane", {})
     verification = section.get("verification", [])
     declare_incident("SEV1", "control-plane upgrade failed, rolling back: " + "; ".join(verification[:2]))
-    snapshot = ProvenSnapshot.from_dict(backup)
-    upgrader = platform().control_plane_upgrader()
+    snapshot = etcd_store.ProvenSnapshot.from_dict(backup)
+    upgrader = runtime.platform().control_plane_upgrader()
     kube_kinds = tuple(k for k in KINDS if k != "etcd")
     results = [
-        f"{r.component}: {r.message}" for r in restore_previous_versions(upgrader, previous, kinds=kube_kinds)
+        f"{r.component}: {r.message}"
+        for r in upgraders_controlplane.rollback_control_plane(upgrader, previous, kinds=kube_kinds)
     ]
     suspect = bool(section.get("etcd_data_suspect"))
     if not suspect:
         try:
             results += [
                 f"{r.component}: {r.message}"
-                for r in restore_previous_versions(upgrader, previous, kinds=("etcd",))
+                for r in upgraders_controlplane.rollback_control_plane(upgrader, previous, kinds=("etcd",))
             ]
-        except ControlPlaneError as err:
+        except upgraders_controlplane.ControlPlaneError as err:
             rec.event("etcd-rollback-failed", f"etcd members could not go back to {previous.etcd}: {err}")
             suspect = True
         else:

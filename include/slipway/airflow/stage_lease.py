@@ -19,15 +19,21 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.client import HTTPException
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
-from kubernetes.client.exceptions import ApiException
 
-from slipway import lease
 from slipway.airflow import runbooks
-from slipway.airflow.runtime import orchestrator_api, record
+from slipway.lazy import api_exception, lazy
+
+if TYPE_CHECKING:
+    from slipway import lease
+    from slipway.airflow import runtime
+else:
+    lease = lazy("slipway.lease")
+    runtime = lazy("slipway.airflow.runtime")
+
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ def take_cluster_lease(request: dict[str, Any]) -> dict[str, Any]:
     """Take the cluster lease (or keep the one this run holds); passes ``request`` on."""
     me = current_holder()
     try:
-        state = lease.acquire(orchestrator_api(), me, lease_seconds())
+        state = lease.acquire(runtime.orchestrator_api(), me, lease_seconds())
     except ValueError as err:  # a bad SLIPWAY_LEASE_SECONDS, refused before any write
         raise AirflowFailException(f"SLIPWAY_LEASE_SECONDS: {err}") from err
     except lease.LeaseHeld as err:
@@ -63,7 +69,9 @@ def take_cluster_lease(request: dict[str, Any]) -> dict[str, Any]:
         raise _refused(
             err, "this run changed nothing: trigger it again when that run has ended or its lease expired"
         ) from err
-    record().event("lease-taken", f"cluster lease held by {me} ({state.duration}s, renewed at every step)")
+    runtime.record().event(
+        "lease-taken", f"cluster lease held by {me} ({state.duration}s, renewed at every step)"
+    )
     return request
 
 
@@ -72,12 +80,12 @@ def release_cluster_lease() -> bool:
     """Give the lease back (only when this run holds it); the teardown of take_cluster_lease."""
     me = current_holder()
     try:
-        released = lease.release(orchestrator_api(), me)
+        released = lease.release(runtime.orchestrator_api(), me)
     except lease.NotHolder as err:
         print(f"{err}: left as it is")  # ours expired and another run took it: not ours to free
         return False
     if released:
-        record().event("lease-released", f"cluster lease released by {me}")
+        runtime.record().event("lease-released", f"cluster lease released by {me}")
     return released
 
 
@@ -104,14 +112,14 @@ def renew_cluster_lease(api: Any, me: str) -> lease.LeaseState:
             state = lease.acquire(api, me, lease_seconds())
         except lease.LeaseHeld as err:
             raise _refused(err, "this task changed nothing") from err
-        record().event("lease-retaken", f"{lost}; taken again by {me}: nobody else held it")
+        runtime.record().event("lease-retaken", f"{lost}; taken again by {me}: nobody else held it")
         return state
 
 
 @contextmanager
 def keep_cluster_lease() -> Iterator[lease.LeaseState]:
     """Renew now (before any write), then every third of the duration until the block ends."""
-    api, me = orchestrator_api(), current_holder()
+    api, me = runtime.orchestrator_api(), current_holder()
     state = renew_cluster_lease(api, me)
     stop = threading.Event()
 
@@ -119,7 +127,7 @@ def keep_cluster_lease() -> Iterator[lease.LeaseState]:
         while not stop.wait(max(1.0, state.duration / 3)):
             try:
                 lease.renew(api, me)
-            except (lease.LeaseError, ApiException, HTTPException, OSError) as err:
+            except (lease.LeaseError, api_exception(), HTTPException, OSError) as err:
                 # The next task's renewal refuses to go on if another run took the lease.
                 log.error("cluster lease renewal failed: %s", err)
 

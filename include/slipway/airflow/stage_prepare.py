@@ -8,17 +8,24 @@ from __future__ import annotations
 
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup, get_current_context, task
-from kubernetes.client.exceptions import ApiException
 
-from slipway import workers
 from slipway.airflow import runbooks
-from slipway.airflow.runtime import platform, record, request_from
-from slipway.planner import PlanRefused
-from slipway.preflight import CHECK_TASKS, Preflight, assess_run
-from slipway.reports import reports_root
+from slipway.check_names import CHECK_TASKS
+from slipway.lazy import api_exception, lazy
+
+if TYPE_CHECKING:
+    from slipway import planner, preflight, reports, workers
+    from slipway.airflow import runtime
+else:
+    planner = lazy("slipway.planner")
+    preflight = lazy("slipway.preflight")
+    reports = lazy("slipway.reports")
+    runtime = lazy("slipway.airflow.runtime")
+    workers = lazy("slipway.workers")
+
 
 GROUP = "prepare"
 
@@ -27,19 +34,19 @@ def artefacts_dir() -> Path:
     """Where this run's big artefacts (etcd snapshot, reports) go; only paths travel in XCom."""
     context = get_current_context()
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in context["run_id"])
-    return reports_root() / context["dag"].dag_id / safe
+    return reports.reports_root() / context["dag"].dag_id / safe
 
 
-def _preflight(request: dict[str, Any]) -> Preflight:
-    return Preflight(platform(), request_from(request), artefacts_dir())
+def _preflight(request: dict[str, Any]) -> preflight.Preflight:
+    return preflight.Preflight(runtime.platform(), runtime.request_from(request), artefacts_dir())
 
 
 @task(doc_md=runbooks.PLAN_UPGRADE, retries=2)
 def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
-    rec = record()
+    rec = runtime.record()
     try:
         summary = _preflight(request).plan_summary()
-    except PlanRefused as err:
+    except planner.PlanRefused as err:
         # No safe path is a decision, not a crash: the upgrade-path check reports the same
         # refusal as a blocker, so the risk gate ends the run "refused" with this reason.
         summary = {"refused": err.to_dict()}
@@ -48,8 +55,8 @@ def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
         return summary
     rec.update(plan=summary)
     try:  # the performance baseline, before anything changes; the batches compare against it
-        workers.record_latency_baseline(platform().control_plane_reader(), rec)
-    except (OSError, HTTPException, ApiException) as err:
+        workers.record_latency_baseline(runtime.platform().control_plane_reader(), rec)
+    except (OSError, HTTPException, api_exception()) as err:
         rec.event("latency-unavailable", f"no performance baseline: metrics unreadable: {err}")
     return summary
 
@@ -68,8 +75,8 @@ def assess_risk(
     request: dict[str, Any], plan: dict[str, Any], results: list[list[dict[str, Any]]]
 ) -> dict[str, Any]:
     flat = [r for family in results for r in family]
-    risk = assess_run(flat, plan, request_from(request)).model_dump(mode="json")
-    rec = record()
+    risk = preflight.assess_run(flat, plan, runtime.request_from(request)).model_dump(mode="json")
+    rec = runtime.record()
     rec.update(checks=flat, risk=risk)
     failed = [r["name"] for r in flat if not r["passed"]]
     rec.event("risk-assessed", f"decision {risk['decision']}; findings: {', '.join(failed) or 'none'}")
