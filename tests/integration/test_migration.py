@@ -21,10 +21,12 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import MaxRetryError
 
 from slipway.kube.client import apply_manifest
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
+from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.migration import clusters, frontdoor, identity
 from slipway.migration.connection import ClusterRef, parse_connection
@@ -498,3 +500,53 @@ def test_a_target_failing_mid_switch_rolls_traffic_back_to_the_source(tmp_path: 
         assert (door.api.weight("source"), door.api.weight("target")) == (100, 0)
         after = frontdoor.probe(door.url, 20)
         assert after.answered_by == {"source": 20} and after.failed == 0
+
+
+LATER = "mig-later"
+LATER_SEED = f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {LATER}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db-password, namespace: {LATER}}}
+stringData: {{password: hunter2}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: worker, namespace: {LATER}, labels: {{app: worker}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: worker}}}}
+  template:
+    metadata: {{labels: {{app: worker}}}}
+    spec:
+      containers:
+      - name: worker
+        image: registry.local/worker:1.0
+        env: [{{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: db-password, key: password}}}}}}]
+"""
+
+
+def test_a_copy_cut_short_by_a_target_apiserver_restart_completes_on_rerun(pair: Pair) -> None:
+    """Runs last in this module: it stops the target's only apiserver. The copy fails while the
+    target is down; re-running it afterwards (what an Airflow retry does) completes it, proven by
+    the checksums, with nothing duplicated or lost."""
+    apply_manifest(pair.source.admin_client(), [d for d in yaml.safe_load_all(LATER_SEED) if d])
+    source, target = pair.sides()  # discovery cached while the target was up
+    pair.target.stop_component("kube-apiserver-0")
+    try:
+        with pytest.raises(MaxRetryError):
+            clusters.copy_configuration(source, target, [LATER])
+    finally:
+        pair.target.start_component("kube-apiserver-0")
+        wait_until("target load balancer routes again", pair.target.lb_ready, 60, interval=0.5)
+    source, target = pair.sides()
+    clusters.copy_configuration(source, target, [LATER])
+    clusters.copy_workloads(source, target, [LATER])
+    clusters.verify(source, target, [LATER], CONFIG_KINDS, with_namespaces=True)
+    clusters.verify(source, target, [LATER], WORKLOAD_KINDS)
+    assert clusters.wait_available(target, [LATER], WORKLOAD_KINDS, 120) == 1
+    secrets = client.CoreV1Api(pair.target.admin_client()).list_namespaced_secret(LATER).items
+    assert [s.metadata.name for s in secrets] == ["db-password"]
