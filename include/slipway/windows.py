@@ -425,7 +425,7 @@ def predict_phases(
         measured = [v for v in (_per_unit(phase, run) for run in history) if v is not None]
         if measured:
             unit = statistics.median(measured)
-            basis = f"median of {len(measured)} earlier run{'s' if len(measured) != 1 else ''}"
+            basis = _median_of(len(measured))
         else:
             unit = STATED_MODEL[phase]
             basis = "stated model"
@@ -433,5 +433,25 @@ def predict_phases(
         if phase == "workers":
             seconds += batches * soak_seconds
         found.append(PhasePrediction(phase, seconds, basis))
+    # Time between the phases (lease waits, approvals, task scheduling) is part of the run too;
+    # only history can say how long it is.
+    gaps = [gap for gap in (between_phases(run) for run in history) if gap is not None]
+    if gaps:
+        found.append(PhasePrediction(BETWEEN_PHASES, statistics.median(gaps), _median_of(len(gaps))))
     found.append(PhasePrediction("total", sum(p.seconds for p in found), "sum of the phases"))
     return found
+
+
+BETWEEN_PHASES = "between phases"
+
+
+def _median_of(runs: int) -> str:
+    return f"median of {runs} earlier run{'s' if runs != 1 else ''}"
+
+
+def between_phases(run: RunFigures) -> float | None:
+    """Seconds of a run's total spent outside its phases; None without a total."""
+    total = run.phase_seconds.get("total")
+    if total is None:
+        return None
+    return max(total - sum(v for k, v in run.phase_seconds.items() if k in STATED_MODEL), 0.0)

@@ -61,6 +61,7 @@ def test_without_history_the_stated_model_predicts_and_says_so() -> None:
     assert found["control plane"].seconds == 7 * STATED_MODEL["control plane"]
     assert found["preparation"].seconds == STATED_MODEL["preparation"]
     assert {p.basis for name, p in found.items() if name != "total"} == {"stated model"}
+    assert "between phases" not in found  # only history knows how long the gaps are
     assert found["total"].seconds == pytest.approx(sum(p.seconds for n, p in found.items() if n != "total"))
 
 
@@ -73,6 +74,25 @@ def test_with_history_each_phase_is_the_median_of_the_clusters_runs_in_its_own_u
     assert found["control plane"].seconds == pytest.approx(3 * 20)
     assert found["preparation"].seconds == 20
     assert found["workers"].basis == "median of 3 earlier runs"
+    # The _figures runs have no total: nothing says how long the gaps between phases were.
+    assert "between phases" not in found
+
+
+def test_the_time_between_phases_is_the_median_gap_of_earlier_runs() -> None:
+    runs = [
+        RunFigures(
+            {"preparation": 10.0, "workers": 50.0, "total": 70.0}, batches=1, components=0, soak_seconds=0
+        ),
+        RunFigures(
+            {"preparation": 10.0, "workers": 50.0, "total": 90.0}, batches=1, components=0, soak_seconds=0
+        ),
+        RunFigures(
+            {"preparation": 10.0, "workers": 50.0, "total": 60.0}, batches=1, components=0, soak_seconds=0
+        ),
+    ]
+    found = {p.phase: p for p in predict_phases(runs, batches=1, components=0, soak_seconds=0)}
+    assert found["between phases"].seconds == 10  # gaps 10, 30, 0
+    assert found["total"].seconds == pytest.approx(sum(p.seconds for n, p in found.items() if n != "total"))
 
 
 def test_a_phase_no_earlier_run_measured_falls_back_to_the_stated_model() -> None:
@@ -125,14 +145,16 @@ def test_a_cluster_whose_earlier_run_matched_this_one_predicts_it_exactly() -> N
         "control plane",
         "workers",
         "validation",
+        "between phases",
         "total",
     ]
     for c in comparisons[:-1]:
         assert c.predicted.seconds == pytest.approx(c.actual)
         assert c.predicted.basis == "median of 1 earlier run"
-    # The total also holds the gaps between phases (lease, approval): a little more than predicted.
-    assert comparisons[-1].actual is not None
-    assert comparisons[-1].actual >= comparisons[-1].predicted.seconds
+    # The time between phases (lease, scheduling) is predicted too, so the total matches.
+    between = comparisons[-2]
+    assert between.actual == pytest.approx(124 - (4 + 1 + 60 + 52 + 3))
+    assert comparisons[-1].predicted.seconds == pytest.approx(comparisons[-1].actual)
 
 
 def test_without_history_the_stated_model_overestimates_the_local_run() -> None:

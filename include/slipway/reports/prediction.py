@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slipway.reports.run import phase_timings, run_verdict
-from slipway.windows import PhasePrediction, RunFigures, predict_phases
+from slipway.windows import BETWEEN_PHASES, PhasePrediction, RunFigures, between_phases, predict_phases
 
 UPGRADE_DAGS = ("k8s_cluster_upgrade", "k8s_worker_upgrade")
 
@@ -22,8 +22,8 @@ def run_figures(data: dict[str, Any]) -> RunFigures:
     return RunFigures(
         phase_seconds=dict(phase_timings(data.get("events", []))),
         batches=len(data.get("batches", [])),
-        components=len(data.get("control_plane", {}).get("steps", {})),
-        soak_seconds=float(data.get("request", {}).get("soak_seconds") or 0),
+        components=len((data.get("control_plane") or {}).get("steps") or {}),
+        soak_seconds=float((data.get("request") or {}).get("soak_seconds") or 0),
     )
 
 
@@ -65,7 +65,10 @@ def compare(data: dict[str, Any], history: list[RunFigures]) -> list[PhaseCompar
     predicted = predict_phases(
         history, batches=figures.batches, components=figures.components, soak_seconds=figures.soak_seconds
     )
-    actual = figures.phase_seconds
+    actual = dict(figures.phase_seconds)
+    gap = between_phases(figures)
+    if gap is not None:
+        actual[BETWEEN_PHASES] = gap
     # A phase the run did no work in (no control plane in a worker-only run) has nothing to compare.
     done = [
         PhaseComparison(p.phase, p, actual.get(p.phase))

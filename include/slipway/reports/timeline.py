@@ -114,7 +114,7 @@ def build_timeline(data: dict[str, Any]) -> Timeline | None:
 
 def _latency(data: dict[str, Any], phases: list[Span], batches: list[Span]) -> list[LatencySeries]:
     found = []
-    probe = data.get("control_plane", {}).get("probe")
+    probe = (data.get("control_plane") or {}).get("probe")
     control_plane = next((p for p in phases if p.label == "control plane"), None)
     if probe and control_plane and probe.get("requests"):
         middle = (control_plane.start + control_plane.end) / 2
