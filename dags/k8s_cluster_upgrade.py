@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import TaskGroup, dag
 
 from slipway.airflow.approval import RecordedApprovalOperator
+from slipway.airflow.defaults import default_args
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
@@ -55,7 +56,7 @@ from slipway.airflow.stage_workers import max_batches, worker_phase
     max_active_runs=1,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_cluster_upgrade() -> None:
@@ -67,6 +68,8 @@ def k8s_cluster_upgrade() -> None:
     approve = RecordedApprovalOperator(
         task_id="approve_upgrade",
         subject="Approve the Kubernetes upgrade to {{ params.target_version }}",
+        # A human has 12 hours (response_timeout); the task may wait that long.
+        execution_timeout=timedelta(hours=13),
     )
     backup = backup_etcd()
     gate >> [approve, backup, refused(risk), dry_run_done()]

@@ -10,7 +10,6 @@ a desired version older than the cluster is refused (a downgrade is an explicit 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pendulum
@@ -19,6 +18,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from slipway.airflow import runbooks
+from slipway.airflow.defaults import default_args
 from slipway.lazy import lazy
 from slipway.models import parse_request
 from slipway.versions import Version
@@ -101,7 +101,7 @@ def upgrade_in_progress() -> str:
         )
     },
     tags=["slipway", "kubernetes", "upgrade", "gitops"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_gitops_sync() -> None:

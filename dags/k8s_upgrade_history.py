@@ -7,13 +7,14 @@ duration and downtime figures behind it, and what is missing for the next level.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from slipway.airflow import runbooks
+from slipway.airflow.defaults import default_args
 from slipway.lazy import lazy
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def assess_maturity() -> dict[str, Any]:
     catchup=False,
     max_active_runs=1,
     tags=["slipway", "kubernetes", "report"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_upgrade_history() -> None:

@@ -9,11 +9,10 @@ Nothing changes in the cluster except the etcd snapshot taken for the proof.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import dag
 
+from slipway.airflow.defaults import default_args
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_prepare import preparation
@@ -26,7 +25,7 @@ from slipway.airflow.stage_prepare import preparation
     catchup=False,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "preflight"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_upgrade_preflight() -> None:

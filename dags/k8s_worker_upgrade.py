@@ -10,11 +10,11 @@ cluster's state.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag
 
+from slipway.airflow.defaults import default_args
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_lease import cluster_lease
@@ -37,7 +37,7 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
     is_paused_upon_creation=True,
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "workers"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_worker_upgrade() -> None:

@@ -125,3 +125,9 @@ def test_chaos_key_names_the_verification_fault() -> None:
     from slipway.upgraders.controlplane import FAULT_FAIL_VERIFICATION
 
     assert CHAOS_KEY == FAULT_FAIL_VERIFICATION
+
+
+def test_every_task_has_an_execution_timeout(dagbag: DagBag) -> None:
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} may hang forever"
