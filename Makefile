@@ -19,9 +19,11 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 deps: $(VENV)/.installed ## Python virtualenv with pinned Airflow, providers and tools
 
-system-deps: ## Debian packages the local cluster needs (haproxy)
+system-deps: ## Debian packages the tests need (haproxy for the clusters, chromium for the report page)
 	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+	@command -v chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 binaries: deps ## Build the official Kubernetes/etcd/kwok binaries from Go modules (cached by version)
 	$(VENV)/bin/slipway-local build

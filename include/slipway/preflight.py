@@ -95,12 +95,23 @@ class Preflight:
             "node-readiness": lambda: [checks.check_node_readiness(self.inventory)],
             "control-plane-health": lambda: [checks.check_control_plane_health(self.reader)],
             "maintenance-window": lambda: [
-                checks.check_maintenance_window(self.request, self.worker_plan, self.now)
+                checks.check_maintenance_window(
+                    self.request, self.worker_plan, self.now, history=self.batch_history()
+                )
             ],
         }
         if name not in runners:
             raise ValueError(f"unknown preflight check {name!r}: one of {', '.join(CHECK_TASKS)}")
         return runners[name]()
+
+    def batch_history(self) -> list[float]:
+        """Seconds per batch of this cluster's earlier end-to-end upgrades (its run records):
+        the window check predicts from them, and from the stated model without any."""
+        from slipway.reports.maturity import load_run_records
+        from slipway.reports.prediction import earlier_upgrades
+        from slipway.windows import batch_history
+
+        return batch_history(earlier_upgrades({}, load_run_records(self.platform.api)))
 
     def backup_path(self) -> Path:
         self.artefacts.mkdir(parents=True, exist_ok=True)
