@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from email import message_from_bytes, policy
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -280,3 +284,54 @@ def test_any_failure_of_a_channel_is_its_outcome(monkeypatch: pytest.MonkeyPatch
     assert notifier.outcomes[0].detail.startswith("webhook: ValueError:")
     with pytest.raises(NotificationError, match="webhook: ValueError"):
         run_failure_notifiers()[0]({"run_id": "r", "dag": DAG("d")})
+
+
+FAILING_DAG = """
+from datetime import datetime
+
+from airflow.sdk import DAG, task
+
+from slipway.airflow.notifiers import run_failure_notifiers
+
+with DAG("notify_on_failure", schedule=None, start_date=datetime(2026, 1, 1),
+         on_failure_callback=run_failure_notifiers()):
+
+    @task
+    def fails() -> None:
+        raise RuntimeError("the step failed")
+
+    fails()
+"""
+RUN_IT = """
+from airflow.dag_processing.dagbag import DagBag
+import sys
+run = DagBag(dag_folder=sys.argv[1]).dags["notify_on_failure"].test()
+print("RUN-STATE", run.state)
+"""
+
+
+def test_airflow_calls_the_failure_notifiers_when_a_run_fails(receiver: str, tmp_path: Path) -> None:
+    """Through Airflow itself: dag.test() of a DAG whose task fails; Airflow marks the run
+    failed and runs its ``on_failure_callback`` list, which posts to the webhook. In its own
+    process and Airflow home (its own metadata DB and DAG folder)."""
+    dags, home = tmp_path / "dags", tmp_path / "home"
+    dags.mkdir()
+    (dags / "notify_on_failure.py").write_text(FAILING_DAG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SLIPWAY_NOTIFY": json.dumps({"conn_type": "http", "host": f"{receiver}/hooks/ops"}),
+    }
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_IT, str(dags)], capture_output=True, text=True, env=env, check=False
+    )
+    assert "RUN-STATE failed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(RECEIVED) == 1, done.stdout[-2000:]
+    path, body, _ = RECEIVED[0]
+    assert path == "/hooks/ops"
+    assert body["dag_id"] == "notify_on_failure" and body["verdict"] == "failed"
+    assert body["reason"] == "task_failure" and body["run_id"].startswith("manual__")

@@ -62,6 +62,12 @@ class ChannelNotifier(BaseNotifier):
         self.best_effort = best_effort
         self.outcomes: list[Outcome] = []
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        # Nothing to render (the messages are built in code), and dag.test()'s inline
+        # callbacks pass a serialised DAG that has no template environment to ask for.
+        if self.template_fields:
+            super().render_template_fields(context, jinja_env)
+
     def _connection(self) -> Any | None:
         """The connection, or None when it does not exist (the channel is not configured)."""
         from airflow.sdk import BaseHook
