@@ -220,6 +220,7 @@ def log_figures(home: Path, run_id: str, ti: Ti) -> dict[str, float]:
     out: dict[str, float] = {}
     for path in sorted(folder.glob("attempt=*.log")):
         opened: tuple[str, datetime] | None = None
+        code_from: datetime | None = None
         deferred_at: datetime | None = None
         for line in path.read_text(errors="replace").splitlines():
             try:
@@ -230,12 +231,18 @@ def log_figures(home: Path, run_id: str, ti: Ti) -> dict[str, float]:
             if "dag_file_parse_ms" in entry:
                 out["parse"] = out.get("parse", 0.0) + float(entry["dag_file_parse_ms"]) / 1000
             if event.startswith("::group::"):
+                if event == "::group::Post Execute" and code_from and "first_line" not in out:
+                    out["first_line"] = (when - code_from).total_seconds()
                 opened = (event.removeprefix("::group::"), when)
             elif event == "::endgroup::" and opened:
                 key = {"Pre Execute": "pre_execute", "Post Execute": "post_execute"}.get(opened[0])
                 if key:
                     out[key] = out.get(key, 0.0) + (when - opened[1]).total_seconds()
+                code_from = when if key == "pre_execute" else None
                 opened = None
+            elif code_from and "first_line" not in out:
+                # The task code's first own log line: for a node task, its pre-drain check.
+                out["first_line"] = (when - code_from).total_seconds()
             elif "defer" in event.lower() and deferred_at is None:
                 deferred_at = when
             elif deferred_at and ("resum" in event.lower() or "trigger" in event.lower()):
@@ -297,6 +304,9 @@ def analyse(tis: list[Ti], home: Path, run_id: str, wall: float | None) -> dict[
         "pre_execute": [v.get("pre_execute") for v in logs.values()],
         "post_execute": [v.get("post_execute") for v in logs.values()],
         "deferred": [v.get("deferred") for v in logs.values() if "deferred" in v],
+        "node_first_line": [
+            v.get("first_line") for (task, _), v in logs.items() if task.endswith(".upgrade_node")
+        ],
         "run_time_total": sum(t.duration or 0 for t in ran),
         "chain": _where_it_goes(worker_tis, logs, gaps),
     }
@@ -382,6 +392,10 @@ def report(
     print(f"post-execute (XCom push + state report, task logs): {_med(f['post_execute'])}")
     if f["deferred"]:
         print(f"time deferred waiting for Ready (from task logs): {_med(f['deferred'])}")
+    print(
+        "upgrade_node, code start -> its first log line (imports, clients, lease, pre-drain check): "
+        f"{_med(f['node_first_line'])}"
+    )
     for step, durations in f["durations"].items():
         print(f"task run time {step:32s} {_med(durations)}")
     print(f"task run time, all tasks summed: {f['run_time_total']:.1f}s")
