@@ -1,14 +1,22 @@
-"""The fleet's preflight against two real local clusters, and the fleet DAG stopping the wave
-before it starts when one of them has a blocker (a stopped etcd member, a real fault).
+"""The fleet DAG against two real local clusters, each through its own two connections.
 
-Not covered here: a wave that starts child ``k8s_cluster_upgrade`` runs. dag.test() runs one
-DAG run in-process with no scheduler, so a child run it starts would never execute.
+- a failed canary halts the wave: the canary's ``k8s_cluster_upgrade`` run is really started
+  by the fleet run, production's never is;
+- the preflight of every cluster runs before anything changes, and a real blocker on one
+  (a stopped etcd member) stops the wave before it starts.
+
+What is NOT covered: a child run that executes. dag.test() runs one DAG run in-process with no
+scheduler, so the child run the fleet starts stays queued; the test ends it ``failed`` in the
+metadata database itself (as a failed upgrade would) and checks what the fleet does next.
+The single-cluster DAG also reads the fixed ``kubernetes_default`` connection, so a child run
+could not reach its own cluster yet anyway.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +67,110 @@ def fleet_runs(cluster: LocalCluster) -> list[str]:
     return [m.metadata.name for m in maps if m.metadata.name.startswith("slipway-run-fleet")]
 
 
+def conn_id(cluster: LocalCluster) -> str:
+    return cluster.cfg.name.replace("-", "_")
+
+
+def fleet_env(clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path) -> Path:
+    """A fleet file in a gitops folder, the clusters' connections; returns the reports folder."""
+    a, b = clusters
+    gitops = tmp_path / "gitops"
+    gitops.mkdir()
+    fleet = {
+        "name": "two",
+        "request": REQUEST,
+        "clusters": [
+            {
+                "name": c.cfg.name,
+                "connection": f"k8s_{conn_id(c)}",
+                "platform_connection": f"slipway_platform_{conn_id(c)}",
+                "labels": {"environment": env, "region": "eu", "canary": env == "staging"},
+            }
+            for c, env in ((a, "staging"), (b, "production"))
+        ],
+        "strategy": {
+            "stages": [
+                {"name": "canary", "groups": [{"name": "c", "selector": {"canary": True}}]},
+                {"name": "production", "groups": [{"name": "p", "selector": {"environment": "production"}}]},
+            ]
+        },
+    }
+    (gitops / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    reports = tmp_path / "reports"
+    env = {"SLIPWAY_GITOPS_DIR": str(gitops), "SLIPWAY_REPORTS_DIR": str(reports)}
+    for c in clusters:
+        kube = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(c.orchestrator_kubeconfig)}}
+        env[f"AIRFLOW_CONN_K8S_{conn_id(c).upper()}"] = json.dumps(kube)
+        env[f"AIRFLOW_CONN_SLIPWAY_PLATFORM_{conn_id(c).upper()}"] = json.dumps(
+            {"conn_type": "generic", "extra": platform_extra(c)}
+        )
+    os.environ.update(env)
+    return reports
+
+
+def fleet_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags" / "k8s_fleet_upgrade.py")).dags["k8s_fleet_upgrade"]
+
+
+def child_runs() -> list[str]:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "k8s_cluster_upgrade").all()
+        return [r.run_id for r in runs if r.run_id.startswith("fleet__")]
+
+
+def fail_child_runs_of(cluster: str, stop: threading.Event, seen: list[str]) -> None:
+    """Plays the failed upgrade of ``cluster``: ends its child run ``failed`` once it exists."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    while not stop.wait(1):
+        with create_session() as session:
+            for run in session.query(DagRun).filter(DagRun.dag_id == "k8s_cluster_upgrade").all():
+                if run.run_id.endswith(f"__{cluster}") and run.run_id not in seen:
+                    seen.append(run.run_id)
+                    run.set_state(DagRunState.FAILED)
+
+
+def test_a_failed_canary_halts_the_wave_and_production_stays_untouched(
+    two_clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path, airflow_db: Path
+) -> None:
+    _, b = two_clusters
+    reports = fleet_env(two_clusters, tmp_path)
+    before = kubelets(b)
+    failed: list[str] = []
+    dag = fleet_dag()
+    # Airflow's models are imported and mapped here, in this thread: a first import from the
+    # watcher thread while dag.test() imports would deadlock on the import lock.
+    assert [r for r in child_runs() if r.endswith("__fleet-a")] == []
+    stop = threading.Event()
+    watcher = threading.Thread(target=fail_child_runs_of, args=("fleet-a", stop, failed), daemon=True)
+    watcher.start()
+    try:
+        run = dag.test()
+    finally:
+        stop.set()
+        watcher.join()
+    states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert states[("assess_fleet_risk", -1)] == "success"
+    assert states[("upgrade_cluster", 0)] == "failed"  # the canary's own run failed
+    assert states[("upgrade_cluster", 1)] == "skipped"  # production never started
+    assert failed == [f"fleet__{run.run_id}__fleet-a"]
+    assert [r for r in child_runs() if run.run_id in r] == failed
+    assert fleet_runs(b) == [] and kubelets(b) == before
+    (md,) = (reports / "k8s_fleet_upgrade").glob("*/fleet-report.md")
+    text = md.read_text()
+    assert "- Verdict: **failed**" in text
+    assert "- Halted by: **fleet-a**" in text
+    assert "- Untouched: fleet-b" in text
+
+
 def test_preflight_every_cluster_then_a_blocker_stops_the_wave_before_it_starts(
     two_clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path, airflow_db: Path
 ) -> None:
@@ -82,42 +194,11 @@ def test_preflight_every_cluster_then_a_blocker_stops_the_wave_before_it_starts(
 
     # The DAG, with each cluster through its own two connections and a fleet file in git.
     before = {c.cfg.name: kubelets(c) for c in (a, b)}
-    gitops = tmp_path / "gitops"
-    gitops.mkdir()
-    fleet = {
-        "name": "two",
-        "request": REQUEST,
-        "clusters": [
-            {
-                "name": c.cfg.name,
-                "connection": f"k8s_{c.cfg.name.replace('-', '_')}",
-                "platform_connection": f"slipway_platform_{c.cfg.name.replace('-', '_')}",
-                "labels": {"environment": env, "region": "eu", "canary": env == "staging"},
-            }
-            for c, env in ((a, "staging"), (b, "production"))
-        ],
-        "strategy": {
-            "stages": [
-                {"name": "canary", "groups": [{"name": "c", "selector": {"canary": True}}]},
-                {"name": "production", "groups": [{"name": "p", "selector": {"environment": "production"}}]},
-            ]
-        },
-    }
-    (gitops / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    reports = tmp_path / "reports"
-    env = {"SLIPWAY_GITOPS_DIR": str(gitops), "SLIPWAY_REPORTS_DIR": str(reports)}
-    for c in (a, b):
-        conn = c.cfg.name.replace("-", "_").upper()
-        kube = {"conn_type": "kubernetes", "extra": {"kube_config_path": str(c.orchestrator_kubeconfig)}}
-        env[f"AIRFLOW_CONN_K8S_{conn}"] = json.dumps(kube)
-        env[f"AIRFLOW_CONN_SLIPWAY_PLATFORM_{conn}"] = json.dumps(
-            {"conn_type": "generic", "extra": platform_extra(c)}
-        )
-    os.environ.update(env)
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(REPO / "dags" / "k8s_fleet_upgrade.py")).dags["k8s_fleet_upgrade"]
-    run = dag.test()
+    reports = fleet_env(two_clusters, tmp_path)
+    try:
+        run = fleet_dag().test()
+    finally:
+        b.start_component(components.etcd_name(2))  # healthy again for whoever comes next
     states = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
 
     assert run.state == "failed"
@@ -127,12 +208,7 @@ def test_preflight_every_cluster_then_a_blocker_stops_the_wave_before_it_starts(
     assert all(state != "success" for (task, _), state in states.items() if task == "upgrade_cluster")
     assert states[("fleet_report", -1)] == "success"
     # Nothing was started or touched anywhere: no child run, no run record, same kubelets.
-    from airflow.models import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        children = session.query(DagRun).filter(DagRun.dag_id == "k8s_cluster_upgrade").all()
-        assert [r.run_id for r in children if r.run_id.startswith(f"fleet__{run.run_id}")] == []
+    assert [r for r in child_runs() if run.run_id in r] == []
     assert [fleet_runs(c) for c in (a, b)] == [[], []]
     assert {c.cfg.name: kubelets(c) for c in (a, b)} == before
 
