@@ -10,11 +10,10 @@ the source is only read and keeps running. Not built yet: volume data (rclone), 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import dag
 
+from slipway.airflow.defaults import default_args
 from slipway.airflow.stage_migration import (
     assess,
     copy_configuration,
@@ -37,7 +36,7 @@ from slipway.airflow.stage_migration import (
     max_active_runs=1,
     params=migration_params(),
     tags=["slipway", "kubernetes", "migration"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_cluster_migration() -> None:

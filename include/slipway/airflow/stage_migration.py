@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from slipway.airflow.runbooks import runbook
-from slipway.migration import clusters, frontdoor
+from slipway.lazy import lazy
+from slipway.migration import frontdoor
 from slipway.migration.assess import markdown
 from slipway.migration.connection import CONN_ID, MigrationConnection, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest, parse_migration_request
-from slipway.reports.run import report_dir
+
+if TYPE_CHECKING:
+    from slipway.migration import clusters
+else:  # the kubernetes client loads when a task first runs, not when the DAG file is parsed
+    clusters = lazy("slipway.migration.clusters")
 
 DAG_ID = "k8s_cluster_migration"
 
@@ -127,6 +133,8 @@ def _sides() -> tuple[clusters.Side, clusters.Side]:
 
 
 def _report_folder() -> Path:
+    from slipway.reports.run import report_dir  # loads the kubernetes client: at run time only
+
     context = get_current_context()
     folder = report_dir(DAG_ID, context["run_id"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,7 +219,8 @@ def copy_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     return {"applied": len(applied), "seconds": round(time.monotonic() - started, 3)}
 
 
-@task(doc_md=VALIDATE_WORKLOADS)
+# Waits up to the form's availability timeout (at most an hour), then checksums: past the default.
+@task(doc_md=VALIDATE_WORKLOADS, execution_timeout=timedelta(minutes=70))
 def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()

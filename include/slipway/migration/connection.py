@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from kubernetes import client, config
+from typing import TYPE_CHECKING, Any
 
 from slipway.migration.errors import MigrationError
 from slipway.models import unknown_field
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 CONN_ID = "slipway_migration"
 SIDES = ("source", "target")
@@ -39,6 +40,9 @@ class ClusterRef:
     context: str | None = None
 
     def api_client(self) -> client.ApiClient:
+        # Imported here: the DAG file imports this module, and parsing it must stay light.
+        from kubernetes import client, config
+
         cfg = client.Configuration()
         config.load_kube_config(
             config_file=str(self.kubeconfig), context=self.context, client_configuration=cfg
