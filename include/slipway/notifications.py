@@ -30,7 +30,6 @@ from email.message import EmailMessage
 from typing import Any
 
 from slipway import redact
-from slipway.incidents import classify
 
 NOTIFY_CONN_ID = "slipway_notify"
 SLACK_CONN_ID = "slipway_slack"
@@ -46,6 +45,9 @@ class NotificationError(RuntimeError):
 
 def notification_payload(data: dict[str, Any], verdict: str, report: str) -> dict[str, Any]:
     """What the operators need first: the verdict, the target, what was rolled back, where to read."""
+    # Here, not at the top: it loads the kubernetes client, and DAG files import this module.
+    from slipway.incidents import classify
+
     request = data.get("request", {})
     batches = data.get("batches", [])
     rolled_back = [b["index"] for b in batches if b.get("state") == "rolled-back"]
