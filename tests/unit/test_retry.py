@@ -43,7 +43,10 @@ def failing(*errors: BaseException, result: str = "ok") -> tuple[Callable[[], st
     return fn, calls
 
 
-def run(fn: Callable[[], Any], backoff: Backoff = Backoff(), **kw: Any) -> tuple[Any, list[float]]:
+DEFAULT = Backoff()
+
+
+def run(fn: Callable[[], Any], backoff: Backoff = DEFAULT, **kw: Any) -> tuple[Any, list[float]]:
     waits: list[float] = []
     return call_with_retries(fn, backoff=backoff, sleep=waits.append, **kw), waits
 
