@@ -134,11 +134,15 @@ def run_through_airflow(token: str) -> tuple[str, str, float]:
 
     def finished() -> bool:
         nonlocal state, done
-        state = demo._api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)["state"]
+        try:
+            state = demo._api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)["state"]
+            tis = task_instances(token, run_id)
+        except (OSError, urllib.error.URLError) as err:
+            # A loaded machine's api-server may miss the 30 s timeout: ask again later.
+            print(f"  api-server did not answer ({err}); asking again", flush=True)
+            return False
         validated = sum(
-            1
-            for ti in task_instances(token, run_id)
-            if ti["task_id"].endswith(".validate_batch") and ti["state"] == "success"
+            1 for ti in tis if ti["task_id"].endswith(".validate_batch") and ti["state"] == "success"
         )
         if validated != done:
             done = validated
