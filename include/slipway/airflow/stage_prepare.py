@@ -53,6 +53,15 @@ def plan_upgrade(request: dict[str, Any]) -> dict[str, Any]:
         rec.update(plan=summary)
         rec.event("plan-refused", f"no safe upgrade path ({err.rule}): {err.reason}")
         return summary
+    if get_current_context()["dag"].dag_id == "k8s_cluster_upgrade":
+        # What runs must be what the plan says: a plan one run cannot execute as printed is
+        # refused at the risk gate, naming the run to trigger first.
+        from slipway.plan_execution import not_one_run
+
+        why = not_one_run(summary, str(runtime.request_from(request).target))
+        if why:
+            summary["not_one_run"] = why
+            rec.event("plan-refused", why)
     rec.update(plan=summary)
     try:  # the performance baseline, before anything changes; the batches compare against it
         workers.record_latency_baseline(runtime.platform().control_plane_reader(), rec)
@@ -76,6 +85,9 @@ def assess_risk(
 ) -> dict[str, Any]:
     flat = [r for family in results for r in family]
     risk = preflight.assess_run(flat, plan, runtime.request_from(request)).model_dump(mode="json")
+    if plan.get("not_one_run"):
+        risk["decision"] = "refuse"
+        risk["reasons"] = [plan["not_one_run"], *risk.get("reasons", [])]
     rec = runtime.record()
     rec.update(checks=flat, risk=risk)
     failed = [r["name"] for r in flat if not r["passed"]]
