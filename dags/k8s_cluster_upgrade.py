@@ -19,6 +19,7 @@ from airflow.sdk import TaskGroup, dag
 
 from slipway.airflow.approval import RecordedApprovalOperator
 from slipway.airflow.defaults import default_args
+from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
@@ -57,6 +58,8 @@ from slipway.airflow.stage_workers import max_batches, worker_phase
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade"],
     default_args=default_args(),
+    # A run killed, timed out or marked failed still tells someone (every configured channel).
+    on_failure_callback=run_failure_notifiers(),
     doc_md=__doc__,
 )
 def k8s_cluster_upgrade() -> None:

@@ -15,6 +15,7 @@ import pendulum
 from airflow.sdk import dag
 
 from slipway.airflow.defaults import default_args
+from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_lease import cluster_lease
@@ -38,6 +39,8 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade", "workers"],
     default_args=default_args(),
+    # A run killed, timed out or marked failed still tells someone (every configured channel).
+    on_failure_callback=run_failure_notifiers(),
     doc_md=__doc__,
 )
 def k8s_worker_upgrade() -> None:
