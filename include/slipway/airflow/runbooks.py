@@ -21,9 +21,13 @@ COLLECT_INVENTORY = runbook(
 PLAN_UPGRADE = runbook(
     "Computes the hop-by-hop path (control plane one minor at a time, etcd and kubelet catch-up hops) "
     "and the worker batches, and records the performance baseline (apiserver and scheduler p99 from "
-    "their own /metrics) that every batch is compared with.",
+    "their own /metrics) that every batch is compared with. One run of k8s_cluster_upgrade executes "
+    "one control-plane minor with its etcd hop and then the kubelets: a plan with more hops than that "
+    "is refused at the risk gate (event plan-refused) with the run to trigger first, so what runs is "
+    "always exactly the plan printed.",
     "The message names the version or field that makes the path impossible (downgrade, unknown target, "
-    "a cluster already outside the skew policy).",
+    "a cluster already outside the skew policy). A multi-hop refusal names the next run: trigger it, "
+    "then this target again.",
     "Safe: read-only.",
 )
 CHECK = runbook(
@@ -195,11 +199,13 @@ VALIDATE_CLUSTER = runbook(
     "Safe: read-only.",
 )
 NOTIFY = runbook(
-    "Announces the outcome: a JSON POST (a chat-ready `text` line plus verdict, target, rolled-back "
-    "batches, probe failures, report path) to the webhook in the `slipway_notify` connection when it "
-    "exists, and the task log always. A failed webhook fails this task, not the run.",
-    "The message names the webhook and its answer; check the `slipway_notify` connection (host = URL, "
-    "password = bearer token).",
+    "Announces the outcome (verdict, target, rolled-back batches, probe failures, report path) on every "
+    "configured channel: the JSON webhook in `slipway_notify`, Slack through `slipway_slack`, e-mail "
+    "through `slipway_smtp`; a channel without its connection is skipped, and the task log always has "
+    "it. A failed channel fails this task, not the run (the other channels still get the message).",
+    "The message names the failed channels and their answers (never a token); check that channel's "
+    "connection (webhook: host = URL, password = bearer token; Slack: password = the webhook key; "
+    "SMTP: host, port, login, password, extra `to`).",
     "Safe: it re-sends the same message.",
 )
 ASSESS_MATURITY = runbook(
