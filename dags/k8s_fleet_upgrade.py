@@ -11,16 +11,16 @@ cluster not yet started stays untouched, and the verdict names who stopped it.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag
 
+from slipway.airflow.defaults import default_args
 from slipway.airflow.stage_fleet import (
     APPROVE,
     APPROVE_GATE,
     UPGRADE,
     UPGRADE_CLUSTER,
+    WAVE_TIMEOUT,
     FleetApprovalOperator,
     FleetClusterOperator,
     approval_gates,
@@ -48,7 +48,7 @@ from slipway.airflow.stage_fleet import (
         )
     },
     tags=["slipway", "kubernetes", "upgrade", "fleet"],
-    default_args={"owner": "platform", "retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def k8s_fleet_upgrade() -> None:
@@ -57,8 +57,12 @@ def k8s_fleet_upgrade() -> None:
     risk = assess_fleet_risk(checked)
     gates = approval_gates()
     validated >> gates
-    approvals = FleetApprovalOperator.partial(task_id=APPROVE, doc_md=APPROVE_GATE).expand(subject=gates)
-    upgrades = FleetClusterOperator.partial(task_id=UPGRADE, doc_md=UPGRADE_CLUSTER).expand(cluster=validated)
+    approvals = FleetApprovalOperator.partial(
+        task_id=APPROVE, doc_md=APPROVE_GATE, execution_timeout=WAVE_TIMEOUT
+    ).expand(subject=gates)
+    upgrades = FleetClusterOperator.partial(
+        task_id=UPGRADE, doc_md=UPGRADE_CLUSTER, execution_timeout=WAVE_TIMEOUT
+    ).expand(cluster=validated)
     risk >> [approvals, upgrades]
     report = fleet_report()
     [approvals, upgrades] >> report

@@ -63,3 +63,28 @@ def test_shape_validate_preflight_risk_then_the_wave(fleet_dag: Any) -> None:
 def test_serialises(fleet_dag: Any) -> None:
     restored = DagSerialization.from_dict(DagSerialization.to_dict(fleet_dag))
     assert {t.task_id for t in restored.tasks} == {t.task_id for t in fleet_dag.tasks}
+
+
+def test_every_task_times_out_and_the_wave_may_wait_days(fleet_dag: Any) -> None:
+    from datetime import timedelta
+
+    for task in fleet_dag.tasks:
+        assert task.execution_timeout is not None, task.task_id
+    # The deferred waiting (soak, windows, a human) counts toward the timeout.
+    for task_id in ("upgrade_cluster", "approve_gate"):
+        assert fleet_dag.get_task(task_id).execution_timeout >= timedelta(days=7)
+
+
+def test_parsing_loads_no_kubernetes_client() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys; import airflow.sdk; runpy.run_path(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    path = REPO / "dags" / "k8s_fleet_upgrade.py"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"

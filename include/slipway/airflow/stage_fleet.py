@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -26,7 +26,6 @@ from airflow.utils.state import DagRunState
 from slipway import gitops
 from slipway.airflow.runbooks import runbook
 from slipway.fleet import FleetError, load_fleet, plan_fleet
-from slipway.fleet.preflight import blocking, preflight_cluster
 from slipway.fleet.report import build_fleet_report, write_fleet_report
 from slipway.fleet.waves import (
     Action,
@@ -38,12 +37,17 @@ from slipway.fleet.waves import (
     refused_by_preflight,
 )
 from slipway.models import parse_request
-from slipway.platform import Platform, parse_settings
-from slipway.reports import reports_root, run_verdict
-from slipway.reports.maturity import run_facts
-from slipway.runrecord import RunRecord
+
+if TYPE_CHECKING:
+    from slipway.platform import Platform
+
+# The kubernetes client, and what imports it, loads in the task bodies only: the DAG file is
+# parsed again and again, and the client is most of a parse.
 
 UPGRADE_DAG = "k8s_cluster_upgrade"
+# The wave may wait days (soak, a weekly window, a human): its tasks wait deferred, and the
+# execution timeout counts the waiting too.
+WAVE_TIMEOUT = timedelta(days=8)
 VALIDATE, PREFLIGHT, ASSESS = "validate_fleet", "preflight_cluster", "assess_fleet_risk"
 APPROVE, UPGRADE = "approve_gate", "upgrade_cluster"
 # How often a waiting instance asks again (deferred: no worker slot is held meanwhile).
@@ -137,6 +141,8 @@ def cluster_api(conn_id: str) -> Any:
 
 
 def cluster_platform(cluster: dict[str, str]) -> Platform:
+    from slipway.platform import Platform, parse_settings
+
     extra = connection_extra(cluster["platform_connection"])
     return Platform(parse_settings(extra), cluster_api(cluster["connection"]))
 
@@ -146,6 +152,8 @@ def child_run_id(fleet_run_id: str, cluster: str) -> str:
 
 
 def fleet_dir() -> Path:
+    from slipway.reports import reports_root
+
     context = get_current_context()
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in context["run_id"])
     return reports_root() / context["dag"].dag_id / safe
@@ -168,6 +176,8 @@ def _outcome(airflow_state: str | None, verdict: str | None) -> Outcome:
 
 def _child_verdict(cluster: dict[str, str], run_id: str) -> dict[str, Any]:
     """The child's run record as the cluster keeps it ({} when unreadable or absent)."""
+    from slipway.runrecord import RunRecord
+
     try:
         data = RunRecord(cluster_api(cluster["connection"]), run_id).load()
     except Exception as err:  # the report says what it could not read; the wave does not need it
@@ -180,6 +190,9 @@ def observe(
     context: Any, *, with_records: bool = False
 ) -> tuple[FleetPlan, Action, dict[str, dict[str, Any]]]:
     """The plan, the decision the recorded outcomes give now, and per-cluster run facts."""
+    from slipway.reports import run_verdict
+    from slipway.reports.maturity import run_facts
+
     ti = context["ti"]
     validated = ti.xcom_pull(task_ids=VALIDATE, key="plan")
     clusters = {c["name"]: c for c in ti.xcom_pull(task_ids=VALIDATE)}
@@ -259,6 +272,8 @@ def approval_gates() -> list[str]:
 
 @task(task_id=PREFLIGHT, doc_md=PREFLIGHT_CLUSTER, retries=1, map_index_template="{{ fleet_cluster }}")
 def preflight_one(cluster: dict[str, str]) -> dict[str, Any]:
+    from slipway.fleet.preflight import preflight_cluster
+
     context = get_current_context()
     context["fleet_cluster"] = cluster["name"]  # type: ignore[typeddict-unknown-key]
     request = parse_request(context["ti"].xcom_pull(task_ids=VALIDATE, key="request"))
@@ -269,6 +284,8 @@ def preflight_one(cluster: dict[str, str]) -> dict[str, Any]:
 
 @task(task_id=ASSESS, doc_md=ASSESS_FLEET_RISK, retries=0)
 def assess_fleet_risk(results: Any) -> dict[str, Any]:
+    from slipway.fleet.preflight import blocking
+
     found = {r["cluster"]: r for r in results}
     problems = blocking(found)
     if problems:
@@ -377,6 +394,8 @@ def _stopped_before_start(
     context: Any, plan: FleetPlan, preflight: dict[str, dict[str, Any]], started: dict[str, Any]
 ) -> Action | None:
     """The halt when the fleet-wide risk step did not pass and no cluster started."""
+    from slipway.fleet.preflight import blocking
+
     run_id = context["run_id"]
     states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, task_ids=[ASSESS], run_ids=[run_id])
     if started or states.get(run_id, {}).get(ASSESS) == "success":
