@@ -13,7 +13,7 @@ from slipway import incidents
 from slipway.reports.charts import latency_svg, timeline_svg
 from slipway.reports.durations import human_duration
 from slipway.reports.prediction import PhaseComparison
-from slipway.reports.run import _latency_cell, phase_timings
+from slipway.reports.run import RISK_COLUMNS, _latency_cell, phase_timings, risk_rows
 from slipway.reports.timeline import build_timeline
 
 STYLE = """
@@ -87,19 +87,8 @@ def _risk(data: dict[str, Any]) -> str:
     risk = data.get("risk")
     if not risk:
         return ""
-    rows = [
-        [
-            i["category"],
-            i["name"],
-            str(i["probability"]),
-            str(i["impact"]),
-            str(i["score"]),
-            i["level"],
-            "; ".join(i.get("mitigations", [])),
-        ]
-        for i in risk.get("items", [])
-    ]
-    table = _table(["category", "risk", "probability", "impact", "score", "level", "mitigations"], rows)
+    rows = risk_rows(risk)
+    table = _table(list(RISK_COLUMNS), rows)
     return (
         _para(f"Decision: {risk.get('decision')}")
         + _list([str(r) for r in risk.get("reasons", [])])

@@ -63,6 +63,25 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return lines
 
 
+RISK_COLUMNS = ("category", "risk", "probability", "impact", "score", "level", "mitigations")
+
+
+def risk_rows(risk: dict[str, Any]) -> list[list[str]]:
+    """One row per risk of the matrix, in :data:`RISK_COLUMNS` order (both reports' table)."""
+    return [
+        [
+            i["category"],
+            i["name"],
+            str(i["probability"]),
+            str(i["impact"]),
+            str(i["score"]),
+            i["level"],
+            "; ".join(i.get("mitigations", [])),
+        ]
+        for i in risk.get("items", [])
+    ]
+
+
 def _table_or_nothing(rows: list[list[str]], header: list[str]) -> list[str]:
     """No rows, no table: a bare header reads like something is missing."""
     return _table(rows, header) if rows else []
@@ -179,19 +198,8 @@ def render_markdown(data: dict[str, Any], verdict: str, comparisons: Sequence[An
         out += ["## Risk assessment", "", f"Decision: **{risk.get('decision')}**", ""]
         out += [f"- {r}" for r in risk.get("reasons", [])] + [""]
         out += _table_or_nothing(
-            [
-                [
-                    i["category"],
-                    i["name"],
-                    str(i["probability"]),
-                    str(i["impact"]),
-                    str(i["score"]),
-                    i["level"],
-                    "; ".join(i.get("mitigations", [])),
-                ]
-                for i in risk.get("items", [])
-            ],
-            ["category", "risk", "probability", "impact", "score", "level", "mitigations"],
+            risk_rows(risk),
+            list(RISK_COLUMNS),
         )
         out.append("")
     control_plane = data.get("control_plane", {})
