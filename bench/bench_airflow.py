@@ -471,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_id, state, wall = run_through_airflow(token)
         print(f"run {run_id}: {state} in {wall:.1f}s", flush=True)
+        if state != "success":
+            # A failed run's timings say nothing about the overhead: name what failed and stop.
+            for ti in task_instances(token, run_id):
+                if ti["state"] == "failed":
+                    print(f"failed task: {ti['task_id']} (try {ti['try_number']})")
+            print(f"see {home / 'airflow.log'} and {demo.AIRFLOW_HOME / 'logs'}; no comparison printed")
+            return 1
         tis = parse_tis(task_instances(token, run_id))
         figures = analyse(tis, home, run_id, wall)
         done = airflow_batches(cluster, run_id)
