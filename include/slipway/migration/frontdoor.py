@@ -37,7 +37,8 @@ class SwitchRolledBack(RuntimeError):
 def render_config(port: int, source: int, target: int, sock: Path) -> str:
     """HTTP front door on ``port``; the source takes every request until the switch starts.
 
-    Health checks every 500 ms (down after 1 failure) and ``retry-on`` with redispatch: a
+    Health checks every 500 ms (down after 2 failures in a row: one slow answer on a busy host
+    is no rollback) and ``retry-on`` with redispatch: a
     request whose connection fails is retried on the other server instead of failing.
     """
     return f"""global
@@ -61,7 +62,7 @@ backend {BACKEND}
     balance roundrobin
     option httpchk GET /healthz
     http-check expect status 200
-    default-server check inter 500ms fall 1 rise 2
+    default-server check inter 500ms fall 2 rise 2
     server {SOURCE} 127.0.0.1:{source} weight 100
     server {TARGET} 127.0.0.1:{target} weight 0
 """
@@ -148,7 +149,7 @@ class ProbeResult:
     errors: list[str] = field(default_factory=list)
 
 
-def probe(url: str, requests: int, timeout: float = 2.0) -> ProbeResult:
+def probe(url: str, requests: int, timeout: float = 5.0) -> ProbeResult:
     """``requests`` sequential GETs through the front door; a backend names itself in its body."""
     result = ProbeResult()
     for _ in range(requests):
