@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -61,18 +61,23 @@ def pdb_violations(pdbs: Iterable[client.V1PodDisruptionBudget]) -> list[str]:
     return [f"below PDB: {why}" for pdb in pdbs if (why := pdb_shortfall(pdb))]
 
 
-class PdbWatcher:
-    """Watches every PodDisruptionBudget and records any moment a workload was below its budget."""
+class _Watcher:
+    """Watches one kind of object in a thread until stopped, watching again when a fault
+    cuts the stream; subclasses judge each event."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self.policy = client.PolicyV1Api(api)
-        self.violations: list[str] = []
+    def __init__(self) -> None:
         self.events = 0
         self._stopped = threading.Event()
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PdbWatcher:
+    def _list(self) -> Any:
+        raise NotImplementedError
+
+    def _judge(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -85,20 +90,56 @@ class PdbWatcher:
         # A fault may cut the stream (an apiserver killed): watch again until told to stop.
         while not self._stopped.is_set():
             self._watch = watch.Watch()
-            stream = self._watch.stream(
-                self.policy.list_pod_disruption_budget_for_all_namespaces, timeout_seconds=3600
-            )
+            stream = self._watch.stream(self._list(), timeout_seconds=3600)
             try:
-                self._consume(stream)
+                for event in stream:
+                    self.events += 1
+                    self._judge(event)
             except (ProtocolError, ApiException, HTTPError, OSError):
                 self._stopped.wait(0.5)  # the apiserver behind the balancer is going away
 
-    def _consume(self, stream: Any) -> None:
-        for event in stream:
-            self.events += 1
-            why = pdb_shortfall(event["object"])
-            if why:
-                self.violations.append(why)
+
+class PdbWatcher(_Watcher):
+    """Watches every PodDisruptionBudget and records any moment a workload was below its budget."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__()
+        self.policy = client.PolicyV1Api(api)
+        self.violations: list[str] = []
+
+    def _list(self) -> Any:
+        return self.policy.list_pod_disruption_budget_for_all_namespaces
+
+    def _judge(self, event: dict[str, Any]) -> None:
+        why = pdb_shortfall(event["object"])
+        if why:
+            self.violations.append(why)
+
+
+class CordonWatcher(_Watcher):
+    """Watches the nodes and records the most that were cordoned at one moment (and by whom):
+    what max-unavailable bounds, whichever runs did the cordoning."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        super().__init__()
+        self.core = client.CoreV1Api(api)
+        self.cordoned: dict[str, str] = {}
+        self.most = 0
+        self.owners: set[str] = set()
+
+    def _list(self) -> Any:
+        return self.core.list_node
+
+    def _judge(self, event: dict[str, Any]) -> None:
+        node = event["object"]
+        name = node.metadata.name
+        if event["type"] != "DELETED" and kube_nodes.is_cordoned(node):
+            owner = kube_nodes.cordon_owner(node) or "unknown"
+            self.cordoned[name] = owner
+            self.owners.add(owner)
+        else:
+            self.cordoned.pop(name, None)
+        self.most = max(self.most, len(self.cordoned))
 
 
 # ---- cordons ------------------------------------------------------------------------------------
