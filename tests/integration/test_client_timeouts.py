@@ -26,6 +26,7 @@ from slipway.airflow.runtime import (
     _client_for,
     with_default_timeouts,
 )
+from slipway.airflow_env import KUBE_CONN_ID
 from slipway.kube.retry import Backoff
 from slipway.localcluster.cluster import LocalCluster
 from tests.conftest import running_cluster
@@ -148,14 +149,14 @@ def test_watches_get_a_read_timeout_past_their_own() -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with running_cluster("timeouts", 0, 1) as running:
+    with running_cluster("timeouts", 1000, 1) as running:
         yield running
 
 
 @pytest.mark.cluster
 def test_the_orchestrator_client_has_the_default_and_answers(cluster: LocalCluster) -> None:
     extra = json.dumps({"kube_config_path": str(cluster.orchestrator_kubeconfig)}, sort_keys=True)
-    api = _client_for(extra)
+    api = _client_for(KUBE_CONN_ID, extra)
     try:
         assert isinstance(api, TimeoutApiClient)
         assert api.default_timeout == DEFAULT_TIMEOUT

@@ -76,7 +76,7 @@ def test_cli_unknown_version_one_line_nonzero(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: --kubernetes-version '1.99.0' is not in the local kit")
+    assert lines[0].startswith("error: --kubernetes-version: '1.99.0' is not in the local kit")
     assert not (tmp_path / "faults" / "run").exists()
 
 

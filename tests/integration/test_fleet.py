@@ -40,7 +40,7 @@ REQUEST = {"target_version": "1.37.2", "approval": "auto", "soak_seconds": 1}
 
 @pytest.fixture(scope="module")
 def two_clusters() -> Iterator[tuple[LocalCluster, LocalCluster]]:
-    with running_cluster("fleet-a", 0, 2) as a, running_cluster("fleet-b", 300, 2) as b:
+    with running_cluster("fleet-a", 1000, 2) as a, running_cluster("fleet-b", 1100, 2) as b:
         yield a, b
 
 

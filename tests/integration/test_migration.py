@@ -233,7 +233,7 @@ def migration_pair(prefix: str, port_offset: int) -> Iterator[Pair]:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    with migration_pair("mig", 0) as started:
+    with migration_pair("mig", 1400) as started:
         yield started
 
 

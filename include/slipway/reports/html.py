@@ -13,7 +13,7 @@ from slipway import incidents
 from slipway.reports.charts import latency_svg, timeline_svg
 from slipway.reports.durations import human_duration
 from slipway.reports.prediction import PhaseComparison
-from slipway.reports.run import RISK_COLUMNS, _latency_cell, phase_timings, risk_rows
+from slipway.reports.run import RISK_COLUMNS, _latency_cell, phase_timings, probe_sentence, risk_rows
 from slipway.reports.timeline import build_timeline
 
 STYLE = """
@@ -118,11 +118,7 @@ def _control_plane(data: dict[str, Any]) -> str:
         out += _para(f"etcd defragmented before the upgrade, in this order (leader last): {members}")
     probe = control_plane.get("probe")
     if probe:
-        out += _para(
-            f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
-            f"{probe.get('failures', 0)} failed, p99 {probe.get('p99_ms', 0):.1f} ms "
-            f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, ratio {probe.get('p99_ratio', 0):.2f})"
-        )
+        out += _para(probe_sentence(probe))
     return out
 
 

@@ -108,6 +108,19 @@ PHASES = (
 )
 
 
+def probe_sentence(probe: dict[str, Any], *, bold: bool = False) -> str:
+    """What the API probe saw while the control plane moved, in one sentence."""
+    failed = f"{probe.get('failures', 0)} failed"
+    dropped = probe.get("dropped_by_etcd", 0)
+    if dropped:
+        failed += f" ({dropped} of them writes etcd dropped uncommitted while its leader moved)"
+    return (
+        f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
+        f"{f'**{failed}**' if bold else failed}, p99 {probe.get('p99_ms', 0):.1f} ms "
+        f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, ratio {probe.get('p99_ratio', 0):.2f})"
+    )
+
+
 def phase_timings(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
     """Seconds per phase, read from the timeline; phases the run never reached are left out."""
     at = [(e["kind"], datetime.fromisoformat(e["at"])) for e in events]
@@ -227,13 +240,7 @@ def render_markdown(data: dict[str, Any], verdict: str, comparisons: Sequence[An
             out += ["", f"etcd defragmented before the upgrade, in this order (leader last): {members}"]
         probe = control_plane.get("probe")
         if probe:
-            out += [
-                "",
-                f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
-                f"**{probe.get('failures', 0)} failed**, p99 {probe.get('p99_ms', 0):.1f} ms "
-                f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, "
-                f"ratio {probe.get('p99_ratio', 0):.2f})",
-            ]
+            out += ["", probe_sentence(probe, bold=True)]
         out.append("")
     batches = data.get("batches", [])
     if batches:

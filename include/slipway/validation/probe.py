@@ -22,6 +22,13 @@ events are retried, once, and always reported (``retries``):
 client-go meets neither on HTTP/2 (GOAWAY). Timeouts, refused connections and every
 other HTTP error are failures, never retried.
 
+One failure is named apart (``dropped_by_etcd``) and still counted: a write answered
+``500 ... raft proposal dropped``. etcd's raft refuses new proposals while leadership moves
+(the leader during a transfer, a follower that has not yet heard from the new leader), and
+every member upgrade that restarts the leader moves it once. The write was never committed
+and the apiserver does not retry it, so a client sees the 500; Slipway shortens the window
+(the transferee is the most caught-up member) but cannot close it.
+
 Usage::
 
     probe = ApiProbe.from_kubeconfig(kubeconfig)
@@ -62,6 +69,8 @@ NOT_FOUND = 404
 CONFLICT = 409
 RETRY_AFTER_STATUSES = (429, 503)
 MAX_RETRY_AFTER_SECONDS = 5.0
+ETCD_DROPPED_PROPOSAL = "raft proposal dropped"
+WRITES: tuple[Verb, ...] = ("create", "delete")
 ERROR_TEXT_LIMIT = 300
 
 
@@ -102,6 +111,9 @@ class ProbeReport(BaseModel):
     requests: int = Field(ge=0)
     failures: int = Field(ge=0)
     failure_samples: list[ProbeEvent] = Field(default_factory=list)
+    dropped_by_etcd: int = Field(
+        default=0, ge=0, description="failed writes etcd dropped uncommitted while its leader moved"
+    )
     retries: int = Field(ge=0, description="requests replayed after a closed connection or a Retry-After")
     retry_samples: list[ProbeEvent] = Field(default_factory=list)
     p50_seconds: float | None = None
@@ -122,6 +134,11 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def dropped_by_etcd(events: list[ProbeEvent]) -> int:
+    """How many of ``events`` are writes etcd dropped uncommitted (see the module docstring)."""
+    return sum(1 for e in events if e.verb in WRITES and ETCD_DROPPED_PROPOSAL in e.error)
 
 
 def describe_error(err: Exception) -> str:
@@ -201,9 +218,11 @@ class ApiProbe:
         p99, base_p99 = percentile(upgrade, 0.99), percentile(baseline, 0.99)
         end = self._finished or time.monotonic()
         samples = self.settings.max_samples
+        failed = [f for f in self._failures if f.phase == "upgrade"]
         return ProbeReport(
             requests=self.count("upgrade"),
-            failures=sum(1 for f in self._failures if f.phase == "upgrade"),
+            failures=len(failed),
+            dropped_by_etcd=dropped_by_etcd(failed),
             failure_samples=self._failures[:samples],
             retries=len(self._retries),
             retry_samples=self._retries[:samples],
