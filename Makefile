@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps system-deps binaries binaries-range test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+.PHONY: help deps system-deps binaries binaries-range test-range test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -48,7 +48,10 @@ unit: deps ## Pure-logic tests only (no cluster)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG and local-cluster tests
-	$(VENV)/bin/pytest -q tests --ignore=tests/faults
+	$(VENV)/bin/pytest -q tests --ignore=tests/faults --ignore=tests/range
+
+test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.31 + etcd 3.5 -> 1.33, hop by hop (heavy)
+	$(VENV)/bin/pytest -q -s tests/range
 
 test-faults: deps system-deps binaries ## The fault matrix on real local clusters (its own command: heavy)
 	$(VENV)/bin/pytest -q -s tests/faults

@@ -18,7 +18,7 @@ import pendulum
 from airflow.sdk import TaskGroup, dag
 
 from slipway.airflow.approval import RecordedApprovalOperator
-from slipway.airflow.defaults import default_args
+from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE, default_args
 from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
@@ -54,7 +54,7 @@ from slipway.airflow.stage_workers import max_batches, worker_phase
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_CLUSTERS_AT_ONCE,  # one per cluster: the cluster lease
     params=request_params(),
     tags=["slipway", "kubernetes", "upgrade"],
     default_args=default_args(),

@@ -14,7 +14,7 @@ import os
 import pendulum
 from airflow.sdk import dag
 
-from slipway.airflow.defaults import default_args
+from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE, default_args
 from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
@@ -33,7 +33,7 @@ BLACKOUTS = [b.strip() for b in os.environ.get("SLIPWAY_BLACKOUTS", "").split(";
     schedule=MaintenanceWindowTimetable(WINDOWS, BLACKOUTS),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=MAX_CLUSTERS_AT_ONCE,  # one per cluster: the cluster lease
     # Changes clusters on a schedule: acts only once someone unpauses it on purpose.
     is_paused_upon_creation=True,
     params=request_params(),

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from slipway.airflow_env import KUBE_CONN_ID, PLATFORM_CONN_ID
 from slipway.redact import url_secrets
 from slipway.versions import Version, is_known, latest_patch, newest_release
 
@@ -186,8 +187,19 @@ def _check_pool(name: str) -> str:
     return name
 
 
+# Airflow connection ids: letters, digits, and ._- (what the UI and AIRFLOW_CONN_* accept).
+_CONN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$")
+
+
+def check_conn_id(value: str) -> str:
+    if not _CONN_ID.match(value):
+        raise ValueError(f"{_shorten(value)} is not an Airflow connection id (letters, digits, '._-')")
+    return value
+
+
 LabelSelectorItem = Annotated[str, AfterValidator(_check_label)]
 PoolName = Annotated[str, AfterValidator(_check_pool)]
+ConnId = Annotated[str, AfterValidator(check_conn_id)]
 
 
 def address_problem(
@@ -527,6 +539,21 @@ class UpgradeRequest(BaseModel):
         description="No batch starts that cannot finish before this (with a timezone); at most 7 days "
         "after the window opens. Empty: no end (a scheduled run uses its window).",
         json_schema_extra=_form(TIMING, "Window closes at"),
+    )
+
+    kubernetes_conn_id: ConnId = Field(
+        default=KUBE_CONN_ID,
+        max_length=250,
+        description="The Airflow connection (cncf-kubernetes) with the orchestrator kubeconfig of the "
+        "cluster to upgrade. One pair of connections per cluster: runs on different clusters may run "
+        "at once, runs on one cluster take turns at its lease.",
+        json_schema_extra=_form(TARGET, "Cluster connection"),
+    )
+    platform_conn_id: ConnId = Field(
+        default=PLATFORM_CONN_ID,
+        max_length=250,
+        description="The Airflow connection with the same cluster's platform settings (its extras).",
+        json_schema_extra=_form(TARGET, "Platform connection"),
     )
 
     @field_validator("target_version")

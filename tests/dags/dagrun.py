@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slipway.airflow_env import airflow_env
+from kubernetes import client
+
+from slipway.airflow_env import KUBE_CONN_ID, PLATFORM_CONN_ID, airflow_env
 from slipway.localcluster.cluster import LocalCluster
 from slipway.reports import run_verdict
 from slipway.runrecord import RunRecord
@@ -28,16 +30,41 @@ def cluster_env(cluster: LocalCluster, home: Path, reports: Path) -> dict[str, s
 
 
 def run_dag(
-    dag_id: str, conf: dict[str, Any], cluster: LocalCluster, reports: Path
+    dag_id: str,
+    conf: dict[str, Any],
+    cluster: LocalCluster,
+    reports: Path,
+    *,
+    record_from: LocalCluster | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """dag.test() one run; returns the run's state and its run record (the cluster's account)."""
+    """dag.test() one run with ``cluster`` behind the default connections; returns the run's
+    state and its run record (the account on ``record_from``, by default ``cluster``)."""
     os.environ.update(cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports))
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
     dag_run = dag.test(run_conf=conf)
-    record = RunRecord(cluster.orchestrator_client(), dag_run.run_id).load()
+    record = RunRecord((record_from or cluster).orchestrator_client(), dag_run.run_id).load()
     return str(dag_run.state), record
+
+
+def named_connections(cluster: LocalCluster, home: Path, reports: Path, suffix: str) -> dict[str, str]:
+    """``cluster``'s two connections under ids of its own (``k8s_<suffix>``,
+    ``slipway_platform_<suffix>``), as a fleet or a second cluster has them."""
+    env = cluster_env(cluster, home, reports)
+    return {
+        f"AIRFLOW_CONN_K8S_{suffix.upper()}": env[f"AIRFLOW_CONN_{KUBE_CONN_ID.upper()}"],
+        f"AIRFLOW_CONN_SLIPWAY_PLATFORM_{suffix.upper()}": env[f"AIRFLOW_CONN_{PLATFORM_CONN_ID.upper()}"],
+    }
+
+
+def remove_never_evictable_samples(cluster: LocalCluster) -> None:
+    """Without the zero-budget samples (their PDBs never allow an eviction) no node is
+    quarantined and every drain can finish, wherever the scheduler put those pods."""
+    admin = cluster.admin_client()
+    for name in ("payments-api", "ledger"):
+        client.AppsV1Api(admin).delete_namespaced_deployment(name, "shop")
+        client.PolicyV1Api(admin).delete_namespaced_pod_disruption_budget(name, "shop")
 
 
 def verdict(record: dict[str, Any]) -> str:

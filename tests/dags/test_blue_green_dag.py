@@ -16,7 +16,7 @@ from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_NEW, KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.upgraders.nodes import REPLACES, RETIRE
 from tests.conftest import running_cluster
-from tests.dags.dagrun import run_dag, verdict
+from tests.dags.dagrun import remove_never_evictable_samples, run_dag, verdict
 from tests.localhttp import QuietHandler, serving
 
 pytestmark = pytest.mark.cluster
@@ -38,10 +38,7 @@ def cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     minor behind; without the never-evictable samples, so no node is quarantined."""
     versions = {"kubernetes_version": KUBERNETES_NEW, "etcd_version": ETCD_NEW}
     with running_cluster("bluegreen", 600, 4, kubelet_version=KUBERNETES_OLD, **versions) as local:
-        admin = local.admin_client()
-        for name in ("payments-api", "ledger"):
-            client.AppsV1Api(admin).delete_namespaced_deployment(name, "shop")
-            client.PolicyV1Api(admin).delete_namespaced_pod_disruption_budget(name, "shop")
+        remove_never_evictable_samples(local)
         yield local
 
 

@@ -27,10 +27,7 @@ from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.runrecord import RunRecord
 from slipway.validation.invariants import CordonWatcher, PdbWatcher
 from tests.conftest import REPO, running_cluster
-from tests.dags.dagrun import cluster_env
-from tests.dags.test_worker_upgrade_dag import (
-    _remove_never_evictable_samples as remove_never_evictable_samples,
-)
+from tests.dags.dagrun import cluster_env, remove_never_evictable_samples
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,9 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.serialization.serialized_objects import DagSerialization
 
+from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE
 from slipway.airflow.timetable import MaintenanceWindowTimetable
+from slipway.airflow_env import KUBE_CONN_ID, PLATFORM_CONN_ID
 from tests.conftest import REPO
 
 EXPECTED_DAGS = {
@@ -131,3 +133,14 @@ def test_every_task_has_an_execution_timeout(dagbag: DagBag) -> None:
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             assert task.execution_timeout is not None, f"{dag.dag_id}.{task.task_id} may hang forever"
+
+
+def test_upgrade_runs_name_their_cluster_and_take_turns_per_cluster_not_per_dag(dagbag: DagBag) -> None:
+    # A fleet's group upgrades several clusters at once: one run each, side by side, each on
+    # the connections its form names; the cluster lease (not max_active_runs) keeps one run
+    # per cluster (tests/dags/test_concurrent_runs_dag.py, test_run_connections_dag.py).
+    for dag_id in ("k8s_cluster_upgrade", "k8s_worker_upgrade"):
+        dag = dagbag.dags[dag_id]
+        assert dag.max_active_runs == MAX_CLUSTERS_AT_ONCE > 1
+        assert dag.params["kubernetes_conn_id"] == KUBE_CONN_ID
+        assert dag.params["platform_conn_id"] == PLATFORM_CONN_ID

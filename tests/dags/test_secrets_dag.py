@@ -32,7 +32,7 @@ from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.runrecord import NAMESPACE, RunRecord
 from tests.conftest import REPO, running_cluster
-from tests.dags.dagrun import cluster_env, verdict
+from tests.dags.dagrun import cluster_env, remove_never_evictable_samples, verdict
 
 TOKEN = f"tok{secrets.token_hex(12)}"
 WEBHOOK_PASSWORD = f"whpw{secrets.token_hex(12)}"
@@ -75,13 +75,6 @@ def _inline_kubeconfig(path: Path) -> tuple[dict[str, Any], str]:
                     entry[f"{field}-data"] = base64.b64encode(data).decode()
     key = config["users"][0]["user"]["client-key-data"]
     return config, key
-
-
-def _remove_never_evictable_samples(api: client.ApiClient) -> None:
-    """Without the zero-budget samples no node is quarantined: the first batch opens."""
-    for name in ("payments-api", "ledger"):
-        client.AppsV1Api(api).delete_namespaced_deployment(name, "shop")
-        client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget(name, "shop")
 
 
 def _run(conf: dict[str, Any]) -> tuple[str, str]:
@@ -135,7 +128,7 @@ def test_no_secret_reaches_the_record_the_report_xcom_the_logs_or_the_disk(
     monkeypatch.setenv(
         "AIRFLOW_CONN_SLIPWAY_NOTIFY", json.dumps({"conn_type": "http", "host": webhook, "password": BEARER})
     )
-    _remove_never_evictable_samples(cluster.admin_client())
+    remove_never_evictable_samples(cluster)
     secrets_to_find = {
         "token": TOKEN,
         "webhook password": WEBHOOK_PASSWORD,

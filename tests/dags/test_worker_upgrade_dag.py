@@ -15,7 +15,7 @@ from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.upgraders.nodes import NOT_READY, SIMULATE_LABEL
 from tests.conftest import running_cluster
-from tests.dags.dagrun import PdbWatcher, run_dag, verdict
+from tests.dags.dagrun import PdbWatcher, remove_never_evictable_samples, run_dag, verdict
 
 pytestmark = pytest.mark.cluster
 
@@ -34,15 +34,6 @@ def worker_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
         "workers", 400, 6, kubernetes_version=KUBERNETES_NEW, kubelet_version=KUBERNETES_OLD
     ) as cluster:
         yield cluster
-
-
-def _remove_never_evictable_samples(cluster: LocalCluster) -> None:
-    """Without the zero-budget samples no node is quarantined, so the first batch is the
-    node the test picked, wherever the scheduler put those pods."""
-    admin = cluster.admin_client()
-    for name in ("payments-api", "ledger"):
-        client.AppsV1Api(admin).delete_namespaced_deployment(name, "shop")
-        client.PolicyV1Api(admin).delete_namespaced_pod_disruption_budget(name, "shop")
 
 
 def _workers(cluster: LocalCluster) -> list[client.V1Node]:
@@ -81,7 +72,7 @@ def test_node_that_never_becomes_ready_rolls_the_batch_back(
     first = sorted(
         _workers(worker_cluster), key=lambda n: (n.metadata.labels["slipway.dev/node-pool"], n.metadata.name)
     )[0].metadata.name
-    _remove_never_evictable_samples(worker_cluster)  # this test is about readiness, not PDBs
+    remove_never_evictable_samples(worker_cluster)  # this test is about readiness, not PDBs
     client.CoreV1Api(worker_cluster.admin_client()).patch_node(
         first, {"metadata": {"labels": {SIMULATE_LABEL: NOT_READY}}}
     )
@@ -140,7 +131,7 @@ def test_run_killed_mid_batch_is_resumed_by_the_next_run(
     from slipway.models import parse_request
     from slipway.runrecord import RunRecord
 
-    _remove_never_evictable_samples(worker_cluster)  # the dead run's drain must not block
+    remove_never_evictable_samples(worker_cluster)  # the dead run's drain must not block
     api = worker_cluster.orchestrator_client()
     dead = RunRecord(api, "manual__killed-mid-batch")
     request = parse_request(BASE_CONF | {"blocked_drain_policy": "quarantine"})

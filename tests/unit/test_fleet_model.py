@@ -178,6 +178,11 @@ def test_bad_request_is_refused_under_request() -> None:
     assert err.fields == ["request.taget"]
 
 
+def test_a_request_may_not_name_one_connection_for_every_cluster() -> None:
+    err = refusal(fleet(request={"target_version": "1.37.2", "kubernetes_conn_id": "k8s_prod_eu"}))
+    assert err.fields == ["request.kubernetes_conn_id"]
+
+
 def test_group_that_selects_nothing() -> None:
     data = fleet()
     data["strategy"]["stages"][1]["groups"][0]["selector"] = {"region": "ap"}

@@ -25,3 +25,9 @@ def default_args(**overrides: Any) -> dict[str, Any]:
         "max_retry_delay": timedelta(minutes=5),
         "execution_timeout": TASK_TIMEOUT,
     } | overrides
+
+
+# Runs of one upgrade DAG at once. Each run names its cluster (kubernetes_conn_id) and takes
+# that cluster's lease, so two runs on one cluster never both act (the second is refused,
+# naming the holder); runs on different clusters (a fleet wave's group) go side by side.
+MAX_CLUSTERS_AT_ONCE = 16

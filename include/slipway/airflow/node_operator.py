@@ -118,12 +118,16 @@ class UpgradeNodeOperator(BaseOperator):
             waiting_for = self._upgrade(node, req, "upgraded" in todo)
         if self._ready(waiting_for, _v(str(req.target))):
             return self._finish(node)
+        from slipway.airflow.runtime import run_connections
         from slipway.airflow.triggers import NodesReadyTrigger
 
         self.log.info("node %s: waiting (deferred) until %s Ready at %s", node, waiting_for, req.target)
         self.defer(
             trigger=NodesReadyTrigger(
-                waiting_for, _v(str(req.target)), float(req.node_ready_timeout_seconds)
+                waiting_for,
+                _v(str(req.target)),
+                float(req.node_ready_timeout_seconds),
+                conn_id=run_connections()[0],  # the run's cluster, also in the triggerer
             ),
             method_name="resume_after_ready",
         )

@@ -1,7 +1,9 @@
 """What a running task needs: clients from Airflow Connections and the run's identity.
 
-Credentials come only from the ``kubernetes_default`` connection (through the
-cncf-kubernetes provider's KubernetesHook) and the ``slipway_platform`` connection.
+Credentials come only from Airflow connections: the run's cluster connection (the form's
+``kubernetes_conn_id``, ``kubernetes_default`` unless a run names another; read through the
+cncf-kubernetes provider's KubernetesHook) and its platform connection (``platform_conn_id``,
+``slipway_platform`` by default). Each run talks to the one cluster its form names.
 
 No credential reaches the disk. Given kubeconfig *data* (``client-key-data`` and the
 like), the kubernetes client writes each piece to a temp file and keeps it until the
@@ -41,7 +43,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from slipway import redact
 from slipway.airflow_env import KUBE_CONN_ID, KUBEADM_CONN_ID, PLATFORM_CONN_ID
 from slipway.kube.retry import Backoff, call_with_retries, is_transient, never_sent
-from slipway.models import UpgradeRequest, parse_request
+from slipway.models import RequestError, UpgradeRequest, check_conn_id, parse_request
 from slipway.platform import Platform, parse_settings
 from slipway.runrecord import RunRecord
 
@@ -56,16 +58,56 @@ def _mask_in_airflow(secret: str) -> None:
 redact.add_listener(_mask_in_airflow)
 
 
-def kube_connection_extra() -> dict[str, Any]:
-    """The ``kubernetes_default`` extras, with the provider's old ``extra__kubernetes__``
-    prefix removed (what the hook's private ``_get_field`` would read)."""
+def run_connections() -> tuple[str, str]:
+    """(cluster, platform) connection ids of the running task's run: what its form names, or
+    the defaults outside a task or for a DAG without those fields."""
+    from airflow.sdk import get_current_context
+
+    try:
+        params = get_current_context().get("params") or {}
+    except RuntimeError:  # not inside a task
+        params = {}
+    return (
+        str(params.get("kubernetes_conn_id") or KUBE_CONN_ID),
+        str(params.get("platform_conn_id") or PLATFORM_CONN_ID),
+    )
+
+
+def check_connections() -> None:
+    """Refuse a run whose connections are malformed or not defined, naming the form's field."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
+    problems: list[tuple[str, str]] = []
+    for field, conn_id in zip(("kubernetes_conn_id", "platform_conn_id"), run_connections(), strict=True):
+        try:
+            check_conn_id(conn_id)
+            BaseHook.get_connection(conn_id)
+        except ValueError as err:
+            problems.append((field, str(err)))
+        except AirflowNotFoundException:
+            if conn_id != KUBE_CONN_ID:  # the provider's in-cluster default is for this one only
+                problems.append((field, f"connection {conn_id!r} is not defined"))
+    if problems:
+        raise RequestError(problems)
+
+
+def kube_connection_extra(conn_id: str | None = None) -> dict[str, Any]:
+    """The cluster connection's extras (the run's unless ``conn_id`` is given), with the
+    provider's old ``extra__kubernetes__`` prefix removed (what the hook's private
+    ``_get_field`` would read)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    conn_id = conn_id or run_connections()[0]
     try:
-        extra = BaseHook.get_connection(KUBE_CONN_ID).extra_dejson
+        extra = BaseHook.get_connection(conn_id).extra_dejson
     except AirflowNotFoundException:
-        return {}  # the provider then uses in-cluster or ~/.kube/config credentials
+        if conn_id != KUBE_CONN_ID:
+            # Never fall back to in-cluster or ~/.kube/config for a named cluster: a typo would
+            # upgrade whichever cluster those reach.
+            raise RequestError([("kubernetes_conn_id", f"connection {conn_id!r} is not defined")]) from None
+        return {}  # the provider's default: in-cluster or ~/.kube/config credentials
     prefix = "extra__kubernetes__"
     fields = {k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}
     return fields | {k: v for k, v in extra.items() if not k.startswith(prefix)}
@@ -162,13 +204,15 @@ def with_default_timeouts(api: client.ApiClient) -> TimeoutApiClient:
     return ours
 
 
-def orchestrator_api() -> client.ApiClient:
-    """One client per connection setting, built by the provider's hook from the connection."""
-    return _client_for(json.dumps(kube_connection_extra(), sort_keys=True))
+def orchestrator_api(conn_id: str | None = None) -> client.ApiClient:
+    """One client per connection setting, built by the provider's hook from the run's cluster
+    connection (or ``conn_id``)."""
+    conn_id = conn_id or run_connections()[0]
+    return _client_for(conn_id, json.dumps(kube_connection_extra(conn_id), sort_keys=True))
 
 
 @cache
-def _client_for(connection_extra: str) -> client.ApiClient:
+def _client_for(conn_id: str, connection_extra: str) -> client.ApiClient:
     # Keyed by the connection's settings: a long-lived process (dag.test, a test session)
     # that sees the connection change must not keep talking to the old cluster.
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
@@ -176,8 +220,8 @@ def _client_for(connection_extra: str) -> client.ApiClient:
     extra: dict[str, Any] = json.loads(connection_extra)
     loaded = _kubeconfig_from(extra)
     if loaded is None:  # in-cluster, or the default kubeconfig file: nothing written by us
-        return with_default_timeouts(KubernetesHook(conn_id=KUBE_CONN_ID).get_conn())
-    identity = _take_out_data(loaded, extra.get("cluster_context"))
+        return with_default_timeouts(KubernetesHook(conn_id=conn_id).get_conn())
+    identity = _take_out_data(loaded, extra.get("cluster_context"), conn_id)
     hook = KubernetesHook(
         conn_id=None,
         kubernetes_conn_id=None,
@@ -228,24 +272,26 @@ class _Identity:
         return bool(self.ca or (self.cert and self.key))
 
 
-def _named(items: list[dict[str, Any]] | None, name: str, what: str) -> dict[str, Any]:
+def _named(items: list[dict[str, Any]] | None, name: str, what: str, conn_id: str) -> dict[str, Any]:
     """The ``what`` entry of the item called ``name`` (itself, to be edited in place)."""
     for item in items or []:
         if item.get("name") == name:
             entry: dict[str, Any] = item.setdefault(what, {}) or {}
             item[what] = entry
             return entry
-    raise ValueError(f"kubeconfig of connection {KUBE_CONN_ID}: no {what} named {name!r}")
+    raise ValueError(f"kubeconfig of connection {conn_id}: no {what} named {name!r}")
 
 
-def _take_out_data(loaded: tuple[dict[str, Any], Path | None], context: str | None) -> _Identity:
+def _take_out_data(
+    loaded: tuple[dict[str, Any], Path | None], context: str | None, conn_id: str
+) -> _Identity:
     """Move the active context's certificate data out of the kubeconfig (so the kubernetes
     client writes no temp file for it) and make its relative paths absolute."""
     config, base = copy.deepcopy(loaded[0]), loaded[1]
     name = context or config.get("current-context") or ""
-    ctx = _named(config.get("contexts"), name, "context")
-    cluster = _named(config.get("clusters"), ctx.get("cluster", ""), "cluster")
-    user = _named(config.get("users"), ctx.get("user", ""), "user") if ctx.get("user") else {}
+    ctx = _named(config.get("contexts"), name, "context", conn_id)
+    cluster = _named(config.get("clusters"), ctx.get("cluster", ""), "cluster", conn_id)
+    user = _named(config.get("users"), ctx.get("user", ""), "user", conn_id) if ctx.get("user") else {}
 
     def pem(entry: dict[str, Any], field: str) -> bytes | None:
         data = entry.pop(f"{field}-data", None)
@@ -323,8 +369,9 @@ def platform() -> Platform:
 
     from slipway.airflow.pods import ProviderPodRunner
 
-    extra = BaseHook.get_connection(PLATFORM_CONN_ID).extra_dejson
-    api = orchestrator_api()
+    kube_conn, platform_conn = run_connections()
+    extra = BaseHook.get_connection(platform_conn).extra_dejson
+    api = orchestrator_api(kube_conn)
     settings = parse_settings(extra)
     run_pod = None
     if settings.platform == "kubeadm":

@@ -92,6 +92,7 @@ def validate_request() -> dict[str, Any]:
     interval_end = context.get("data_interval_end")
     try:
         conf = conf_to_request(dict(context["params"]))
+        runtime.check_connections()  # before any client: a bad one names its field
         scheduled = context["dag_run"].run_type == "scheduled"
         if conf.get("window_end") is None and scheduled and interval_end:
             conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window

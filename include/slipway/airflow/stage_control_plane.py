@@ -83,15 +83,16 @@ def _kubeconfig_for_probe() -> Iterator[Path]:
     """The orchestrator kubeconfig as a file the probe process reads when it starts: the
     connection's own file, or a 0600 copy in a private 0700 folder that is removed as soon
     as the probe has started (it read the file by then), also when the start fails."""
-    from slipway.airflow.runtime import kube_connection_extra
+    from slipway.airflow.runtime import kube_connection_extra, run_connections
 
-    extra = kube_connection_extra()
+    conn_id = run_connections()[0]
+    extra = kube_connection_extra(conn_id)
     if extra.get("kube_config_path"):
         yield Path(str(extra["kube_config_path"])).expanduser()
         return
     content = extra.get("kube_config")
     if not content:
-        raise AirflowFailException("kubernetes_default has neither kube_config_path nor kube_config")
+        raise AirflowFailException(f"connection {conn_id} has neither kube_config_path nor kube_config")
     folder = Path(tempfile.mkdtemp(prefix="slipway-probe-"))
     try:
         path = folder / "kubeconfig"

@@ -10,7 +10,6 @@ continues where they say it stopped.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,8 +127,8 @@ def connection_extra(conn_id: str) -> dict[str, Any]:
 
 
 def cluster_api(conn_id: str) -> Any:
-    """A client for one fleet cluster, built like ``kubernetes_default``'s (no key on disk)."""
-    from slipway.airflow.runtime import _client_for
+    """A client for one fleet cluster, built like every run's (no key on disk)."""
+    from slipway.airflow.runtime import orchestrator_api
 
     extra = connection_extra(conn_id)
     if not (extra.get("kube_config_path") or extra.get("kube_config")):
@@ -137,7 +136,7 @@ def cluster_api(conn_id: str) -> Any:
         raise AirflowFailException(
             f"connection {conn_id}: names no kubeconfig (kube_config_path or kube_config)"
         )
-    return _client_for(json.dumps(extra, sort_keys=True))
+    return orchestrator_api(conn_id)
 
 
 def cluster_platform(cluster: dict[str, str]) -> Platform:
@@ -336,6 +335,11 @@ class FleetClusterOperator(TriggerDagRunOperator):
             **kwargs,
         )
         self.cluster = cluster["name"]
+        # The child run talks to this cluster only: its own two connections, named in its form.
+        self.connections = {
+            "kubernetes_conn_id": cluster["connection"],
+            "platform_conn_id": cluster["platform_connection"],
+        }
 
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
@@ -359,7 +363,7 @@ class FleetClusterOperator(TriggerDagRunOperator):
         if action.kind == "start" and self.cluster in action.clusters:
             print(f"{self.cluster}: starting {UPGRADE_DAG} run {child} ({action.reason})")
             self.trigger_run_id = child
-            self.conf = ti.xcom_pull(task_ids=VALIDATE, key="request")
+            self.conf = (ti.xcom_pull(task_ids=VALIDATE, key="request") or {}) | self.connections
             return super().execute(context)  # raises: the runner starts the run, then defers on it
         wait = RECHECK_SECONDS
         if action.until is not None:

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from slipway.models import DAY_SECONDS, RequestError, parse_request
+from slipway.models import DAY_SECONDS, RequestError, check_conn_id, parse_request
 from slipway.windows import WindowError, parse_windows
 
 LABEL_KEYS = ("environment", "region", "canary")
@@ -32,8 +32,6 @@ MAX_GROUPS = 20
 MAX_GATES = 5
 MAX_CONCURRENCY = 50
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Airflow connection ids: letters, digits, and ._- (what the UI and AIRFLOW_CONN_* accept).
-_CONN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}$")
 
 
 class FleetError(ValueError):
@@ -80,12 +78,7 @@ class Cluster(BaseModel):
 
     _names = field_validator("name")(_name)
 
-    @field_validator("connection", "platform_connection")
-    @classmethod
-    def _conn_id(cls, value: str) -> str:
-        if not _CONN_ID.match(value):
-            raise ValueError(f"{value!r} is not an Airflow connection id (letters, digits, '._-')")
-        return value
+    _conn_ids = field_validator("connection", "platform_connection")(check_conn_id)
 
 
 class Gate(BaseModel):
@@ -257,6 +250,11 @@ def parse_fleet(data: Any) -> Fleet:
     except ValidationError as exc:
         raise FleetError([_describe(e) for e in exc.errors()]) from None
     problems = _cross_problems(fleet)
+    for field in ("kubernetes_conn_id", "platform_conn_id"):
+        if field in fleet.request:
+            problems.append(
+                (f"request.{field}", "each cluster's run uses its own connections (clusters[].connection)")
+            )
     try:
         parse_request(fleet.request)
     except RequestError as err:

@@ -186,6 +186,58 @@ def skew_problems(control_plane: Mapping[str, Mapping[str, str]], kubelets: Mapp
     ]
 
 
+class SkewWatcher:
+    """Looks at every control-plane instance's version and every kubelet's, ``interval`` apart,
+    in a thread until stopped, and records each version-skew violation with the versions it
+    saw: the policy must hold at every moment of an upgrade, not only at its end.
+
+    A look that cannot be read (the apiserver behind the balancer restarting) is counted in
+    ``unreadable`` and is not a violation; ``looks`` counts the ones judged."""
+
+    def __init__(self, api: client.ApiClient, reader: ControlPlaneReader, interval: float = 0.5) -> None:
+        self.core = client.CoreV1Api(api)
+        self.reader = reader
+        self.interval = interval
+        self.looks = 0
+        self.unreadable = 0
+        self.violations: dict[str, str] = {}  # violation -> the versions seen the first time
+        self.seen: set[tuple[str, ...]] = set()  # every distinct combination of versions
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(30)
+
+    def look(self) -> list[str]:
+        """One look: the violations now (also recorded)."""
+        control_plane = self.reader.versions()
+        kubelets = {n.metadata.name: kube_nodes.kubelet_version(n) for n in self.core.list_node().items}
+        found = skew_problems(control_plane, kubelets)
+        versions = {
+            f"{kind}/{name}": v
+            for kind in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+            for name, v in control_plane.get(kind, {}).items()
+        } | {f"kubelet/{node}": v for node, v in kubelets.items()}
+        self.seen.add(tuple(sorted(f"{k}={v}" for k, v in versions.items())))
+        for problem in found:
+            self.violations.setdefault(problem, ", ".join(f"{k}={v}" for k, v in sorted(versions.items())))
+        self.looks += 1
+        return found
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.look()
+            except (ApiException, HTTPError, OSError, ValueError):
+                self.unreadable += 1
+            self._stopped.wait(self.interval)
+
+
 # ---- etcd ---------------------------------------------------------------------------------------
 
 
