@@ -197,7 +197,7 @@ def test_kubeconfig_data_is_taken_out_before_the_kubernetes_client_sees_it(tmp_p
             }
         ],
     }
-    identity = _take_out_data((config, tmp_path), None)
+    identity = _take_out_data((config, tmp_path), None, "kubernetes_default")
     assert (identity.cert, identity.key, identity.ca) == (b"CERT", key, None)
     user = identity.config["users"][0]["user"]
     assert "client-key-data" not in user and "client-certificate-data" not in user
