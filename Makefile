@@ -28,7 +28,7 @@ system-deps: ## Debian packages the tests need (haproxy for the clusters, chromi
 binaries: deps ## Build the official Kubernetes/etcd/kwok binaries from Go modules (cached by version)
 	$(VENV)/bin/slipway-local build
 
-RANGE_RELEASES := etcd=3.5.21 etcd=3.6.4 kubernetes=1.31.14 kubernetes=1.32.13 kubernetes=1.33.13 kubernetes=1.34.4
+RANGE_RELEASES := etcd=3.5.21 etcd=3.5.32 etcd=3.6.4 kubernetes=1.31.14 kubernetes=1.32.13 kubernetes=1.33.13 kubernetes=1.34.4
 
 binaries-range: deps ## Also build the source document's range (1.31 -> 1.34, etcd 3.5/3.6); not part of `make test`
 	$(VENV)/bin/slipway-local build $(RANGE_RELEASES)

@@ -43,8 +43,10 @@ Testing = Literal["none", "smoke", "full-regression"]
 
 _RISK_ORDER: tuple[Risk, ...] = ("none", "low", "medium", "high")
 _CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
-# etcd's upgrade guide for 3.5 -> 3.6: every member must run 3.5.26 or later first.
-_ETCD_MINOR_UPGRADE_FLOOR = {"3.5": Version(3, 5, 26)}
+# etcd's upgrade guide for 3.5 -> 3.6 (etcd.io/docs/v3.6/upgrades/upgrade_3_6, checklist
+# "Update 3.5"): every member must run 3.5.32 or later first (raised from 3.5.26 in August
+# 2026, etcd-io/website#1203: 3.5.32 brings the v2store checks the guide walks through).
+_ETCD_MINOR_UPGRADE_FLOOR = {"3.5": Version(3, 5, 32)}
 
 RefusalRule = Literal[
     "bad-input",  # a field is missing or malformed

@@ -10,7 +10,9 @@ to ``fault-matrix.md`` in the cluster's state root and printed at the end (run w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -29,6 +31,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slipway import lease
+from slipway.airflow.triggers import NodesReadyTrigger
 from slipway.etcd.client import EtcdEndpoints, EtcdError
 from slipway.etcd.store import SnapshotStore
 from slipway.inventory import LocalControlPlaneReader
@@ -663,6 +666,55 @@ def test_b_etcd_member_killed_mid_controlplane_upgrade(run: Run) -> None:
     # Back to one version for the rest of the cluster's life (and the next run of this module).
     upgrader.rollback(ref, KUBERNETES_OLD)
     assert not violations
+
+
+def test_l_triggerer_restarted_mid_node_wait(run: Run) -> None:
+    """The triggerer process dies while a node's Ready wait is deferred in it. Airflow keeps
+    only the trigger's serialized kwargs (its table row); the next triggerer rebuilds the
+    trigger from them. The rebuilt one must keep the original deadline (not restart its
+    clock) and fire once the node is Ready; the node operator then resumes from it."""
+    admin = run.admin
+    node = _drainable_worker(admin)
+    before = kube_nodes.kubelet_version(client.CoreV1Api(admin).read_node(node))
+    conn_id = "fault_matrix_k8s"
+    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(run.cluster.orchestrator_kubeconfig)}}
+    )
+    upgrader = LocalInPlaceUpgrader(admin)
+    client.CoreV1Api(admin).patch_node(node, {"metadata": {"labels": {SIMULATE_LABEL: NOT_READY}}})
+    upgrader.upgrade_node(node, TARGET)  # the new kubelet is not back yet: NotReady at the target
+    trigger = NodesReadyTrigger([node], f"v{TARGET}", timeout=600, poll_interval=0.5, conn_id=conn_id)
+
+    async def first_triggerer() -> None:
+        events = trigger.run()
+        # Polling the NotReady node, no event: then the triggerer dies mid-wait.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(events), timeout=3)
+        await events.aclose()
+
+    asyncio.run(first_triggerer())
+    run.inject()
+    classpath, kwargs = trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.started == trigger.started  # the deadline survives the restart
+    # A rebuilt trigger whose deadline passed while no triggerer ran fires "timeout" at once.
+    late = type(rebuilt)(**(kwargs | {"timeout": time.time() - trigger.started - 1}))
+    client.CoreV1Api(admin).patch_node(node, {"metadata": {"labels": {SIMULATE_LABEL: None}}})
+
+    async def next_triggerer() -> tuple[dict[str, Any], dict[str, Any]]:
+        expired = await asyncio.wait_for(anext(late.run()), timeout=30)
+        fired = await asyncio.wait_for(anext(rebuilt.run()), timeout=120)
+        return expired.payload, fired.payload
+
+    expired, fired = asyncio.run(next_triggerer())
+    run.recovered()
+    assert expired == {"status": "timeout", "waiting": [node]} or expired["status"] == "ready"
+    assert fired == {"status": "ready", "nodes": [node]}
+    upgrader.rollback_node(node, before)  # back to the cluster's version for the next fault
+    assert wait_node_ready(admin, node, 120)
+    run.notes.append(f"rebuilt trigger kept started={trigger.started:.0f}; fired {fired['status']}")
+    assert not finish(run, "node wait resumed in a rebuilt trigger with its original deadline; fired ready")
 
 
 # ---- the matrix ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ to trigger first."""
 
 from __future__ import annotations
 
-from slipway.plan_execution import not_one_run, one_run_shape
+from slipway.plan_execution import etcd_path, not_one_run, one_run_shape
 from slipway.planner import plan_upgrade
 from tests.unit.test_planner import cluster
 
@@ -47,3 +47,23 @@ def test_kubelets_too_old_for_the_next_minor_catch_up_in_a_run_of_their_own() ->
 
 def test_a_refused_plan_is_left_to_its_own_refusal() -> None:
     assert not_one_run({"refused": {"reason": "x"}}, "1.37.2") is None
+
+
+def test_etcd_through_the_guides_3_5_floor_into_3_6_is_one_run() -> None:
+    # 1.33 ships etcd 3.5.21; 1.34 needs 3.6.4, and the guide wants 3.5.32 on every member first.
+    plan = _plan("1.33.13", "1.34.4", etcd="3.5.21")
+    etcd = [(h["from"], h["to"]) for h in plan["hops"] if h["kind"] == "etcd"]  # type: ignore[attr-defined,index]
+    assert etcd == [("3.5.21", "3.5.32"), ("3.5.32", "3.6.4")]
+    assert not_one_run(plan, "1.34.4") is None
+    assert etcd_path(plan) == ["3.5.32", "3.6.4"]
+
+
+def test_etcd_hops_that_do_not_chain_are_not_one_run() -> None:
+    plan = {
+        "hops": [
+            {"kind": "etcd", "from": "3.5.21", "to": "3.5.32"},
+            {"kind": "etcd", "from": "3.5.30", "to": "3.6.4"},
+            {"kind": "control-plane", "from": "1.33.13", "to": "1.34.4"},
+        ]
+    }
+    assert not one_run_shape(plan, "1.34.4")

@@ -133,12 +133,12 @@ class TestEtcdHops:
     def test_etcd_reaches_the_floor_before_crossing_into_3_6(self) -> None:
         path = plan_upgrade(cluster("1.33.13", etcd="3.5.21"), v("1.34.4"))
         hops = [(str(h.from_version), str(h.to_version)) for h in path.hops if h.kind == "etcd"]
-        assert hops == [("3.5.21", "3.5.26"), ("3.5.26", "3.6.4")]
+        assert hops == [("3.5.21", "3.5.32"), ("3.5.32", "3.6.4")]
 
     def test_etcd_never_skips_a_minor(self) -> None:
         path = plan_upgrade(cluster("1.33.13", etcd="3.4.13"), v("1.34.4"))
         targets = [str(h.to_version) for h in path.hops if h.kind == "etcd"]
-        assert targets == ["3.5.21", "3.5.26", "3.6.4"]
+        assert targets == ["3.5.21", "3.5.32", "3.6.4"]
 
     def test_newer_etcd_is_left_alone(self) -> None:
         path = plan_upgrade(cluster("1.30.14", etcd="3.5.21"), v("1.31.14"))

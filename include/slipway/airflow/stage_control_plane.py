@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import TriggerRule, get_current_context, setup, task, teardown
 from airflow.sdk.exceptions import AirflowFailException
 
+from slipway import plan_execution
 from slipway.airflow import runbooks
 from slipway.airflow.stage_common import declare_incident
 from slipway.airflow.stage_lease import holds_cluster_lease
@@ -72,7 +73,7 @@ def targets(
     current = plan["current"]
     previous_etcd = etcd[0]["from"] if etcd else plan.get("etcd", "")
     target_k8s = cp[0]["to"] if cp else current
-    target_etcd = etcd[0]["to"] if etcd else previous_etcd
+    target_etcd = etcd[-1]["to"] if etcd else previous_etcd  # the end of the etcd chain
     return upgraders_controlplane.ControlPlaneTarget(
         target_k8s, target_etcd
     ), upgraders_controlplane.ControlPlaneTarget(current, previous_etcd)
@@ -255,6 +256,25 @@ def _faults() -> upgraders_controlplane.ControlPlaneFaults:
         raise AirflowFailException(f"ConfigMap slipway-system/{CHAOS_CONFIGMAP} refused: {err}") from err
 
 
+def _already_past(upgrader: Any, ref: Any, version: str) -> bool:
+    from slipway.versions import Version
+
+    current = upgrader.current_version(ref)
+    return current is not None and Version.parse(current) >= Version.parse(version)
+
+
+def _chained(earlier: dict[str, Any] | None, step: dict[str, Any]) -> dict[str, Any]:
+    """One component's step in the record: a second pass of the same run (etcd's next hop)
+    continues the first: from its start, through the versions in between, to the end."""
+    if not earlier or earlier.get("to") != step["from"] or step["action"] != "upgraded":
+        return step
+    return step | {
+        "from": earlier["from"],
+        "via": [*earlier.get("via", []), earlier["to"]],
+        "seconds": round(float(earlier["seconds"]) + float(step["seconds"]), 3),
+    }
+
+
 def upgrade_kind(kind: str) -> Any:
     @task(task_id=f"upgrade_{kind.replace('-', '_')}", doc_md=runbooks.UPGRADE_COMPONENT, retries=1)
     @holds_cluster_lease
@@ -265,9 +285,16 @@ def upgrade_kind(kind: str) -> Any:
         rec = runtime.record()
         done: list[dict[str, Any]] = []
         refs = [r for r in upgrader.components() if r.kind == kind]
+        # etcd may move more than once (the patch the guide requires, then the next minor):
+        # every member reaches each version before any member moves on.
+        versions = plan_execution.etcd_path(plan) if kind == "etcd" else []
+        passes = [(ref, v) for v in versions[:-1] for ref in refs]
+        passes += [(ref, target.version_for(ref)) for ref in refs]
         try:
-            for ref in refs:
-                result = upgrader.upgrade(ref, target.version_for(ref))
+            for ref, version in passes:
+                if version != target.version_for(ref) and _already_past(upgrader, ref, version):
+                    continue  # a retried task: this member left the intermediate version behind
+                result = upgrader.upgrade(ref, version)
                 step = {
                     "from": result.from_version or "",
                     "to": result.to_version,
@@ -276,7 +303,9 @@ def upgrade_kind(kind: str) -> Any:
                 }
 
                 def note(section: dict[str, Any], name: str = ref.name, step: dict[str, Any] = step) -> None:
-                    section["steps"] = dict(section.get("steps") or {}) | {name: step}
+                    steps = dict(section.get("steps") or {})
+                    steps[name] = _chained(steps.get(name), step)
+                    section["steps"] = steps
                     section["previous"] = previous.__dict__
 
                 _merge_control_plane(rec, note)

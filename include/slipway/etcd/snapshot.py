@@ -34,6 +34,7 @@ from slipway.etcd.client import (
     endpoint_status,
     etcdctl,
     key_count,
+    key_counts,
     reason_from,
     run_tool,
 )
@@ -56,6 +57,8 @@ class SnapshotStatus:
 
     hash: int
     revision: int
+    # etcdutl's ``totalKey``: not the live keys. etcd 3.5 counts every entry of every bucket
+    # (each revision of each key, members, leases, meta); a restore serves fewer keys.
     total_keys: int
     total_size: int
     storage_version: str
@@ -127,7 +130,7 @@ def save_snapshot(
 
 
 def snapshot_status(etcd: EtcdEndpoints, path: Path) -> SnapshotStatus:
-    """``etcdutl snapshot status``: revision, live keys and hash of a snapshot file.
+    """``etcdutl snapshot status``: revision, entry count and hash of a snapshot file.
 
     :raises EtcdError: when the file is missing or not a readable snapshot.
     """
@@ -274,6 +277,22 @@ def scratch_member(
             proc.wait()
 
 
+def _live_keys_at(etcd: EtcdEndpoints, revision: int) -> tuple[int, str]:
+    """The live keys the cluster held at ``revision`` (every answering member agreeing), or a
+    problem. What a restore of a snapshot taken at that revision must serve, on any etcd
+    minor (``snapshot status`` counts differently from one minor to the next)."""
+    counts = key_counts(etcd, revision)
+    found = set(counts.results.values())
+    if len(found) == 1:
+        return found.pop(), ""
+    if not found:
+        return 0, f"no etcd member could count its keys at revision {revision}: {counts.failures}"
+    return (
+        0,
+        f"etcd members disagree on the keys at revision {revision}: {dict(sorted(counts.results.items()))}",
+    )
+
+
 def prove_backup(etcd: EtcdEndpoints, snapshot: Path, *, work_dir: Path | None = None) -> BackupProof:
     """Restore ``snapshot`` into a scratch member and check it serves what the snapshot holds.
 
@@ -307,17 +326,20 @@ def prove_backup(etcd: EtcdEndpoints, snapshot: Path, *, work_dir: Path | None =
                 restored_keys = key_count(member)
     except EtcdError as err:
         problem = str(err)
-    if not problem and (restored_revision, restored_keys) != (status.revision, status.total_keys):
+    expected_keys = 0
+    if not problem:
+        expected_keys, problem = _live_keys_at(etcd, status.revision)
+    if not problem and (restored_revision, restored_keys) != (status.revision, expected_keys):
         problem = (
             f"etcd snapshot {snapshot} restored to revision {restored_revision} with {restored_keys} keys, "
-            f"but its status says revision {status.revision} with {status.total_keys} keys"
+            f"but the cluster held {expected_keys} keys at the snapshot's revision {status.revision}"
         )
     return BackupProof(
         path=str(snapshot),
         sha256=digest,
         size_bytes=size,
         revision=status.revision,
-        keys=status.total_keys,
+        keys=expected_keys,
         storage_version=status.storage_version,
         restored_revision=restored_revision,
         restored_keys=restored_keys,

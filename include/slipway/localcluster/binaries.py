@@ -225,7 +225,15 @@ def _build(release: Release, go: str) -> None:
         _run([go, "mod", "download", "k8s.io/kubernetes"], work, log, env)
     elif release.product == "etcd":
         mods = ("server", "etcdctl", "etcdutl")
-        requires = "\n".join(f"\tgo.etcd.io/etcd/{m}/v3 v{release.version}" for m in mods)
+        # The proxy serves some patches' server module but not their client tools (3.5.32):
+        # the tools' code then comes from the nearest served patch of the same minor (same
+        # protocol and storage format; they report the release, whose api module they link),
+        # and the build says which.
+        paths = [f"go.etcd.io/etcd/{m}/v3" for m in mods]
+        served = _staging_versions(go, paths, f"v{release.version}", env)
+        if served[paths[0]] != f"v{release.version}":
+            raise BinaryError(f"etcd server v{release.version} is not served by the Go module proxy")
+        requires = "\n".join(f"\t{p} {served[p]}" for p in paths)
         (work / "go.mod").write_text(
             f"module slipway.local/etcd-build\n\ngo 1.26.0\n\nrequire (\n{requires}\n)\n"
         )
@@ -250,12 +258,13 @@ def _build(release: Release, go: str) -> None:
 
 
 def _check_built(release: Release, out: Path) -> None:
+    """Every binary there, reporting the release's version."""
     for name in release.binaries:
         path = out / name
         if not path.is_file():
             raise BinaryError(f"build of {release.key} produced no {name} in {out}")
         text = _version_output(path)
-        if f"{release.version}" not in text:
+        if release.version not in text:
             raise BinaryError(f"{name} reports {text.strip()!r}, expected v{release.version}")
 
 

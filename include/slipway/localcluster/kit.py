@@ -20,7 +20,7 @@ KWOK = "0.8.0"
 # the Go module proxy serves these tags although it does not list them. Built on demand
 # (`make binaries-range`), never by `make binaries`, to keep CI's cold build short.
 RANGE_KUBERNETES = ("1.31.14", "1.32.13", "1.33.13", "1.34.4")
-RANGE_ETCD = ("3.5.21", "3.6.4")
+RANGE_ETCD = ("3.5.21", "3.5.32", "3.6.4")
 
 # Every version the kit can build; the first entry of each is the default cluster's.
 KUBERNETES_VERSIONS = (KUBERNETES_OLD, KUBERNETES_NEW, *RANGE_KUBERNETES)

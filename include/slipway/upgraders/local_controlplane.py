@@ -480,9 +480,9 @@ class LocalControlPlaneUpgrader:
         keys = key_count(etcd)
         revision = min(s.revision for s in endpoint_status(etcd).results.values())
         consistency = self.etcd_consistency()
-        if keys < status.total_keys:
+        if keys < snapshot.keys:  # the live keys the backup proof saw restored
             raise StepFailed(
-                f"etcd restore from {path} lost data: {keys} keys, the snapshot has {status.total_keys}"
+                f"etcd restore from {path} lost data: {keys} keys, the snapshot has {snapshot.keys}"
             )
         if revision < status.revision + DEFAULT_BUMP_REVISION:
             raise StepFailed(
@@ -497,7 +497,7 @@ class LocalControlPlaneUpgrader:
             snapshot=str(path),
             sha256=snapshot.sha256,
             snapshot_revision=status.revision,
-            snapshot_keys=status.total_keys,
+            snapshot_keys=snapshot.keys,
             keys_after_restore=keys,
             revision_after_restore=revision,
             etcd_version=", ".join(sorted(set(releases.values()))),
