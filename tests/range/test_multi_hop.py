@@ -12,19 +12,22 @@ Policy must hold at every moment, https://kubernetes.io/releases/version-skew-po
 fail no request but writes etcd dropped while its leader moved in an etcd step. Each run's
 record is compared, hop by hop, with the plan that run printed.
 
-Not on this path: kubelets at older minors than the control plane (the kwok pools start at
-one version).
+The kubelets start at 1.28, 1.30 and 1.31 (kwok reports what the node status says): the
+first minor would leave the 1.28 kubelet four behind, so that run is refused naming the
+kubelet catch-up (``k8s_worker_upgrade`` to 1.31), which runs first.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from slipway.inventory import LocalControlPlaneReader
 from slipway.kube import nodes as kube_nodes
@@ -49,6 +52,13 @@ def seed_cluster(airflow_db: Path) -> Iterator[LocalCluster]:
     with running_cluster("range", 1700, 3, **versions) as cluster:
         remove_never_evictable_samples(cluster)
         yield cluster
+
+
+def _kubelet_versions(cluster: LocalCluster) -> dict[str, str]:
+    return {
+        n.metadata.name: kube_nodes.kubelet_version(n)
+        for n in kube_nodes.list_workers(cluster.admin_client())
+    }
 
 
 def _at(event: dict[str, Any]) -> datetime:
@@ -82,18 +92,64 @@ def _assert_executed_as_planned(cluster: LocalCluster, record: dict[str, Any], t
     assert kinds_seen.index("control-plane-verified") < kinds_seen.index("batch-opened")
 
 
-def test_from_1_31_with_etcd_3_5_to_1_33_hop_by_hop_through_the_dags(
+def _set_kubelets(cluster: LocalCluster, versions: list[str]) -> dict[str, str]:
+    """Workers' kubelets at these versions (kwok keeps what the node status says), one each."""
+    core = client.CoreV1Api(cluster.admin_client())
+    names = sorted(n.metadata.name for n in kube_nodes.list_workers(cluster.admin_client()))
+    for name, version in zip(names, versions, strict=True):
+        core.patch_node_status(name, {"status": {"nodeInfo": {"kubeletVersion": f"v{version}"}}})
+    return dict(zip(names, versions, strict=True))
+
+
+def _figures(record: dict[str, Any], label: str) -> dict[str, Any]:
+    events = record["events"]
+    steps = record.get("control_plane", {}).get("steps", {})
+    probe = record.get("control_plane", {}).get("probe", {})
+    return {
+        "run": label,
+        "seconds": round((_at(events[-1]) - _at(events[0])).total_seconds(), 1),
+        "control_plane_seconds": round(sum(s["seconds"] for s in steps.values()), 1),
+        "etcd": sorted({s["to"] for n, s in steps.items() if n.startswith("etcd-")}),
+        "batches": len(record["batches"]),
+        "probe_requests": probe.get("requests"),
+        "probe_failures": probe.get("failures"),
+        "probe_dropped_by_etcd": probe.get("dropped_by_etcd"),
+        "probe_p99_ms": round(probe["p99_ms"], 1) if probe else None,
+    }
+
+
+def test_from_1_31_with_etcd_3_5_and_mixed_kubelets_to_1_34_hop_by_hop_through_the_dags(
     seed_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     admin = seed_cluster.admin_client()
     figures: list[dict[str, Any]] = []
+    # Kubelets at three minors, the oldest three behind the control plane (the policy's limit).
+    kubelets = _set_kubelets(seed_cluster, ["1.28.15", "1.30.14", START])
     with PdbWatcher(admin) as pdbs, SkewWatcher(admin, LocalControlPlaneReader(seed_cluster)) as skew:
         # The whole target at once is refused before anything changes, naming the first hop.
         state, record = run_dag(
             "k8s_cluster_upgrade", CONF | {"target_version": FINAL}, seed_cluster, tmp_path
         )
         assert state == "failed" and record == {}  # refused in validate_request: no record yet
-        assert seed_cluster.versions()["kube-apiserver-0"] == START
+        # The first minor would leave the 1.28 kubelet four behind: its plan starts with a
+        # kubelet catch-up, which one cluster run would not execute as printed: refused, naming it.
+        state, record = run_dag(
+            "k8s_cluster_upgrade", CONF | {"target_version": HOPS[0]}, seed_cluster, tmp_path / "refused"
+        )
+        assert state == "failed" and verdict(record) == "refused"
+        kinds = [h["kind"] for h in record["plan"]["hops"]]
+        assert kinds == ["kubelet", "control-plane", "kubelet"], record["plan"]["hops"]
+        named = re.search(
+            r"trigger (k8s_worker_upgrade) with target_version=(\S+)", record["plan"]["not_one_run"]
+        )
+        assert named is not None and named[2] == START, record["plan"]["not_one_run"]
+        assert _kubelet_versions(seed_cluster) == kubelets  # nothing moved
+        state, record = run_dag(
+            named[1], CONF | {"target_version": named[2]}, seed_cluster, tmp_path / "catch-up"
+        )
+        assert state == "success", record.get("events")
+        assert set(_kubelet_versions(seed_cluster).values()) == {START}
+        figures.append(_figures(record, f"k8s_worker_upgrade -> {START} (kubelet catch-up)"))
         for target in HOPS:
             state, record = run_dag(
                 "k8s_cluster_upgrade", CONF | {"target_version": target}, seed_cluster, tmp_path / target
@@ -109,31 +165,11 @@ def test_from_1_31_with_etcd_3_5_to_1_33_hop_by_hop_through_the_dags(
                 probe["failure_samples"],
                 etcd_step_windows(record),
             )
-            events = record["events"]
-            figures.append(
-                {
-                    "hop": f"{record['plan']['hops'][0]['from']} -> {target}",
-                    "seconds": round((_at(events[-1]) - _at(events[0])).total_seconds(), 1),
-                    "control_plane_seconds": round(
-                        sum(s["seconds"] for s in record["control_plane"]["steps"].values()), 1
-                    ),
-                    "batches": len(record["batches"]),
-                    "probe_requests": probe["requests"],
-                    "probe_failures": probe["failures"],
-                    "etcd": sorted(
-                        {
-                            s["to"]
-                            for n, s in record["control_plane"]["steps"].items()
-                            if n.startswith("etcd-")
-                        }
-                    ),
-                    "probe_p99_ms": round(probe["p99_ms"], 1),
-                }
-            )
+            figures.append(_figures(record, f"k8s_cluster_upgrade -> {target}"))
     print(
         json.dumps(
             {
-                "hops": figures,
+                "runs": figures,
                 "skew_looks": skew.looks,
                 "skew_unreadable": skew.unreadable,
                 "version_sets_seen": len(skew.seen),
