@@ -185,3 +185,36 @@ def test_from_1_31_with_etcd_3_5_and_mixed_kubelets_to_1_34_hop_by_hop_through_t
     assert all(versions[name] == FINAL for name in CONTROL_PLANE)
     assert all(versions[f"etcd-{i}"] == "3.6.4" for i in range(3))
     assert workloads_available(admin) == []
+
+
+@pytest.fixture
+def lagging_manager(airflow_db: Path) -> Iterator[LocalCluster]:
+    """A 1.33 control plane whose kube-controller-manager still runs 1.31: two minors behind,
+    outside the policy (it may be one minor older than the oldest apiserver)."""
+    versions = {"kubernetes_version": "1.33.13", "etcd_version": START_ETCD, "kubelet_version": "1.33.13"}
+    with running_cluster("range-skew", 1800, 2, **versions) as cluster:
+        cluster.restart_component("kube-controller-manager", START)
+        yield cluster
+
+
+def test_a_plan_the_planner_refuses_ends_refused_with_its_reason_in_the_report(
+    lagging_manager: LocalCluster, tmp_path: Path
+) -> None:
+    assert lagging_manager.versions()["kube-controller-manager"] == START
+    before = _kubelet_versions(lagging_manager)
+    state, record = run_dag(
+        "k8s_cluster_upgrade", CONF | {"target_version": FINAL}, lagging_manager, tmp_path
+    )
+    assert state == "failed" and verdict(record) == "refused"
+    refused = record["plan"]["refused"]
+    assert refused["rule"] == "control-plane-skew" and "kube-controller-manager" in refused["reason"]
+    assert record["risk"]["decision"] == "refuse"
+    assert any(e["kind"] == "plan-refused" for e in record["events"])
+    report = Path(record["report"]["markdown"]).read_text()
+    assert "**refused**" in report and "kube-controller-manager" in report
+    # Nothing moved: no component step, no kubelet, no cordon.
+    assert not record.get("control_plane", {}).get("steps")
+    assert _kubelet_versions(lagging_manager) == before
+    assert not [
+        n for n in kube_nodes.list_workers(lagging_manager.admin_client()) if kube_nodes.is_cordoned(n)
+    ]

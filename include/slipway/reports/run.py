@@ -113,7 +113,7 @@ def probe_sentence(probe: dict[str, Any], *, bold: bool = False) -> str:
     failed = f"{probe.get('failures', 0)} failed"
     dropped = probe.get("dropped_by_etcd", 0)
     if dropped:
-        failed += f" ({dropped} of them writes etcd dropped uncommitted while its leader moved)"
+        failed += f" ({dropped} of them refused by etcd, unapplied, while its leader moved)"
     return (
         f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
         f"{f'**{failed}**' if bold else failed}, p99 {probe.get('p99_ms', 0):.1f} ms "

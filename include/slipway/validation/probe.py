@@ -22,12 +22,13 @@ events are retried, once, and always reported (``retries``):
 client-go meets neither on HTTP/2 (GOAWAY). Timeouts, refused connections and every
 other HTTP error are failures, never retried.
 
-One failure is named apart (``dropped_by_etcd``) and still counted: a write answered
-``500 ... raft proposal dropped``. etcd's raft refuses new proposals while leadership moves
-(the leader during a transfer, a follower that has not yet heard from the new leader), and
-every member upgrade that restarts the leader moves it once. The write was never committed
-and the apiserver does not retry it, so a client sees the 500; Slipway shortens the window
-(the transferee is the most caught-up member) but cannot close it.
+One kind of failure is named apart (``dropped_by_etcd``) and still counted: what etcd
+answers while its leadership moves — ``raft proposal dropped`` (raft refuses new proposals
+on the leader during a transfer and on a follower that has not yet heard from the new
+leader) and ``etcdserver: leader changed`` (a linearizable read or a proposal cut short by
+the change). The request was not applied, and neither the apiserver nor client-go retries
+the 500, so a client sees it. Every member upgrade that restarts the leader moves it once;
+Slipway shortens the window (the transferee is the most caught-up member) but cannot close it.
 
 Usage::
 
@@ -69,8 +70,8 @@ NOT_FOUND = 404
 CONFLICT = 409
 RETRY_AFTER_STATUSES = (429, 503)
 MAX_RETRY_AFTER_SECONDS = 5.0
-ETCD_DROPPED_PROPOSAL = "raft proposal dropped"
-WRITES: tuple[Verb, ...] = ("create", "delete")
+# etcd's answers while its leader moves (see the module docstring), as the apiserver passes them on.
+ETCD_LEADER_CHANGE = ("raft proposal dropped", "etcdserver: leader changed")
 ERROR_TEXT_LIMIT = 300
 
 
@@ -112,7 +113,7 @@ class ProbeReport(BaseModel):
     failures: int = Field(ge=0)
     failure_samples: list[ProbeEvent] = Field(default_factory=list)
     dropped_by_etcd: int = Field(
-        default=0, ge=0, description="failed writes etcd dropped uncommitted while its leader moved"
+        default=0, ge=0, description="failed requests etcd refused, unapplied, while its leader moved"
     )
     retries: int = Field(ge=0, description="requests replayed after a closed connection or a Retry-After")
     retry_samples: list[ProbeEvent] = Field(default_factory=list)
@@ -136,9 +137,13 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def is_etcd_leader_change(error: str) -> bool:
+    return any(answer in error for answer in ETCD_LEADER_CHANGE)
+
+
 def dropped_by_etcd(events: list[ProbeEvent]) -> int:
-    """How many of ``events`` are writes etcd dropped uncommitted (see the module docstring)."""
-    return sum(1 for e in events if e.verb in WRITES and ETCD_DROPPED_PROPOSAL in e.error)
+    """How many of ``events`` etcd refused while its leader moved (see the module docstring)."""
+    return sum(1 for e in events if is_etcd_leader_change(e.error))
 
 
 def describe_error(err: Exception) -> str:
