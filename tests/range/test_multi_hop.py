@@ -207,11 +207,11 @@ def test_a_plan_the_planner_refuses_ends_refused_with_its_reason_in_the_report(
     )
     assert state == "failed" and verdict(record) == "refused"
     refused = record["plan"]["refused"]
-    assert refused["rule"] == "control-plane-skew" and "kube-controller-manager" in refused["reason"]
+    assert refused["rule"] == "control-plane-skew" and "controller_managers: 1.31.14" in refused["reason"]
     assert record["risk"]["decision"] == "refuse"
     assert any(e["kind"] == "plan-refused" for e in record["events"])
     report = Path(record["report"]["markdown"]).read_text()
-    assert "**refused**" in report and "kube-controller-manager" in report
+    assert "**refused**" in report and "controller_managers: 1.31.14 is 2 minors older" in report
     # Nothing moved: no component step, no kubelet, no cordon.
     assert not record.get("control_plane", {}).get("steps")
     assert _kubelet_versions(lagging_manager) == before
