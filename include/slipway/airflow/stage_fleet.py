@@ -19,7 +19,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.providers.standard.triggers.external_task import DagStateTrigger
 from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 from airflow.sdk import BaseHook, TriggerRule, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException, AirflowSkipException
 from airflow.utils.state import DagRunState
 
 from slipway import gitops
@@ -369,11 +369,11 @@ class FleetClusterOperator(TriggerDagRunOperator):
         if action.until is not None:
             wait = int(min(max((action.until - datetime.now(UTC)).total_seconds(), 1), RECHECK_SECONDS))
         print(f"{self.cluster}: not yet ({action.kind}: {action.reason})")
-        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=wait)), method_name="recheck")
-        return None
-
-    def recheck(self, context: Any, event: Any = None) -> Any:
-        return self.execute(context)
+        # Not this cluster's turn: give the slot back and look again later (reschedule holds
+        # no worker and needs no triggerer). A deferral would also hold nothing under a real
+        # triggerer, but dag.test() runs a deferred task's trigger inline until the task ends,
+        # so a later stage picked first would wait forever for a canary that never gets to run.
+        raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=wait))
 
     def execute_complete(self, context: Any, event: Any) -> Any:
         child = child_run_id(context["run_id"], self.cluster)
