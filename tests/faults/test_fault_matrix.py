@@ -668,7 +668,7 @@ def test_b_etcd_member_killed_mid_controlplane_upgrade(run: Run) -> None:
     assert not violations
 
 
-def test_l_triggerer_restarted_mid_node_wait(run: Run) -> None:
+def test_l_triggerer_restarted_mid_node_wait(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     """The triggerer process dies while a node's Ready wait is deferred in it. Airflow keeps
     only the trigger's serialized kwargs (its table row); the next triggerer rebuilds the
     trigger from them. The rebuilt one must keep the original deadline (not restart its
@@ -677,9 +677,11 @@ def test_l_triggerer_restarted_mid_node_wait(run: Run) -> None:
     node = _drainable_worker(admin)
     before = kube_nodes.kubelet_version(client.CoreV1Api(admin).read_node(node))
     conn_id = "fault_matrix_k8s"
-    os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
-        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(run.cluster.orchestrator_kubeconfig)}}
-    )
+    kube = {
+        "conn_type": "kubernetes",
+        "extra": {"kube_config_path": str(run.cluster.orchestrator_kubeconfig)},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(kube))
     upgrader = LocalInPlaceUpgrader(admin)
     client.CoreV1Api(admin).patch_node(node, {"metadata": {"labels": {SIMULATE_LABEL: NOT_READY}}})
     upgrader.upgrade_node(node, TARGET)  # the new kubelet is not back yet: NotReady at the target

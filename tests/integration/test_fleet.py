@@ -15,7 +15,6 @@ could not reach its own cluster yet anyway.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,8 +70,12 @@ def conn_id(cluster: LocalCluster) -> str:
     return cluster.cfg.name.replace("-", "_")
 
 
-def fleet_env(clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path) -> Path:
-    """A fleet file in a gitops folder, the clusters' connections; returns the reports folder."""
+def fleet_env(
+    clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A fleet file in a gitops folder, the clusters' connections (set for this test only: a
+    later module reading the repository's gitops folder must not see this one); returns the
+    reports folder."""
     a, b = clusters
     gitops = tmp_path / "gitops"
     gitops.mkdir()
@@ -104,7 +107,8 @@ def fleet_env(clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path) -> Pa
         env[f"AIRFLOW_CONN_SLIPWAY_PLATFORM_{conn_id(c).upper()}"] = json.dumps(
             {"conn_type": "generic", "extra": platform_extra(c)}
         )
-    os.environ.update(env)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     return reports
 
 
@@ -138,10 +142,13 @@ def fail_child_runs_of(cluster: str, stop: threading.Event, seen: list[str]) -> 
 
 
 def test_a_failed_canary_halts_the_wave_and_production_stays_untouched(
-    two_clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path, airflow_db: Path
+    two_clusters: tuple[LocalCluster, LocalCluster],
+    tmp_path: Path,
+    airflow_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _, b = two_clusters
-    reports = fleet_env(two_clusters, tmp_path)
+    reports = fleet_env(two_clusters, tmp_path, monkeypatch)
     before = kubelets(b)
     failed: list[str] = []
     dag = fleet_dag()
@@ -172,7 +179,10 @@ def test_a_failed_canary_halts_the_wave_and_production_stays_untouched(
 
 
 def test_preflight_every_cluster_then_a_blocker_stops_the_wave_before_it_starts(
-    two_clusters: tuple[LocalCluster, LocalCluster], tmp_path: Path, airflow_db: Path
+    two_clusters: tuple[LocalCluster, LocalCluster],
+    tmp_path: Path,
+    airflow_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     a, b = two_clusters
     request = parse_request(REQUEST)
@@ -194,7 +204,7 @@ def test_preflight_every_cluster_then_a_blocker_stops_the_wave_before_it_starts(
 
     # The DAG, with each cluster through its own two connections and a fleet file in git.
     before = {c.cfg.name: kubelets(c) for c in (a, b)}
-    reports = fleet_env(two_clusters, tmp_path)
+    reports = fleet_env(two_clusters, tmp_path, monkeypatch)
     try:
         run = fleet_dag().test()
     finally:
