@@ -108,6 +108,12 @@ def kube_connection_extra(conn_id: str | None = None) -> dict[str, Any]:
             # upgrade whichever cluster those reach.
             raise RequestError([("kubernetes_conn_id", f"connection {conn_id!r} is not defined")]) from None
         return {}  # the provider's default: in-cluster or ~/.kube/config credentials
+    return provider_fields(extra)
+
+
+def provider_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """Connection extras with the provider's old ``extra__kubernetes__`` prefix removed (what
+    the hook's private ``_get_field`` would read); an unprefixed key wins."""
     prefix = "extra__kubernetes__"
     fields = {k.removeprefix(prefix): v for k, v in extra.items() if k.startswith(prefix)}
     return fields | {k: v for k, v in extra.items() if not k.startswith(prefix)}

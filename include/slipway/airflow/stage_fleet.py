@@ -118,12 +118,13 @@ FLEET_VERDICT = runbook(
 def connection_extra(conn_id: str) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
+    from slipway.airflow.runtime import provider_fields
+
     try:
         extra = BaseHook.get_connection(conn_id).extra_dejson
     except AirflowNotFoundException:
         raise AirflowFailException(f"connection {conn_id}: not defined") from None
-    prefix = "extra__kubernetes__"
-    return {k.removeprefix(prefix): v for k, v in extra.items()}
+    return provider_fields(extra)
 
 
 def cluster_api(conn_id: str) -> Any:
