@@ -28,9 +28,10 @@ system-deps: ## Debian packages the tests need (haproxy for the clusters, chromi
 binaries: deps ## Build the official Kubernetes/etcd/kwok binaries from Go modules (cached by version)
 	$(VENV)/bin/slipway-local build
 
-RANGE_RELEASES := etcd=3.5.21 etcd=3.5.32 etcd=3.6.4 kubernetes=1.31.14 kubernetes=1.32.13 kubernetes=1.33.13 kubernetes=1.34.4
+RANGE_RELEASES := etcd=3.5.21 etcd=3.5.32 etcd=3.6.4 kubernetes=1.31.14 kubernetes=1.32.13 kubernetes=1.33.13 kubernetes=1.34.4 \
+	kubernetes=1.25.16 kubernetes=1.26.15
 
-binaries-range: deps ## Also build the source document's range (1.31 -> 1.34, etcd 3.5/3.6); not part of `make test`
+binaries-range: deps ## Also build the source document's range (1.25 -> 1.26, 1.31 -> 1.34, etcd 3.5/3.6); not part of `make test`
 	$(VENV)/bin/slipway-local build $(RANGE_RELEASES)
 
 cluster-up: deps system-deps binaries ## Start the local HA cluster with sample workloads
@@ -50,7 +51,7 @@ unit: deps ## Pure-logic tests only (no cluster)
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG, local-cluster and fault-matrix tests
 	$(VENV)/bin/pytest -q tests --ignore=tests/range
 
-test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.31 + etcd 3.5 -> 1.34 + etcd 3.6, hop by hop (heavy)
+test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.25 -> 1.26, and 1.31 + etcd 3.5 -> 1.34 + etcd 3.6 hop by hop (heavy)
 	$(VENV)/bin/pytest -q -s tests/range
 
 test-faults: deps system-deps binaries ## The fault matrix alone, printing its table (also part of `make test`)

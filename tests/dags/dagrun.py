@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from kubernetes import client
 
@@ -36,16 +40,45 @@ def run_dag(
     reports: Path,
     *,
     record_from: LocalCluster | None = None,
+    scheduled_window: tuple[datetime, datetime] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """dag.test() one run with ``cluster`` behind the default connections; returns the run's
-    state and its run record (the account on ``record_from``, by default ``cluster``)."""
+    state and its run record (the account on ``record_from``, by default ``cluster``).
+
+    ``scheduled_window`` makes it the run the scheduler creates for that window (run type
+    ``scheduled``, the window as its data interval); dag.test() itself only makes manual runs."""
     os.environ.update(cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports))
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
-    dag_run = dag.test(run_conf=conf)
+    with _as_scheduled(scheduled_window):
+        dag_run = dag.test(run_conf=conf)
     record = RunRecord((record_from or cluster).orchestrator_client(), dag_run.run_id).load()
     return str(dag_run.state), record
+
+
+@contextlib.contextmanager
+def _as_scheduled(window: tuple[datetime, datetime] | None) -> Iterator[None]:
+    if window is None:
+        yield
+        return
+    from airflow.serialization.serialized_objects import SerializedDAG
+    from airflow.timetables.base import DataInterval
+    from airflow.utils.types import DagRunType
+
+    create = SerializedDAG.create_dagrun
+
+    def create_scheduled(self: Any, **kwargs: Any) -> Any:
+        kwargs.update(
+            run_type=DagRunType.SCHEDULED,
+            logical_date=window[0],
+            data_interval=DataInterval(*window),
+            run_id=f"scheduled__{window[0].isoformat()}",
+        )
+        return create(self, **kwargs)
+
+    with mock.patch.object(SerializedDAG, "create_dagrun", create_scheduled):
+        yield
 
 
 def named_connections(cluster: LocalCluster, home: Path, reports: Path, suffix: str) -> dict[str, str]:

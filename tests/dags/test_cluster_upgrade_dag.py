@@ -6,12 +6,19 @@ upgrade step that fails."""
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+from airflow.utils.state import TaskInstanceState
 from kubernetes import client
 
 from slipway.airflow.stage_control_plane import CHAOS_CONFIGMAP
@@ -165,6 +172,64 @@ def test_a_failed_upgrade_step_takes_the_rollback_branch_with_an_incident(
     assert "etcd-restored" not in kinds and "etcd_restore" not in record
     _assert_old_control_plane(small_cluster)
     assert "batches" not in record
+
+
+def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """approval=always parks the run in Airflow's Required Actions; an on-call engineer
+    rejects it (through the Core API's own handler, as the Required Actions page does) and the
+    run ends with the verdict ``rejected`` — who and when recorded — before any backup or
+    component moved."""
+    answered: list[str] = []
+    answerer = threading.Thread(target=_reject_when_asked, args=(answered,), daemon=True)
+    answerer.start()
+    state, record = run_dag("k8s_cluster_upgrade", CONF | {"approval": "always"}, small_cluster, tmp_path)
+    answerer.join(timeout=5)
+    assert answered == ["approve_upgrade"]
+    assert state == "failed"  # ends red, as a refusal does; the verdict tells it apart
+    assert verdict(record) == "rejected"
+    assert record["risk"]["decision"] == "approval"
+    assert record["approval"]["outcome"] == "approval-rejected"
+    assert record["approval"]["by"] == "oncall-engineer"
+    assert record["approval"]["at"]
+    kinds = [e["kind"] for e in record["events"]]
+    assert "approval-rejected" in kinds
+    assert "backup" not in record and "backup-proven" not in kinds
+    assert "component-upgraded" not in kinds and "batches" not in record
+    _assert_old_control_plane(small_cluster)
+    assert "**rejected**" in Path(record["report"]["markdown"]).read_text()
+
+
+def _reject_when_asked(answered: list[str], timeout: float = 900.0) -> None:
+    """Wait for a task parked on a Required Action, then answer Reject through the Core API's
+    own handler (what the Required Actions page calls), as the user ``oncall-engineer``.
+    Everything it needs is imported at module level: a thread importing while the run imports
+    can deadlock on the import locks."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with create_session(scoped=False) as session:
+                parked = (
+                    session.query(TaskInstance)
+                    .filter(TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
+                    .first()
+                )
+                if parked is not None:
+                    update_hitl_detail(
+                        dag_id=parked.dag_id,
+                        dag_run_id=parked.run_id,
+                        task_id=parked.task_id,
+                        update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=["Reject"]),
+                        user=SimpleAuthManagerUser(username="oncall-engineer", role="admin"),
+                        session=session,
+                    )
+                    answered.append(parked.task_id)
+                    return
+            time.sleep(0.5)  # polling the database for the task to park
+    except Exception as err:  # shown by the test's assertion on ``answered``
+        answered.append(f"answer failed: {err!r}")
+        raise
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from tests.conftest import running_cluster
 from tests.dags.dagrun import PdbWatcher, remove_never_evictable_samples, run_dag, verdict
 
 pytestmark = pytest.mark.cluster
+
+# A 1.35 kubelet (one minor behind the older control plane of the local kit).
+LAGGING_KUBELET = "1.35.4"
 
 # Control plane already at the newer minor, kubelets one behind: the worker-only DAG's job.
 BASE_CONF = {
@@ -153,3 +157,39 @@ def test_run_killed_mid_batch_is_resumed_by_the_next_run(
     for other in _workers(worker_cluster):
         if other.metadata.name not in quarantined:
             assert not kube_nodes.is_cordoned(other), other.metadata.name
+
+
+def test_a_scheduled_run_takes_the_control_planes_version_not_the_forms_default(
+    airflow_db: Path, tmp_path: Path
+) -> None:
+    """Nobody chooses a target for an unattended window: a scheduled run of the worker DAG
+    moves the kubelets to the control plane's version (here 1.36, one behind the newest release
+    Slipway knows and the form's default), never past it (Version Skew Policy: a kubelet must
+    not be newer than kube-apiserver)."""
+    from slipway.airflow.params import known_versions
+
+    default_target = known_versions()[0]
+    assert default_target != KUBERNETES_OLD  # the run below would prove nothing otherwise
+    now = datetime.now(UTC)
+    with running_cluster(
+        "scheduled", 2000, 2, kubernetes_version=KUBERNETES_OLD, kubelet_version=LAGGING_KUBELET
+    ) as cluster:
+        remove_never_evictable_samples(cluster)
+        # The scheduler's run for a window open now; the conf carries only pacing (a scheduled
+        # run's form is the defaults, target included).
+        state, record = run_dag(
+            "k8s_worker_upgrade",
+            {"soak_seconds": 1, "force_bare_pods": True, "delete_emptydir_data": True},
+            cluster,
+            tmp_path,
+            scheduled_window=(now - timedelta(minutes=1), now + timedelta(hours=2)),
+        )
+        assert state == "success", record.get("events")
+        assert record["run_type"] == "scheduled"
+        assert record["request"]["target_version"] == KUBERNETES_OLD
+        window_end = (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+        assert record["request"]["window_end"].startswith(window_end)
+        assert verdict(record) == "upgraded"
+        for node in _workers(cluster):
+            assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD
+            assert not kube_nodes.is_cordoned(node)

@@ -87,7 +87,7 @@ def apiserver_argv(cfg: ClusterConfig, i: int, version: str) -> list[str]:
         # nothing in a kwok cluster dials them, so the reconciler is off for every version.
         "--endpoint-reconciler-type=none",
         f"--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s",
-        "--shutdown-watch-termination-grace-period=5s",
+        *_watch_grace_flag(version),
         "--profiling=false",
         # Who asked for what and what RBAC decided (Metadata only): the proof of least privilege.
         f"--audit-policy-file={audit.write_policy(cfg)}",
@@ -96,6 +96,13 @@ def apiserver_argv(cfg: ClusterConfig, i: int, version: str) -> list[str]:
         f"--audit-log-maxbackup={audit.MAX_BACKUPS}",
         "--v=0",
     ]
+
+
+def _watch_grace_flag(version: str) -> list[str]:
+    # Added in 1.27 (1.25's kube-apiserver refuses it as an unknown flag); before it, open
+    # watches simply end at shutdown and clients re-list.
+    minor = int(version.split(".")[1])
+    return ["--shutdown-watch-termination-grace-period=5s"] if minor >= 27 else []
 
 
 def controller_manager_argv(cfg: ClusterConfig, version: str) -> list[str]:

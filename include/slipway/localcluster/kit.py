@@ -22,8 +22,14 @@ KWOK = "0.8.0"
 RANGE_KUBERNETES = ("1.31.14", "1.32.13", "1.33.13", "1.34.4")
 RANGE_ETCD = ("3.5.21", "3.5.32", "3.6.4")
 
+# Releases outside the range that the kit builds and starts on demand: 1.35 (the minor between
+# the range and the default pair), 1.30 (the release before the range), and 1.25 -> 1.26, the
+# start of the source document's range (1.25 is the oldest tried with Go 1.26: it builds
+# unchanged; its kube-apiserver lacks one flag the kit now passes only from 1.27).
+OTHER_KUBERNETES = ("1.35.4", "1.30.14", "1.26.15", "1.25.16")
+
 # Every version the kit can build; the first entry of each is the default cluster's.
-KUBERNETES_VERSIONS = (KUBERNETES_OLD, KUBERNETES_NEW, *RANGE_KUBERNETES)
+KUBERNETES_VERSIONS = (KUBERNETES_OLD, KUBERNETES_NEW, *RANGE_KUBERNETES, *OTHER_KUBERNETES)
 ETCD_VERSIONS = (ETCD_OLD, ETCD_NEW, *RANGE_ETCD)
 
 KUBE_CONTROL_PLANE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
