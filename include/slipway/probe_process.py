@@ -22,6 +22,8 @@ from slipway.localcluster.health import wait_until
 from slipway.validation.probe import ApiProbe, ProbeSettings
 
 BASELINE_REQUESTS = 100
+# Requests per second on the new-connection path: each one is a TCP and TLS handshake.
+NEW_CONNECTION_RATE = 5.0
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 90.0
 
@@ -86,6 +88,7 @@ def stop(folder: Path) -> dict[str, Any]:
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The figures the upgrade report shows."""
     p99, base = report.get("p99_seconds") or 0.0, report.get("baseline_p99_seconds") or 0.0
+    fresh = report.get("new_connections") or {}
     return {
         "requests": report["requests"],
         "failures": report["failures"],
@@ -94,10 +97,17 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": p99 * 1000,
         "baseline_p99_ms": base * 1000,
         "p99_ratio": (p99 / base) if base else 0.0,
-        "failure_samples": [
-            {k: s[k] for k in ("at", "verb", "error")} for s in report.get("failure_samples", [])
-        ][:5],
+        "disruption_seconds": report.get("disruption_seconds", 0.0),
+        "failure_samples": _samples(report),
+        "new_connections": {
+            k: fresh.get(k, 0) for k in ("requests", "failures", "dropped_by_etcd", "disruption_seconds")
+        }
+        | {"failure_samples": _samples(fresh)},
     }
+
+
+def _samples(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: s[k] for k in ("at", "verb", "error")} for s in report.get("failure_samples", [])][:5]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,14 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     # ConfigMaps; in slipway-system it may not delete any (the run records live there).
     settings = ProbeSettings(max_duration_seconds=args.max_seconds)
     probe = ApiProbe.from_kubeconfig(args.kubeconfig, settings)
-    probe.start()
+    fresh = ApiProbe.from_kubeconfig(
+        args.kubeconfig,
+        ProbeSettings(
+            max_duration_seconds=args.max_seconds, rate_per_second=NEW_CONNECTION_RATE, connections="new"
+        ),
+    )
+    for each in (probe, fresh):
+        each.start()
     wait_until("probe baseline", lambda: probe.count("baseline") >= BASELINE_REQUESTS, START_TIMEOUT_SECONDS)
-    probe.end_baseline()
+    for each in (probe, fresh):
+        each.end_baseline()
     ready.write_text("ready")
     stopping.wait(args.max_seconds)
-    result = probe.stop()
+    for each in (probe, fresh):
+        each.halt()
+    result = probe.stop().model_dump(mode="json") | {"new_connections": fresh.stop().model_dump(mode="json")}
     tmp = report.with_suffix(".tmp")
-    tmp.write_text(result.model_dump_json(indent=2))
+    tmp.write_text(json.dumps(result, indent=2))
     tmp.rename(report)
     return 0
 

@@ -75,6 +75,12 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
     assert_no_failures_but_etcd_drops(
         probe["failures"], probe["dropped_by_etcd"], probe["failure_samples"], etcd_steps
     )
+    fresh = probe["new_connections"]  # each request on a connection of its own, through HAProxy
+    assert fresh["requests"] > 0
+    assert_no_failures_but_etcd_drops(
+        fresh["failures"], fresh["dropped_by_etcd"], fresh["failure_samples"], etcd_steps
+    )
+    print(f"probe disruption: reused {probe['disruption_seconds']} s, new {fresh['disruption_seconds']} s")
     quarantined = set(record["worker_phase"]["quarantined"])
     for node in kube_nodes.list_workers(cluster.admin_client()):
         if node.metadata.name not in quarantined:

@@ -114,10 +114,18 @@ def probe_sentence(probe: dict[str, Any], *, bold: bool = False) -> str:
     dropped = probe.get("dropped_by_etcd", 0)
     if dropped:
         failed += f" ({dropped} of them refused by etcd, unapplied, while its leader moved)"
-    return (
+    text = (
         f"API probe during the control-plane upgrade: {probe.get('requests', 0)} requests, "
         f"{f'**{failed}**' if bold else failed}, p99 {probe.get('p99_ms', 0):.1f} ms "
         f"(baseline p99 {probe.get('baseline_p99_ms', 0):.1f} ms, ratio {probe.get('p99_ratio', 0):.2f})"
+    )
+    fresh = probe.get("new_connections")
+    if not fresh:
+        return text  # a record from before the new-connection path was measured
+    return (
+        f"{text}; disrupted {probe.get('disruption_seconds', 0):.1f} s. On new connections: "
+        f"{fresh.get('requests', 0)} requests, {fresh.get('failures', 0)} failed, "
+        f"disrupted {fresh.get('disruption_seconds', 0):.1f} s"
     )
 
 

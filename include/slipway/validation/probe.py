@@ -22,6 +22,12 @@ events are retried, once, and always reported (``retries``):
 client-go meets neither on HTTP/2 (GOAWAY). Timeouts, refused connections and every
 other HTTP error are failures, never retried.
 
+Two paths are worth measuring, as OpenShift's upgrade tests do: requests on kept-alive
+connections (``connections="reused"``, what a running controller does) and requests that
+each open a new connection (``connections="new"``, what a fresh client or a CLI does; the
+load balancer must not route them to an apiserver that stopped accepting). Disruption is
+measured in seconds per path: from a failed request to the next request that succeeds.
+
 One kind of failure is named apart (``dropped_by_etcd``) and still counted: what etcd
 answers while its leadership moves — ``raft proposal dropped`` (raft refuses new proposals
 on the leader during a transfer and on a follower that has not yet heard from the new
@@ -85,6 +91,7 @@ class ProbeSettings:
     request_timeout_seconds: float = 10.0
     list_limit: int = 50
     max_samples: int = 20
+    connections: Literal["reused", "new"] = "reused"
 
     def __post_init__(self) -> None:
         if not 0 < self.rate_per_second <= 1000:
@@ -127,6 +134,10 @@ class ProbeReport(BaseModel):
     rate_per_second: float
     duration_seconds: float = Field(ge=0)
     stopped_by: Literal["stop", "max-duration"]
+    connections: Literal["reused", "new"] = "reused"
+    disruption_seconds: float = Field(
+        default=0.0, ge=0, description="upgrade-phase seconds from a failed request to the next success"
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -179,6 +190,7 @@ class ApiProbe:
         self._prefix = f"slipway-probe-{secrets.token_hex(3)}"
         self._started = 0.0
         self._finished = 0.0
+        self._disruption = Disruption()
         self._stopped_by: Literal["stop", "max-duration"] = "stop"
 
     @classmethod
@@ -209,11 +221,16 @@ class ApiProbe:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self) -> ProbeReport:
-        """Stop sending, remove what the probe created, and report."""
+    def halt(self) -> None:
+        """Stop sending (idempotent); what it created stays until :meth:`stop`."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.settings.request_timeout_seconds * 3)
+
+    def stop(self) -> ProbeReport:
+        """Stop sending, remove what the probe created, and report. Probes sharing a namespace
+        are all halted first: one's cleanup would otherwise delete what another still deletes."""
+        self.halt()
         self._cleanup()
         self._api.close()
         return self.report()
@@ -241,6 +258,8 @@ class ApiProbe:
             rate_per_second=self.settings.rate_per_second,
             duration_seconds=round(max(0.0, end - self._started), 1) if self._started else 0.0,
             stopped_by=self._stopped_by,
+            connections=self.settings.connections,
+            disruption_seconds=round(self._disruption.seconds(end), 2),
         )
 
     # ---- the loop ------------------------------------------------------------------
@@ -268,6 +287,10 @@ class ApiProbe:
         if verb == "delete" and not self._created:
             verb = "get"  # the matching create failed: keep the rate with a read
         phase = self._phase
+        if self.settings.connections == "new":
+            # Close every kept-alive connection: this request opens (and TLS-handshakes) its own.
+            self._api.rest_client.pool_manager.clear()
+        sent = time.monotonic()
         began = time.perf_counter()
         try:
             try:
@@ -281,8 +304,12 @@ class ApiProbe:
                 self._request(verb, replay=True)
         except Exception as err:  # every failure is the measurement, never a crash of the probe
             self._failures.append(_event(phase, verb, err))
+            if phase == "upgrade":
+                self._disruption.failed(sent)
             return
         self._latencies[phase].append(time.perf_counter() - began)
+        if phase == "upgrade":
+            self._disruption.succeeded(time.monotonic())
 
     def _request(self, verb: Verb, *, replay: bool) -> None:
         ns, timeout = self.settings.namespace, self.settings.request_timeout_seconds
@@ -331,6 +358,27 @@ class ApiProbe:
             self._core.delete_collection_namespaced_config_map(
                 self.settings.namespace, label_selector=f"{PROBE_LABEL}=write"
             )
+
+
+class Disruption:
+    """Seconds during which a path failed: each run of failures counts from its first failed
+    request to the next request that succeeded (or to the end of the measurement)."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._total = 0.0
+
+    def failed(self, at: float) -> None:
+        if self._since is None:
+            self._since = at
+
+    def succeeded(self, at: float) -> None:
+        if self._since is not None:
+            self._total += at - self._since
+            self._since = None
+
+    def seconds(self, end: float) -> float:
+        return self._total + (end - self._since if self._since is not None else 0.0)
 
 
 def _retry_delay(err: Exception) -> float | None:
