@@ -51,6 +51,15 @@ def render_desired_state() -> dict[str, Any]:
 def compare_with_cluster(desired: dict[str, Any]) -> str:
     from kubernetes import client
 
+    from slipway.platform import PlatformError, refuse_unless_enabled_for_schedule
+
+    context = get_current_context()
+    try:  # an unpaused sync still triggers nothing on a cluster nobody enabled for it
+        refuse_unless_enabled_for_schedule(
+            runtime.platform().settings, context["dag"].dag_id, context["dag_run"].run_type
+        )
+    except PlatformError as err:
+        raise AirflowFailException(str(err)) from err
     api = runtime.orchestrator_api()
     control_plane = Version.parse(client.VersionApi(api).get_code().git_version)
     kubelets = [Version.parse(kube_nodes.kubelet_version(n)) for n in kube_nodes.list_workers(api)]
@@ -66,7 +75,7 @@ def compare_with_cluster(desired: dict[str, Any]) -> str:
     if held:
         print(f"the cluster lease is held by {held}: not triggering another upgrade")
         return "upgrade_in_progress"
-    active = get_current_context()["ti"].get_dr_count(UPGRADE_DAG, states=["queued", "running"])
+    active = context["ti"].get_dr_count(UPGRADE_DAG, states=["queued", "running"])
     if active:
         print(f"{UPGRADE_DAG} already has {active} run(s) queued or running: not triggering another")
         return "upgrade_in_progress"

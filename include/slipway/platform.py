@@ -43,10 +43,25 @@ class PlatformSettings(BaseModel):
     etcd_cacert: str | None = None
     etcd_cert: str | None = None
     etcd_key: str | None = None
+    # The scheduled DAGs whose runs may change this cluster on their own. None by default: a
+    # DAG someone unpaused still refuses a cluster nobody enabled for it (manual runs are not
+    # affected; a GitOps-triggered upgrade is a manual run of the upgrade DAG).
+    scheduled_dags: list[Literal["k8s_worker_upgrade", "k8s_gitops_sync"]] = []
 
 
 class PlatformError(ValueError):
     pass
+
+
+def refuse_unless_enabled_for_schedule(settings: PlatformSettings, dag_id: str, run_type: object) -> None:
+    """A scheduled run changes only a cluster whose platform connection lists its DAG."""
+    if str(getattr(run_type, "value", run_type)) != "scheduled" or dag_id in settings.scheduled_dags:
+        return
+    raise PlatformError(
+        f"slipway_platform.scheduled_dags: cluster {settings.cluster_name!r} is not enabled for "
+        f"scheduled runs of {dag_id}; add {dag_id!r} to the platform connection's scheduled_dags "
+        "to let them change it"
+    )
 
 
 @dataclass(frozen=True)

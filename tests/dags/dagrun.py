@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
@@ -41,13 +42,21 @@ def run_dag(
     *,
     record_from: LocalCluster | None = None,
     scheduled_window: tuple[datetime, datetime] | None = None,
+    platform_extra: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """dag.test() one run with ``cluster`` behind the default connections; returns the run's
     state and its run record (the account on ``record_from``, by default ``cluster``).
 
     ``scheduled_window`` makes it the run the scheduler creates for that window (run type
-    ``scheduled``, the window as its data interval); dag.test() itself only makes manual runs."""
-    os.environ.update(cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports))
+    ``scheduled``, the window as its data interval); dag.test() itself only makes manual runs.
+    ``platform_extra`` adds keys to the ``slipway_platform`` connection's extras."""
+    env = cluster_env(cluster, Path(os.environ["AIRFLOW_HOME"]), reports)
+    if platform_extra:
+        key = f"AIRFLOW_CONN_{PLATFORM_CONN_ID.upper()}"
+        conn = json.loads(env[key])
+        conn["extra"] |= platform_extra
+        env[key] = json.dumps(conn)
+    os.environ.update(env)
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags[dag_id]
@@ -69,6 +78,12 @@ def _as_scheduled(window: tuple[datetime, datetime] | None) -> Iterator[None]:
     create = SerializedDAG.create_dagrun
 
     def create_scheduled(self: Any, **kwargs: Any) -> Any:
+        from airflow.models.dagrun import DagRun
+
+        # As dag.test() does for its own runs: an earlier run of this window makes way.
+        session = kwargs["session"]
+        session.query(DagRun).filter(DagRun.dag_id == self.dag_id, DagRun.logical_date == window[0]).delete()
+        session.commit()
         kwargs.update(
             run_type=DagRunType.SCHEDULED,
             logical_date=window[0],

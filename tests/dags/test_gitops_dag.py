@@ -7,9 +7,11 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from slipway.gitops import gitops_root
 from slipway.localcluster.cluster import LocalCluster
@@ -56,14 +58,7 @@ def _triggered(run_id: str) -> list[tuple[str, dict[str, object]]]:
 def test_in_sync_does_nothing_and_drift_triggers_the_upgrade(
     local_cluster: LocalCluster, airflow_db: Path, tmp_path: Path, repo: Path
 ) -> None:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    def states(run_id: str) -> dict[str, str]:
-        with create_session() as session:
-            tis = session.query(TaskInstance).filter(TaskInstance.run_id == run_id).all()
-            return {ti.task_id: str(ti.state) for ti in tis}
-
+    states = _states
     _desire(repo, KUBERNETES_OLD)  # what the session cluster runs
     state, _ = run_dag("k8s_gitops_sync", {"environment": "staging"}, local_cluster, tmp_path / "a")
     assert state == "success"
@@ -79,6 +74,39 @@ def test_in_sync_does_nothing_and_drift_triggers_the_upgrade(
     ((run_id, conf),) = _triggered(drifted)
     assert run_id == f"gitops__{drifted}"
     assert (conf["target_version"], conf["approval"], conf["soak_seconds"]) == (KUBERNETES_NEW, "always", 120)
+
+
+def test_a_scheduled_sync_triggers_nothing_on_a_cluster_not_enabled_for_it(
+    local_cluster: LocalCluster, airflow_db: Path, tmp_path: Path, repo: Path
+) -> None:
+    _desire(repo, KUBERNETES_NEW)  # drift: an enabled cluster would be upgraded
+    before = client.VersionApi(local_cluster.admin_client()).get_code().git_version
+    now = datetime.now(UTC)
+    state, _ = run_dag(
+        "k8s_gitops_sync",
+        {"environment": "production"},
+        local_cluster,
+        tmp_path,
+        scheduled_window=(now - timedelta(hours=1), now),
+    )
+    assert state == "failed"
+    refused = _last_run_id()
+    assert refused.startswith("scheduled__")
+    found = _states(refused)
+    assert found["render_desired_state"] == "success"
+    assert found["compare_with_cluster"] == "failed"  # the gate, before the cluster is read
+    assert found["trigger_upgrade"] != "success"
+    assert _triggered(refused) == []
+    assert client.VersionApi(local_cluster.admin_client()).get_code().git_version == before
+
+
+def _states(run_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.run_id == run_id).all()
+        return {ti.task_id: str(ti.state) for ti in tis}
 
 
 def _last_run_id() -> str:

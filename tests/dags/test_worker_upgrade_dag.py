@@ -159,35 +159,45 @@ def test_run_killed_mid_batch_is_resumed_by_the_next_run(
             assert not kube_nodes.is_cordoned(other), other.metadata.name
 
 
-def test_a_scheduled_run_takes_the_control_planes_version_not_the_forms_default(
+def test_a_scheduled_run_changes_only_an_enabled_cluster_and_takes_the_control_planes_version(
     airflow_db: Path, tmp_path: Path
 ) -> None:
     """Nobody chooses a target for an unattended window: a scheduled run of the worker DAG
     moves the kubelets to the control plane's version (here 1.36, one behind the newest release
     Slipway knows and the form's default), never past it (Version Skew Policy: a kubelet must
-    not be newer than kube-apiserver)."""
+    not be newer than kube-apiserver) — and only on a cluster whose platform connection
+    enables scheduled runs of this DAG."""
     from slipway.airflow.params import known_versions
 
     default_target = known_versions()[0]
     assert default_target != KUBERNETES_OLD  # the run below would prove nothing otherwise
     now = datetime.now(UTC)
+    window = (now - timedelta(minutes=1), now + timedelta(hours=2))
+    # The scheduler's run for a window open now; the conf carries only pacing (a scheduled
+    # run's form is the defaults, target included).
+    pacing = {"soak_seconds": 1, "force_bare_pods": True, "delete_emptydir_data": True}
     with running_cluster(
         "scheduled", 2000, 2, kubernetes_version=KUBERNETES_OLD, kubelet_version=LAGGING_KUBELET
     ) as cluster:
         remove_never_evictable_samples(cluster)
-        # The scheduler's run for a window open now; the conf carries only pacing (a scheduled
-        # run's form is the defaults, target included).
+        # Unpaused, but the cluster is not enabled for it: refused before anything changes.
+        state, record = run_dag(
+            "k8s_worker_upgrade", pacing, cluster, tmp_path / "off", scheduled_window=window
+        )
+        assert state == "failed" and record == {}
+        assert {kube_nodes.kubelet_version(n) for n in _workers(cluster)} == {LAGGING_KUBELET}
         state, record = run_dag(
             "k8s_worker_upgrade",
-            {"soak_seconds": 1, "force_bare_pods": True, "delete_emptydir_data": True},
+            pacing,
             cluster,
-            tmp_path,
-            scheduled_window=(now - timedelta(minutes=1), now + timedelta(hours=2)),
+            tmp_path / "on",
+            scheduled_window=window,
+            platform_extra={"scheduled_dags": ["k8s_worker_upgrade"]},
         )
         assert state == "success", record.get("events")
         assert record["run_type"] == "scheduled"
         assert record["request"]["target_version"] == KUBERNETES_OLD
-        window_end = (now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+        window_end = window[1].strftime("%Y-%m-%dT%H:%M")
         assert record["request"]["window_end"].startswith(window_end)
         assert verdict(record) == "upgraded"
         for node in _workers(cluster):

@@ -245,6 +245,12 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ),
     ("extras etcd endpoints a string", _extras({"etcd_endpoints": "https://etcd-0:2379"}), "etcd_endpoints"),
     ("extras kubeconfig relative", _extras({"admin_kubeconfig": "admin.kubeconfig"}), "admin_kubeconfig"),
+    (
+        "extras scheduled DAG unknown",
+        _extras({"scheduled_dags": ["k8s_cluster_upgrade"]}),
+        "scheduled_dags.0",
+    ),
+    ("extras scheduled DAGs a string", _extras({"scheduled_dags": "k8s_worker_upgrade"}), "scheduled_dags"),
     # --- maintenance windows and blackouts (the timetable's input) ------------------------
     ("window hour 25", _timetable(["Sat 25:00-05:00 UTC"]), "windows[0]"),
     ("window duration overflows", _timetable(["Sat 01:00+99999999999999d UTC"]), "windows[0]"),
@@ -407,3 +413,17 @@ def test_approval_never_is_refused_when_the_risk_needs_a_human() -> None:
         is None
     )
     assert approval_never_problem(critical, local_platform=True) is None
+
+
+def test_a_scheduled_run_changes_only_a_cluster_enabled_for_its_dag() -> None:
+    from slipway.platform import refuse_unless_enabled_for_schedule
+
+    nobody = parse_settings({"cluster_name": "prod-eu"})
+    enabled = parse_settings({"cluster_name": "prod-eu", "scheduled_dags": ["k8s_worker_upgrade"]})
+    refuse_unless_enabled_for_schedule(nobody, "k8s_worker_upgrade", "manual")  # a person chose it
+    refuse_unless_enabled_for_schedule(enabled, "k8s_worker_upgrade", "scheduled")
+    with pytest.raises(PlatformError) as refused:
+        refuse_unless_enabled_for_schedule(enabled, "k8s_gitops_sync", "scheduled")
+    text = str(refused.value)
+    assert text.startswith("slipway_platform.scheduled_dags: cluster 'prod-eu' is not enabled")
+    assert "k8s_gitops_sync" in text and "\n" not in text

@@ -94,6 +94,10 @@ def validate_request() -> dict[str, Any]:
         conf = conf_to_request(dict(context["params"]))
         runtime.check_connections()  # before any client: a bad one names its field
         scheduled = context["dag_run"].run_type == "scheduled"
+        if scheduled:
+            platform.refuse_unless_enabled_for_schedule(
+                runtime.platform().settings, context["dag"].dag_id, context["dag_run"].run_type
+            )
         if conf.get("window_end") is None and scheduled and interval_end:
             conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
         if scheduled and context["dag"].dag_id == WORKERS_ONLY_DAG:
