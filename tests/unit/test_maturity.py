@@ -105,6 +105,17 @@ def test_paused_runs_count_neither_way_and_dry_runs_are_not_attempts() -> None:
     assert (found.runs, found.attempted, found.success_rate) == (5, 4, 1.0)
 
 
+def test_a_rejected_approval_is_a_decision_not_a_failed_attempt() -> None:
+    rejected = run_record(3) | {
+        "risk": {"decision": "approval"},
+        "events": [{"at": START.isoformat(), "kind": "approval-rejected", "message": ""}],
+        "batches": [],
+    }
+    found = assess(facts(*(run_record(n) for n in range(3)), rejected))
+    assert facts(rejected)[0].verdict == "rejected"
+    assert (found.runs, found.attempted, found.success_rate) == (4, 3, 1.0)
+
+
 def test_adaptive_unattended_risk_gated_runs_are_intelligent() -> None:
     runs = [run_record(n, run_type="scheduled", policy="adaptive") for n in range(4)]
     runs.append(run_record(4, dag="k8s_worker_upgrade", risk=False, backup=False, run_type="scheduled"))
