@@ -6,6 +6,7 @@ upgrade step that fails."""
 from __future__ import annotations
 
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -87,6 +88,15 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
             assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW
             assert not kube_nodes.is_cordoned(node)
     assert workloads_available(cluster.admin_client()) == []
+    # What the run did to a node, where the engineer looks: `kubectl describe node`.
+    passed = [n for b in record["batches"] if b["state"] == "passed" for n in b["nodes"]]
+    upgraded = next(n for n in passed if n not in quarantined)
+    described = _kubectl(cluster, "describe", "node", upgraded).split("Events:")[-1]
+    for reason in ("SlipwayCordoned", "SlipwayDrained", "SlipwayUpgraded", "SlipwayUncordoned"):
+        assert reason in described, described
+    assert "slipway.dev/upgrader" in described
+    for node in quarantined:  # left cordoned, and the node says why
+        assert "SlipwayQuarantined" in _kubectl(cluster, "describe", "node", node).split("Events:")[-1]
     kinds = [e["kind"] for e in record["events"]]
     # Control plane first: every component before the first worker batch opened.
     assert kinds.index("control-plane-verified") < kinds.index("batch-opened")
@@ -258,6 +268,22 @@ def _timed_run(cluster: LocalCluster, tmp_path: Path) -> tuple[str, dict[str, An
         f"dag.test() of k8s_cluster_upgrade took {time.monotonic() - started:.0f} s"
     )  # reported, not asserted
     return state, record
+
+
+def _kubectl(cluster: LocalCluster, *args: str) -> str:
+    """The official kubectl of the kit, as the admin: what an engineer at the node sees."""
+    from slipway.localcluster.binaries import binary
+    from slipway.localcluster.kit import kubernetes_release
+
+    kubectl = binary(kubernetes_release(KUBERNETES_NEW), "kubectl")
+    out = subprocess.run(
+        [str(kubectl), f"--kubeconfig={cluster.admin_kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout
 
 
 def _assert_old_control_plane(cluster: LocalCluster) -> None:
