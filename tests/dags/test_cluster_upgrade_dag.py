@@ -204,6 +204,7 @@ def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed
     answerer.join(timeout=5)
     assert answered == ["approve_upgrade"]
     assert state == "failed"  # ends red, as a refusal does; the verdict tells it apart
+    assert _tries("approve_upgrade") == 1  # a rejection is final: never asked again by a retry
     assert verdict(record) == "rejected"
     assert record["risk"]["decision"] == "approval"
     assert record["approval"]["outcome"] == "approval-rejected"
@@ -215,6 +216,19 @@ def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed
     assert "component-upgraded" not in kinds and "batches" not in record
     _assert_old_control_plane(small_cluster)
     assert "**rejected**" in Path(record["report"]["markdown"]).read_text()
+
+
+def _tries(task_id: str) -> int:
+    """How many tries the newest run's ``task_id`` took."""
+    with create_session(scoped=False) as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.task_id == task_id)
+            .order_by(TaskInstance.start_date.desc())
+            .first()
+        )
+        assert ti is not None
+        return int(ti.try_number)
 
 
 def _reject_when_asked(answered: list[str], timeout: float = 900.0) -> None:

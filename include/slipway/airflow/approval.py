@@ -14,7 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from slipway.airflow import runbooks
 from slipway.airflow.notifiers import ChannelNotifier, approval_notifiers
@@ -77,7 +79,11 @@ class RecordedApprovalOperator(ApprovalOperator):
         rec.update(approval=outcome)
         who = f" by {outcome['by']}" if outcome.get("by") else ""
         rec.event(outcome["outcome"], f"{outcome['outcome'].replace('-', ' ')}{who}")
-        return super().execute_complete(context, event)
+        try:
+            return super().execute_complete(context, event)
+        except (HITLRejectException, HITLTimeoutError) as err:
+            # A decision, not a glitch: a retry would ask the human again after the retry delay.
+            raise AirflowFailException(f"{outcome['outcome'].replace('-', ' ')}{who}: {err}") from err
 
 
 def page_events(notifiers: Any) -> list[tuple[str, str]]:
