@@ -4,7 +4,9 @@ the pages it sends when it starts waiting."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from airflow.sdk import DAG
 from airflow.serialization.serialized_objects import DagSerialization
 
@@ -72,3 +74,21 @@ def test_each_page_becomes_a_timeline_event() -> None:
         ("notified", "approval requested: webhook answered HTTP 200"),
         ("notification-failed", "approval requested: slack webhook http://127.0.0.1:9/… unreachable"),
     ]
+
+
+def test_a_rejection_or_a_timeout_is_final_never_retried() -> None:
+    from airflow.providers.standard.exceptions import HITLRejectException, HITLTimeoutError
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from slipway.airflow.approval import final_decision
+
+    def raising(err: Exception) -> Any:
+        def complete() -> Any:
+            raise err
+
+        return complete
+
+    for err in (HITLRejectException('Receive "Reject"'), HITLTimeoutError("no response")):
+        with pytest.raises(AirflowFailException):  # fails the task without its retries
+            final_decision(raising(err))
+    assert final_decision(lambda: "approved") == "approved"

@@ -11,6 +11,7 @@ approval still waits for its answer in Airflow's Required Actions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,11 +80,18 @@ class RecordedApprovalOperator(ApprovalOperator):
         rec.update(approval=outcome)
         who = f" by {outcome['by']}" if outcome.get("by") else ""
         rec.event(outcome["outcome"], f"{outcome['outcome'].replace('-', ' ')}{who}")
-        try:
-            return super().execute_complete(context, event)
-        except (HITLRejectException, HITLTimeoutError) as err:
-            # A decision, not a glitch: a retry would ask the human again after the retry delay.
-            raise AirflowFailException(f"{outcome['outcome'].replace('-', ' ')}{who}: {err}") from err
+        return final_decision(lambda: super(RecordedApprovalOperator, self).execute_complete(context, event))
+
+
+def final_decision(complete: Callable[[], Any]) -> Any:
+    """Run an approval's ``execute_complete``; a rejection or a timeout fails it for good.
+
+    ``ApprovalOperator`` raises plain ``AirflowException``s for both, so a task with retries
+    would ask the human again after the retry delay: a decision is not a glitch to retry."""
+    try:
+        return complete()
+    except (HITLRejectException, HITLTimeoutError) as err:
+        raise AirflowFailException(f"approval not given: {err}") from err
 
 
 def page_events(notifiers: Any) -> list[tuple[str, str]]:

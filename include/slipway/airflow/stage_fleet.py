@@ -320,6 +320,11 @@ class FleetApprovalOperator(ApprovalOperator):
     def recheck(self, context: Any, event: Any = None) -> Any:
         return self.execute(context)
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from slipway.airflow.approval import final_decision
+
+        return final_decision(lambda: super(FleetApprovalOperator, self).execute_complete(context, event))
+
 
 class FleetClusterOperator(TriggerDagRunOperator):
     """Starts and awaits one cluster's ``k8s_cluster_upgrade`` run when the strategy says so."""
