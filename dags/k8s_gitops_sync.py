@@ -56,7 +56,7 @@ def compare_with_cluster(desired: dict[str, Any]) -> str:
     context = get_current_context()
     try:  # an unpaused sync still triggers nothing on a cluster nobody enabled for it
         refuse_unless_enabled_for_schedule(
-            runtime.platform().settings, context["dag"].dag_id, context["dag_run"].run_type
+            runtime.platform_settings(), context["dag"].dag_id, context["dag_run"].run_type
         )
     except PlatformError as err:
         raise AirflowFailException(str(err)) from err

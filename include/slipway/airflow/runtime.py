@@ -44,7 +44,7 @@ from slipway import redact
 from slipway.airflow_env import KUBE_CONN_ID, KUBEADM_CONN_ID, PLATFORM_CONN_ID
 from slipway.kube.retry import Backoff, call_with_retries, is_transient, never_sent
 from slipway.models import RequestError, UpgradeRequest, check_conn_id, parse_request
-from slipway.platform import Platform, parse_settings
+from slipway.platform import Platform, PlatformSettings, parse_settings
 from slipway.runrecord import RunRecord
 
 
@@ -370,15 +370,18 @@ def _load_identity(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def platform() -> Platform:
+def platform_settings() -> PlatformSettings:
+    """The run's ``slipway_platform`` extras, validated; no client is built."""
     from airflow.sdk import BaseHook
 
+    return parse_settings(BaseHook.get_connection(run_connections()[1]).extra_dejson)
+
+
+def platform() -> Platform:
     from slipway.airflow.pods import ProviderPodRunner
 
-    kube_conn, platform_conn = run_connections()
-    extra = BaseHook.get_connection(platform_conn).extra_dejson
-    api = orchestrator_api(kube_conn)
-    settings = parse_settings(extra)
+    settings = platform_settings()
+    api = orchestrator_api(run_connections()[0])
     run_pod = None
     if settings.platform == "kubeadm":
         # The kubeadm pods are root on their node: they run under their own opt-in identity

@@ -96,7 +96,7 @@ def validate_request() -> dict[str, Any]:
         scheduled = context["dag_run"].run_type == "scheduled"
         if scheduled:
             platform.refuse_unless_enabled_for_schedule(
-                runtime.platform().settings, context["dag"].dag_id, context["dag_run"].run_type
+                runtime.platform_settings(), context["dag"].dag_id, context["dag_run"].run_type
             )
         if conf.get("window_end") is None and scheduled and interval_end:
             conf["window_end"] = interval_end.isoformat()  # a scheduled run's interval is its window
