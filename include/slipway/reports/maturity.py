@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 
 from slipway.reports.run import phase_timings, report_dir, run_verdict
-from slipway.runrecord import NAMESPACE
+from slipway.runrecord import NAMESPACE, records_from
 
 LEVELS = {1: "manual", 2: "scripted", 3: "automated", 4: "intelligent"}
 UPGRADE_DAGS = ("k8s_cluster_upgrade", "k8s_worker_upgrade")
@@ -265,12 +265,7 @@ def load_run_records(api: client.ApiClient) -> list[dict[str, Any]]:
     maps = client.CoreV1Api(api).list_namespaced_config_map(
         NAMESPACE, label_selector="app.kubernetes.io/managed-by=slipway"
     )
-    records = []
-    for cm in maps.items:
-        if not cm.metadata.name.startswith("slipway-run-"):
-            continue
-        records.append({key: json.loads(value) for key, value in (cm.data or {}).items()})
-    return records
+    return records_from(maps.items)  # one list: the records and their timeline chunks
 
 
 def _percent(rate: float | None) -> str:
