@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ("bench_drain.py", "bench_workers.py", "bench_cluster.py")
+BENCHES = ("bench_drain.py", "bench_workers.py", "bench_cluster.py", "bench_timeline.py")
 
 
 def main() -> int:
