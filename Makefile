@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps system-deps binaries binaries-range test-range test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+.PHONY: help deps system-deps binaries binaries-range test-range test-airflow test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,9 +19,11 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 deps: $(VENV)/.installed ## Python virtualenv with pinned Airflow, providers and tools
 
-system-deps: ## Debian packages the tests need (haproxy for the clusters, chromium for the report page)
+system-deps: ## Debian packages the tests need (haproxy for the clusters, rclone for migrated volumes, chromium for the report page)
 	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+	@command -v rclone >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; }
 	@command -v chromium >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
@@ -49,10 +51,19 @@ unit: deps ## Pure-logic tests only (no cluster)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG, local-cluster and fault-matrix tests
-	$(VENV)/bin/pytest -q tests --ignore=tests/range
+	$(VENV)/bin/pytest -q tests --ignore=tests/range --ignore=tests/airflow_live --ignore=tests/migration
 
 test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.25 -> 1.26, and 1.31 + etcd 3.5 -> 1.34 + etcd 3.6 hop by hop (heavy)
 	$(VENV)/bin/pytest -q -s tests/range
+
+test-airflow: deps system-deps binaries ## Airflow's own processes killed mid-run (scheduler, task process, triggerer) under a real scheduler (heavy)
+	$(VENV)/bin/pytest -q -s tests/airflow_live
+
+MIGRATION_TOOLS := velero=1.18.3 velero-plugin-for-aws=1.14.3 gofakes3=1.2.0
+.PHONY: test-migration
+test-migration: deps system-deps binaries ## Velero between two local clusters: builds Velero, its AWS plugin and an S3 server from Go modules (cached by version), then tests/migration (heavy)
+	time $(VENV)/bin/slipway-local build $(MIGRATION_TOOLS)
+	$(VENV)/bin/pytest -q -s tests/migration
 
 test-faults: deps system-deps binaries ## The fault matrix alone, printing its table (also part of `make test`)
 	$(VENV)/bin/pytest -q -s tests/faults

@@ -1,11 +1,15 @@
-"""Move namespaces from one cluster to another (issue 12, first slice: configuration and
-stateless workloads, built-in copy path).
+"""Move namespaces from one cluster to another (issue 12: configuration, stateless workloads
+blue-green, stateful workloads sync-then-cut-over, built-in copy path).
 
-assess → (a dry run ends here) → copy configuration → verify checksums → copy workloads →
-validate (checksums + available on the target) → switch traffic (HAProxy weights 0 → 10 → 50 →
-100 %, rolled back on a failed probe) → report. Source, target and the front door come from the
+assess → (a dry run ends here) → copy configuration → verify checksums → copy stateless
+workloads → validate (checksums + available on the target) → sync volumes (rclone, source
+running) → cut over stateful workloads (freeze: source to 0, snapshot, final sync, rclone check,
+start on the target) → validate them → switch traffic (HAProxy weights 0 → 10 → 50 → 100 %,
+rolled back on a failed probe) → report. A failed cut-over or validation branches to
+rollback_stateful (snapshot restored on the source, source scaled back, target copy to 0) and
+the report ends the run red. Source, target and the front door come from the
 ``slipway_migration`` connection (the migrator identity's kubeconfigs, ``migrator-rbac.yaml``);
-the source is only read and keeps running. Not built yet: volume data (rclone), Velero.
+the source is never deleted. Not built yet: Velero.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from slipway.airflow.stage_migration import (
     assess,
     copy_configuration,
     copy_workloads,
+    cut_over_stateful,
     migration_params,
     proceed,
+    rollback_stateful,
     switch_traffic,
+    sync_volumes,
     validate_migration,
+    validate_stateful,
     validate_workloads,
     verify_configuration,
     write_migration_report,
@@ -46,9 +54,14 @@ def k8s_cluster_migration() -> None:
     config_check = verify_configuration(summary)
     workload_copy = copy_workloads(summary)
     workload_check = validate_workloads(summary)
+    config_copy >> config_check >> workload_copy >> workload_check
+    synced, cut_over, checked = sync_volumes(summary), cut_over_stateful(summary), validate_stateful(summary)
     traffic = switch_traffic()
-    config_copy >> config_check >> workload_copy >> workload_check >> traffic
-    write_migration_report(summary, config_copy, config_check, workload_copy, workload_check, traffic)
+    workload_check >> synced >> cut_over >> checked >> traffic
+    # The rollback branch: only when the cut-over or its validation failed.
+    rolled_back = rollback_stateful()
+    [cut_over, checked] >> rolled_back
+    [traffic, rolled_back] >> write_migration_report()
 
 
 k8s_cluster_migration()

@@ -7,7 +7,9 @@ connection would; the admin identity only seeds objects and checks results.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,9 +30,10 @@ from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.config import ClusterConfig
 from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW, KUBERNETES_OLD
-from slipway.migration import clusters, frontdoor, identity
+from slipway.localcluster.nodes import planned_nodes
+from slipway.migration import clusters, frontdoor, identity, stateful
 from slipway.migration.connection import ClusterRef, parse_connection
-from slipway.migration.errors import ChecksumMismatch, MigrationError
+from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest
 from tests.conftest import TEST_BASE_PORT, state_root_for_tests
@@ -173,6 +176,174 @@ spec:
 """
 
 
+# --- stateful workloads: local PVs whose folders stand in for the nodes' disks ------------------------
+DATA = "mig-data"  # a StatefulSet of 2 with a volume each, cut over with its data
+ROLLBACK = "mig-rollback"  # a StatefulSet of 1 whose cut-over is forced to roll back
+CLASS = "local-disk"
+STATEFUL_SEED = f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {DATA}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: ledger, namespace: {DATA}}}
+spec:
+  clusterIP: None
+  selector: {{app: ledger}}
+  ports: [{{port: 5432}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: ledger, namespace: {DATA}, labels: {{app: ledger}}}}
+spec:
+  serviceName: ledger
+  replicas: 2
+  selector: {{matchLabels: {{app: ledger}}}}
+  template:
+    metadata: {{labels: {{app: ledger}}}}
+    spec:
+      containers:
+      - name: db
+        image: registry.local/postgres:16
+        volumeMounts: [{{name: data, mountPath: /var/lib/postgresql/data}}]
+        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: {CLASS}
+      resources: {{requests: {{storage: 1Gi}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ROLLBACK}}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: journal, namespace: {ROLLBACK}, labels: {{app: journal}}}}
+spec:
+  serviceName: journal
+  replicas: 1
+  selector: {{matchLabels: {{app: journal}}}}
+  template:
+    metadata: {{labels: {{app: journal}}}}
+    spec:
+      containers:
+      - name: journal
+        image: registry.local/journal:2
+        volumeMounts: [{{name: data, mountPath: /data}}]
+        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      storageClassName: {CLASS}
+      resources: {{requests: {{storage: 1Gi}}}}
+"""
+# The target's storage, as its admin provides it: the StorageClass local PVs use (no dynamic
+# provisioning; binding waits for the pod) and a PV per disk folder, pinned to its node.
+STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1",
+    "kind": "StorageClass",
+    "metadata": {"name": CLASS},
+    "provisioner": "kubernetes.io/no-provisioner",
+    "volumeBindingMode": "WaitForFirstConsumer",
+}
+VOLUMES_PER_SIDE = 3  # 2 for ledger, 1 for journal
+
+
+def local_pv(name: str, folder: Path, node: str) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": CLASS,
+            "local": {"path": str(folder)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
+def provide_storage(cluster: LocalCluster, prefix: str) -> list[dict[str, Any]]:
+    """The StorageClass and one local PV per folder under the cluster's state dir (its 'disks')."""
+    workers = [n["metadata"]["name"] for n in planned_nodes(cluster.cfg)]
+    pvs = [
+        local_pv(
+            f"{prefix}-{i}", cluster.cfg.state_dir / "disks" / f"{prefix}-{i}", workers[i % len(workers)]
+        )
+        for i in range(VOLUMES_PER_SIDE)
+    ]
+    return apply_manifest(cluster.admin_client(), [STORAGE_CLASS, *pvs])  # type: ignore[return-value]
+
+
+def source_folder(pair: Pair, namespace: str, claim: str) -> Path:
+    """The folder behind a bound claim on the source (what the 'application' writes)."""
+    core = client.CoreV1Api(pair.source.admin_client())
+    pv = core.read_persistent_volume(
+        core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
+    )
+    return Path(pv.spec.local.path)
+
+
+def write_data(folder: Path, seed: str) -> None:
+    """A database-shaped volume: nested files of several sizes, one empty folder."""
+    (folder / "base" / "16384").mkdir(parents=True, exist_ok=True)
+    (folder / "pg_tblspc").mkdir(exist_ok=True)
+    (folder / "PG_VERSION").write_text("16\n")
+    (folder / "base" / "16384" / "1259").write_bytes(os.urandom(2 * 1024 * 1024))
+    (folder / "base" / "16384" / "2619").write_bytes(os.urandom(300 * 1024))
+    (folder / "pg_wal.000001").write_bytes(os.urandom(512 * 1024))
+    (folder / "owner.txt").write_text(f"{seed}\n")
+
+
+def sha256s(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and the sha256 of its bytes (the proof the test holds)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def seed_stateful(source: LocalCluster, target: LocalCluster) -> None:
+    provide_storage(source, "src-disk")
+    provide_storage(target, "tgt-disk")
+    apply_manifest(source.admin_client(), [d for d in yaml.safe_load_all(STATEFUL_SEED) if d])
+    core = client.CoreV1Api(source.admin_client())
+    claims = [(DATA, "data-ledger-0"), (DATA, "data-ledger-1"), (ROLLBACK, "data-journal-0")]
+
+    def bound() -> bool:
+        phases = [
+            c.status.phase
+            for ns in (DATA, ROLLBACK)
+            for c in core.list_namespaced_persistent_volume_claim(ns).items
+        ]
+        return phases.count("Bound") == len(claims)
+
+    wait_until("source claims bound to their local PVs", bound, 120, interval=0.5)
+    for namespace, claim in claims:
+        pv = core.read_persistent_volume(
+            core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
+        )
+        write_data(Path(pv.spec.local.path), f"{namespace}/{claim}")
+
+
 @dataclass
 class Pair:
     source: LocalCluster
@@ -225,6 +396,7 @@ def migration_pair(prefix: str, port_offset: int) -> Iterator[Pair]:
             path = cluster.cfg.state_dir / "migrator.kubeconfig"
             refs.append(ClusterRef(identity.write_kubeconfig(admin, path, name=cluster.cfg.name)))
         apply_manifest(source.admin_client(), [d for d in yaml.safe_load_all(SEED) if d])
+        seed_stateful(source, target)
         yield Pair(source, target, refs[0], refs[1])
     finally:
         source.down(purge=True)
@@ -263,6 +435,30 @@ def test_migrator_reads_secrets_but_cannot_delete_create_pods_or_touch_nodes(pai
         rbac = client.RbacAuthorizationV1Api(ref.api_client())
         _refused(rbac.create_cluster_role, {"metadata": {"name": "x"}, "rules": []})
         _refused(client.AppsV1Api(ref.api_client()).delete_namespaced_deployment, "web", MOVED)
+        # Volumes: PVs and StorageClasses are listed (which folder, which free target PV), never
+        # written; claims are created and patched, never deleted; replicas change by a patch of
+        # the workload, not through the scale subresource.
+        assert core.list_persistent_volume().items
+        assert client.StorageV1Api(ref.api_client()).list_storage_class().items
+        _refused(core.read_persistent_volume, "src-disk-0" if cluster is pair.source else "tgt-disk-0")
+        _refused(core.delete_persistent_volume, "src-disk-0" if cluster is pair.source else "tgt-disk-0")
+        pv = {
+            "metadata": {"name": "x"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": "/tmp/x"},
+            },
+        }
+        _refused(core.create_persistent_volume, pv)
+        _refused(core.delete_namespaced_persistent_volume_claim, "data-ledger-0", DATA)
+        _refused(client.StorageV1Api(ref.api_client()).delete_storage_class, CLASS)
+        _refused(
+            client.AppsV1Api(ref.api_client()).patch_namespaced_stateful_set_scale,
+            "ledger",
+            DATA,
+            {"spec": {"replicas": 0}},
+        )
     assert client.CoreV1Api(pair.source.admin_client()).read_namespaced_secret("app-secret", MOVED)
 
 
@@ -370,6 +566,147 @@ def test_copy_is_verified_by_checksums_idempotent_and_available(pair: Pair) -> N
     clusters.verify(source, target, [MOVED], CONFIG_KINDS, with_namespaces=True)
     copied = client.CoreV1Api(pair.target.admin_client()).read_namespaced_secret("app-secret", MOVED)
     assert copied.data["token"] == "cm90YXRlZA=="  # base64 of "rotated"
+
+
+# --- stateful workloads: rclone sync, freeze, final sync, check, cut over (and back) -----------------
+
+
+def _sts(api: client.ApiClient, name: str, namespace: str) -> Any:
+    return client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+
+
+def _pods(api: client.ApiClient, namespace: str) -> list[str]:
+    return sorted(p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items)
+
+
+def test_stateful_workload_moves_with_its_data_proven_file_by_file(pair: Pair) -> None:
+    source, target = pair.sides()
+    ledger = f"StatefulSet/{DATA}/ledger"
+    result, _, _ = clusters.assessment(source, target, MigrationRequest(namespaces=[DATA]))
+    section = stateful.assess(source, target, result)
+    assert result.movable, result.blockers
+    assert section["workloads"] == [ledger] and ledger in result.objects
+    assert sorted(v["claim"] for v in section["volumes"]) == ["data-ledger-0", "data-ledger-1"]
+    assert {v["target_pv"] for v in section["volumes"]} <= {f"tgt-disk-{i}" for i in range(VOLUMES_PER_SIDE)}
+    assert (
+        not client.CoreV1Api(pair.target.admin_client())
+        .list_persistent_volume_claim_for_all_namespaces()
+        .items
+    )
+    assert stateful.stateless(source, [DATA]) == []  # the blue-green copy leaves it alone
+
+    clusters.copy_configuration(source, target, [DATA])
+    found = stateful.plan(source, target, [DATA], bind=True, timeout=60)
+    claims = client.CoreV1Api(pair.target.admin_client()).list_namespaced_persistent_volume_claim(DATA).items
+    assert {(c.metadata.name, c.status.phase) for c in claims} == {
+        ("data-ledger-0", "Bound"),
+        ("data-ledger-1", "Bound"),
+    }
+    assert {c.spec.volume_name for c in claims} == {v.target_pv for v in found.volumes}
+
+    # Pass 1 while the source runs: every file; pass 2 after the application wrote more: the delta.
+    first = stateful.sync_all(found.volumes)
+    sizes = {
+        v.name: sum(p.stat().st_size for p in Path(v.source_path).rglob("*") if p.is_file())
+        for v in found.volumes
+    }
+    assert {n: (s.files, s.bytes) for n, s in first.items()} == {n: (5, sizes[n]) for n in sizes}
+    written = Path(found.volumes[0].source_path)
+    (written / "pg_wal.000002").write_bytes(os.urandom(256 * 1024))
+    (written / "PG_VERSION").write_text("16.1\n")
+    (written / "owner.txt").unlink()
+    second = stateful.sync_all(found.volumes)
+    moved = second[found.volumes[0].name]
+    assert (moved.files, moved.bytes, moved.deletes) == (2, 256 * 1024 + 5, 1)
+    assert second[found.volumes[1].name].files == 0 and second[found.volumes[1].name].bytes == 0
+    assert _sts(pair.source.admin_client(), "ledger", DATA).status.ready_replicas == 2  # still running
+
+    cut = stateful.cut_over(source, target, ledger, found.of(ledger), 120)
+    assert cut.replicas == 2 and cut.freeze_seconds > 0
+    assert all(s.files == 0 for s in cut.final_pass.values())  # nothing written since pass 2
+    assert {n: (c.ok, c.matching) for n, c in cut.checked.items()} == {
+        found.volumes[0].name: (True, 5),
+        found.volumes[1].name: (True, 5),
+    }
+    for v in found.volumes:  # the bytes on the target disk are the source's, file by file
+        assert sha256s(Path(v.target_path)) == sha256s(Path(v.source_path)) != {}
+        assert (Path(v.target_path) / "pg_tblspc").is_dir()  # empty folders travel too
+    frozen = _sts(pair.source.admin_client(), "ledger", DATA)
+    assert frozen.spec.replicas == 0 and frozen.metadata.annotations[stateful.REPLICAS] == "2"
+    assert _pods(pair.source.admin_client(), DATA) == []
+    moved_sts = _sts(pair.target.admin_client(), "ledger", DATA)
+    assert moved_sts.spec.replicas == 2 and moved_sts.status.ready_replicas == 2
+    assert stateful.REPLICAS not in (moved_sts.metadata.annotations or {})
+    stateful.verify_copy(source, target, ledger)
+
+    # Cleared and re-run: the cluster says it is frozen and cut over; nothing moves, same window.
+    again = stateful.cut_over(source, target, ledger, found.of(ledger), 120)
+    assert again.freeze_seconds == cut.freeze_seconds and again.snapshots == cut.snapshots
+    assert all(s.bytes == 0 and s.files == 0 for s in again.final_pass.values())
+    print(
+        f"\nstateful cut-over: freeze {cut.freeze_seconds} s, pass 1 {sum(s.bytes for s in first.values())} B"
+    )
+
+
+def _taint_target_nodes(pair: Pair, taint: bool) -> None:
+    core = client.CoreV1Api(pair.target.admin_client())
+    for node in core.list_node().items:
+        taints = [{"key": "slipway.test/full", "effect": "NoSchedule"}] if taint else []
+        core.patch_node(node.metadata.name, {"spec": {"taints": taints}})
+
+
+def test_a_failed_check_or_an_unavailable_target_rolls_the_stateful_cut_over_back(pair: Pair) -> None:
+    source, target = pair.sides()
+    journal = f"StatefulSet/{ROLLBACK}/journal"
+    clusters.copy_configuration(source, target, [ROLLBACK])
+    found = stateful.plan(source, target, [ROLLBACK], bind=True, timeout=60)
+    (volume,) = found.volumes
+    src, tgt = Path(volume.source_path), Path(volume.target_path)
+    stateful.sync_all(found.volumes)
+    before = sha256s(src)
+
+    def corrupt() -> None:
+        # Bit rot on the copy between the final sync and the check: same size, same mtime.
+        damaged = tgt / "base" / "16384" / "1259"
+        stat = damaged.stat()
+        data = bytearray(damaged.read_bytes())
+        data[1000] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        # And something touches the frozen source: the snapshot is what comes back.
+        (src / "stray.tmp").write_text("written after the freeze\n")
+        (src / "PG_VERSION").write_text("broken\n")
+
+    with pytest.raises(stateful.DataCheckFailed) as err:
+        stateful.cut_over(source, target, journal, found.of(journal), 60, after_final_sync=corrupt)
+    message = str(err.value)
+    assert f"volume {ROLLBACK}/data-journal-0" in message and "base/16384/1259 (differs)" in message
+    assert stateful.read_workload(target, journal) is None  # nothing started on the target
+    assert _sts(pair.source.admin_client(), "journal", ROLLBACK).spec.replicas == 0
+
+    undone = stateful.roll_back(source, target, journal, 60)
+    assert undone is not None and undone["replicas"] == 1 and not undone["target_scaled_to_zero"]
+    assert sha256s(src) == before  # the pre-cutover snapshot, byte for byte
+    back = _sts(pair.source.admin_client(), "journal", ROLLBACK)
+    assert back.spec.replicas == 1 and back.status.ready_replicas == 1
+    assert not set(back.metadata.annotations or {}) & set(stateful.MARKS)
+    assert stateful.roll_back(source, target, journal, 60) is None  # nothing frozen: nothing done
+
+    # Second attempt: the data is proven, but the target cannot schedule the pod.
+    _taint_target_nodes(pair, taint=True)
+    try:
+        with pytest.raises(NotAvailable, match="journal not available on the target"):
+            stateful.cut_over(source, target, journal, found.of(journal), 8)
+        started = _sts(pair.target.admin_client(), "journal", ROLLBACK)
+        assert started.spec.replicas == 1  # it was started, and never became available
+        undone = stateful.roll_back(source, target, journal, 60)
+    finally:
+        _taint_target_nodes(pair, taint=False)
+    assert undone is not None and undone["target_scaled_to_zero"]
+    assert _sts(pair.target.admin_client(), "journal", ROLLBACK).spec.replicas == 0
+    assert _pods(pair.target.admin_client(), ROLLBACK) == []
+    assert _sts(pair.source.admin_client(), "journal", ROLLBACK).status.ready_replicas == 1
+    assert sha256s(src) == before
 
 
 # --- the front door: HAProxy's weights moved through its runtime API --------------------------------

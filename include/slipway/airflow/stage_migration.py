@@ -12,8 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Param, TriggerRule, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from slipway.airflow.runbooks import runbook
 from slipway.lazy import lazy
@@ -23,11 +23,13 @@ from slipway.migration.connection import CONN_ID, MigrationConnection, parse_con
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest, parse_migration_request
+from slipway.migration.volumes import RcloneError
 
 if TYPE_CHECKING:
-    from slipway.migration import clusters
+    from slipway.migration import clusters, stateful
 else:  # the kubernetes client loads when a task first runs, not when the DAG file is parsed
     clusters = lazy("slipway.migration.clusters")
+    stateful = lazy("slipway.migration.stateful")
 
 DAG_ID = "k8s_cluster_migration"
 
@@ -83,6 +85,50 @@ VALIDATE_WORKLOADS = runbook(
     "events on the target (image pulls, quotas, scheduling on the target's nodes).",
     "Safe: read-only.",
 )
+SYNC_VOLUMES = runbook(
+    "For every stateful workload (a Deployment or StatefulSet mounting PersistentVolumeClaims): creates "
+    "its claims on the target pre-bound to a free local PersistentVolume of the same StorageClass and "
+    "size, then copies each source volume folder to its target folder with `rclone sync` while the "
+    "source keeps running. Passes repeat (at most 3) until one moves nothing; each pass's bytes and files "
+    "are recorded. Nothing stops. Does nothing when the selection has no stateful workload.",
+    "A claim that cannot be paired names the missing target storage: provision an Available local PV "
+    "of that class and size on the target (or a StorageClass). An rclone error names both folders: "
+    "check the disk space and permissions on the target folder.",
+    "Safe: every pass is incremental, and a claim already on the target keeps its PV.",
+)
+CUT_OVER_STATEFUL = runbook(
+    "The data freeze, per stateful workload: scales the source to 0 (one patch that also records the "
+    "replicas it had and when, as `migration.slipway.dev/` annotations) and waits until no pod mounts its "
+    "claims; snapshots each source folder beside it (`<folder>.slipway-pre-cutover-<time>`); runs a final "
+    "`rclone sync` comparing by hash; proves the copy with `rclone check` (size and MD5 of every file, both "
+    "ways); starts the workload on the target with its old replicas and waits until it is available. "
+    "Records the freeze window (scale to 0 until the target is available).",
+    "A failed check names the volume and each file that differs; a target that does not become "
+    "available names the workload. Either way `rollback_stateful` runs next and puts the source back: "
+    "look at the target's events (scheduling against the PV's node, image pulls) before retrying.",
+    "Safe: a frozen source is recognised by its annotations, the snapshot is taken once per freeze, and "
+    "the final sync and check are repeatable. Clearing it after a rollback starts a new freeze.",
+)
+VALIDATE_STATEFUL = runbook(
+    "Proves each cut-over workload: its copy on the target equal to the source's declaration (sha256, "
+    "replicas as before the freeze), available on the target, and the source still at 0 with no pod "
+    "mounting its claims.",
+    "A mismatch names the object; a source with pods again means someone scaled it up during the "
+    "cut-over: two copies may now be writing, decide which one holds the truth before anything else.",
+    "Safe: read-only.",
+)
+ROLLBACK_STATEFUL = runbook(
+    "Runs only when the cut-over or its validation failed. For every workload whose source is still "
+    "frozen: scales the target's copy to 0 and waits until its pods are gone, restores each source "
+    "folder from its pre-cutover snapshot (proven by `rclone check`), then scales the source back to the "
+    "replicas it had (one patch that also removes the freeze record) and waits until it is available. "
+    "Skipped when no source was frozen.",
+    "Restoring needs the snapshot folder beside the volume: if it is gone, the log says so and the "
+    "source folder is left as the freeze left it. Scale by hand with `kubectl scale` only after reading "
+    "the `migration.slipway.dev/replicas-before-freeze` annotation.",
+    "Safe: a source without the freeze record is left alone; restoring the same snapshot twice changes "
+    "nothing.",
+)
 SWITCH_TRAFFIC = runbook(
     "Moves traffic from the source to the target through the front door (HAProxy, whose admin socket "
     "and URL the `slipway_migration` connection names): weights 0, 10, 50 and 100 % to the target, with "
@@ -95,8 +141,10 @@ SWITCH_TRAFFIC = runbook(
 )
 REPORT = runbook(
     "Writes `migration-report.json` and `migration-report.md` (objects copied, checksums compared, "
-    "mismatches, objects per second, availability, the traffic switch) to the run's report folder. Fails "
-    "the run when the traffic switch rolled back, after writing the report.",
+    "mismatches, objects per second, availability, the traffic switch, and for stateful workloads the "
+    "volumes, bytes and files per pass, the check, the freeze window and any rollback) to the run's "
+    "report folder. Fails the run when the traffic switch or a stateful cut-over rolled back, after "
+    "writing the report.",
     "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker; a rolled-back switch names its step and "
     "reason in the log and the report.",
     "Safe: it rewrites the same report.",
@@ -163,15 +211,20 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
     try:
         source, target = _sides()
         result, namespaces, _ = clusters.assessment(source, target, wanted)
+        # Stateful workloads move with their data when every claim has a folder and target room.
+        volumes = stateful.assess(source, target, result)
     except MigrationError as err:
         raise _fail(err) from err
     folder = _report_folder()
-    (folder / "assessment.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    (folder / "assessment.md").write_text(markdown(result))
+    (folder / "assessment.json").write_text(
+        json.dumps(result.to_dict() | {"stateful": volumes}, indent=2, sort_keys=True)
+    )
+    (folder / "assessment.md").write_text(markdown(result) + _stateful_markdown(volumes))
     summary = {
         "namespaces": [n["metadata"]["name"] for n in namespaces],
         "objects": len(result.objects),
         "cannot_move": len(result.blockers),
+        "stateful": volumes["workloads"],
         "dry_run": wanted.dry_run,
         "available_timeout_seconds": wanted.available_timeout_seconds,
         "report": str(folder / "assessment.md"),
@@ -215,7 +268,8 @@ def verify_configuration(summary: dict[str, Any]) -> dict[str, Any]:
 def copy_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
-    applied = clusters.copy_workloads(source, target, summary["namespaces"])
+    # Stateless only: a stateful workload starts on the target after its data (cut_over_stateful).
+    applied = clusters.apply(target, stateful.stateless(source, summary["namespaces"]))
     return {"applied": len(applied), "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -225,7 +279,7 @@ def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
     try:
-        sums = clusters.verify(source, target, summary["namespaces"], WORKLOAD_KINDS)
+        sums = stateful.verify_stateless(source, target, summary["namespaces"])
         available = clusters.wait_available(
             target, summary["namespaces"], WORKLOAD_KINDS, summary["available_timeout_seconds"]
         )
@@ -238,6 +292,146 @@ def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
         "available": available,
         "seconds_to_available": round(time.monotonic() - started, 3),
     }
+
+
+# --- stateful workloads: sync, freeze, final sync, check, cut over (or back) --------------------------
+STATEFUL_RECORD = "stateful.json"  # passes and outcomes across tasks and retries, in the run's folder
+MAX_PASSES = 3
+
+
+def _stateful_markdown(section: dict[str, Any]) -> str:
+    if not section["workloads"] and not section["cannot_move"]:
+        return ""
+    lines = ["", "## Stateful workloads (sync, then cut over with a data freeze)", ""]
+    lines += [f"- `{name}` moves with its data" for name in section["workloads"]]
+    lines += [
+        f"  - claim `{v['namespace']}/{v['claim']}`: {v['source_path']} → target PV "
+        f"`{v['target_pv']}` ({v['target_path']})"
+        for v in section["volumes"]
+    ]
+    lines += [f"- `{name}` cannot move: {'; '.join(why)}" for name, why in section["cannot_move"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _record() -> tuple[Path, dict[str, Any]]:
+    path = _report_folder() / STATEFUL_RECORD
+    found = json.loads(path.read_text()) if path.exists() else {}
+    return path, {"passes": [], "cut_over": [], "failure": None, "rollback": []} | found
+
+
+def _save(path: Path, record: dict[str, Any]) -> None:
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def _pass(kind: str, moved: dict[str, Any]) -> dict[str, Any]:
+    """One pass over every volume: totals and per volume (from rclone's stats)."""
+    return {
+        "kind": kind,
+        "bytes": sum(s.bytes for s in moved.values()),
+        "files": sum(s.files for s in moved.values()),
+        "deletes": sum(s.deletes for s in moved.values()),
+        "seconds": round(sum(s.seconds for s in moved.values()), 3),
+        "volumes": {name: s.to_dict() for name, s in moved.items()},
+    }
+
+
+def _plan(summary: dict[str, Any]) -> tuple[clusters.Side, clusters.Side, stateful.Plan]:
+    source, target = _sides()
+    found = stateful.plan(
+        source, target, summary["namespaces"], bind=True, timeout=summary["available_timeout_seconds"]
+    )
+    return source, target, found
+
+
+# Passes copy whole volumes: they may take long, bounded by rclone's own per-call timeout.
+@task(doc_md=SYNC_VOLUMES, execution_timeout=timedelta(hours=6))
+def sync_volumes(summary: dict[str, Any]) -> dict[str, Any]:
+    if not summary.get("stateful"):
+        return {"volumes": 0, "passes": 0, "reason": "no stateful workload in the selection"}
+    try:
+        _, _, found = _plan(summary)
+        path, record = _record()
+        passes = []
+        for _ in range(MAX_PASSES):  # while the source runs: repeat until a pass moves nothing
+            one = _pass("while running", stateful.sync_all(found.volumes))
+            record["passes"].append(one)
+            _save(path, record)
+            passes.append({k: one[k] for k in ("bytes", "files", "deletes", "seconds")})
+            if one["files"] == 0 and one["deletes"] == 0:
+                break
+    except (MigrationError, NotAvailable, RcloneError) as err:
+        raise _fail(err) from err
+    return {"volumes": len(found.volumes), "passes": passes}
+
+
+@task(doc_md=CUT_OVER_STATEFUL, execution_timeout=timedelta(hours=6))
+def cut_over_stateful(summary: dict[str, Any]) -> dict[str, Any]:
+    if not summary.get("stateful"):
+        return {"workloads": [], "reason": "no stateful workload in the selection"}
+    path, record = _record()
+    record["failure"], record["rollback"] = None, []  # a new attempt (e.g. cleared after a rollback)
+    done = []
+    try:
+        source, target, found = _plan(summary)
+        for name in sorted(found.workloads):
+            result = stateful.cut_over(
+                source, target, name, found.of(name), summary["available_timeout_seconds"]
+            )
+            record["passes"].append(_pass(f"final ({name})", result.final_pass))
+            record["cut_over"] = [c for c in record["cut_over"] if c["workload"] != name]
+            record["cut_over"].append(result.to_dict())
+            _save(path, record)
+            done.append({"workload": name, "freeze_seconds": result.freeze_seconds})
+    except (stateful.DataCheckFailed, NotAvailable, MigrationError, RcloneError) as err:
+        record["failure"] = str(err)
+        _save(path, record)
+        raise _fail(err) from err
+    return {"workloads": done}
+
+
+@task(doc_md=VALIDATE_STATEFUL)
+def validate_stateful(summary: dict[str, Any]) -> dict[str, Any]:
+    if not summary.get("stateful"):
+        return {"validated": 0}
+    source, target = _sides()
+    problems = []
+    for name in summary["stateful"]:
+        try:
+            stateful.verify_copy(source, target, name)
+            stateful.wait_ready(target, name, summary["available_timeout_seconds"])
+        except (ChecksumMismatch, NotAvailable) as err:
+            problems.append(str(err))
+        workload = stateful.read_workload(source, name) or {"metadata": {"namespace": ""}, "spec": {}}
+        claims = stateful.claim_names(workload, stateful.claims_in(source, workload))
+        running = stateful.pods_using(source, workload["metadata"]["namespace"], claims)
+        if workload["spec"].get("replicas") != 0 or running:
+            problems.append(f"{name} runs again on the source ({', '.join(running) or 'replicas > 0'})")
+    if problems:
+        raise AirflowFailException("; ".join(problems))
+    return {"validated": len(summary["stateful"])}
+
+
+@task(doc_md=ROLLBACK_STATEFUL, trigger_rule=TriggerRule.ONE_FAILED, execution_timeout=timedelta(hours=6))
+def rollback_stateful() -> dict[str, Any]:
+    """Reads the assessment's summary itself: it also runs when a task before it failed."""
+    summary = get_current_context()["ti"].xcom_pull(task_ids="assess")
+    if not summary or not summary.get("stateful"):
+        raise AirflowSkipException("the run stopped before any stateful workload was frozen")
+    source, target = _sides()
+    undone = []
+    for name in summary["stateful"]:
+        try:
+            result = stateful.roll_back(source, target, name, summary["available_timeout_seconds"])
+        except (NotAvailable, RcloneError) as err:
+            raise _fail(err) from err
+        if result is not None:
+            undone.append(result)
+    if not undone:
+        raise AirflowSkipException("no source workload was frozen: nothing to roll back")
+    path, record = _record()
+    record["rollback"] = undone
+    _save(path, record)
+    return {"rolled_back": [r["workload"] for r in undone]}
 
 
 @task(doc_md=SWITCH_TRAFFIC)
@@ -260,36 +454,97 @@ def _steps(steps: list[frontdoor.StepResult]) -> list[dict[str, Any]]:
     ]
 
 
-@task(doc_md=REPORT)
-def write_migration_report(
-    summary: dict[str, Any],
-    config_copy: dict[str, Any],
-    config_check: dict[str, Any],
-    workload_copy: dict[str, Any],
-    workload_check: dict[str, Any],
-    traffic: dict[str, Any],
-) -> str:
-    applied = config_copy["applied"] + workload_copy["applied"]
-    seconds = config_copy["seconds"] + workload_copy["seconds"]
+# After the traffic switch, or after a stateful rollback (the switch never ran then).
+@task(doc_md=REPORT, trigger_rule=TriggerRule.ONE_SUCCESS)
+def write_migration_report() -> str:
+    ti = get_current_context()["ti"]
+
+    def pulled(task_id: str) -> dict[str, Any]:
+        return ti.xcom_pull(task_ids=task_id) or {}
+
+    summary, traffic = pulled("assess"), pulled("switch_traffic")
+    config_copy, config_check = pulled("copy_configuration"), pulled("verify_configuration")
+    workload_copy, workload_check = pulled("copy_workloads"), pulled("validate_workloads")
+    applied = config_copy.get("applied", 0) + workload_copy.get("applied", 0)
+    seconds = config_copy.get("seconds", 0) + workload_copy.get("seconds", 0)
+    record_path, record = _record()
+    section = _stateful_section(record, summary.get("stateful", []))
     report = {
-        "namespaces": summary["namespaces"],
+        "namespaces": summary.get("namespaces", []),
         "objects_copied": applied,
-        "checksums_compared": config_check["compared"] + workload_check["compared"],
-        "checksum_mismatches": config_check["mismatches"] + workload_check["mismatches"],
+        "checksums_compared": config_check.get("compared", 0) + workload_check.get("compared", 0),
+        "checksum_mismatches": config_check.get("mismatches", 0) + workload_check.get("mismatches", 0),
         "copy_seconds": round(seconds, 3),
         "objects_per_second": round(applied / seconds, 1) if seconds > 0 else None,
-        "workloads_available": workload_check["available"],
-        "seconds_to_available": workload_check["seconds_to_available"],
-        "target_defaults_ignored": workload_check["target_defaults"],
-        "traffic": traffic,
+        "workloads_available": workload_check.get("available"),
+        "seconds_to_available": workload_check.get("seconds_to_available"),
+        "target_defaults_ignored": workload_check.get("target_defaults", []),
+        "traffic": traffic or {"switched": False, "reason": "not run: the stateful cut-over failed first"},
         "failed_requests_during_switch": sum(step["failed"] for step in traffic.get("steps", [])),
-        "assessment": summary["report"],
-        "not_in_this_slice": "volume data (rclone), Velero; the source is left unchanged",
+        "stateful": section,
+        "assessment": summary.get("report"),
+        "not_in_this_slice": "Velero; the source is scaled down (stateful) or left running, never deleted",
     }
-    folder = _report_folder()
+    folder = record_path.parent
     (folder / "migration-report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    lines = ["# Migration report", ""] + [f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items()]
-    (folder / "migration-report.md").write_text("\n".join(lines) + "\n")
+    lines = ["# Migration report", ""] + [
+        f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items() if k != "stateful"
+    ]
+    (folder / "migration-report.md").write_text("\n".join(lines + _stateful_lines(section)) + "\n")
+    if section["rolled_back"]:
+        raise AirflowFailException(
+            f"stateful cut-over rolled back ({section['failure']}); report: {folder / 'migration-report.md'}"
+        )
     if traffic.get("rolled_back"):
         raise AirflowFailException(f"{traffic['reason']}; report: {folder / 'migration-report.md'}")
     return str(folder / "migration-report.json")
+
+
+def _stateful_section(record: dict[str, Any], workloads: list[str]) -> dict[str, Any]:
+    """The report's stateful part: volumes, bytes and files per pass, check, freeze window, rollback."""
+    cut = record["cut_over"]
+    passes = [{k: p[k] for k in ("kind", "bytes", "files", "deletes", "seconds")} for p in record["passes"]]
+    volumes = sorted({v for p in record["passes"] for v in p["volumes"]})
+    checks = {name: c for one in cut for name, c in one["check"].items()}
+    return {
+        "workloads": workloads,
+        "volumes": volumes,
+        "passes": passes,
+        "bytes_copied": sum(p["bytes"] for p in passes),
+        "files_copied": sum(p["files"] for p in passes),
+        "check": {
+            "volumes": len(checks),
+            "files_matching": sum(c["matching"] for c in checks.values()),
+            "differences": sum(c["differences"] for c in checks.values()),
+        },
+        "freeze_seconds": {one["workload"]: one["freeze_seconds"] for one in cut},
+        "cut_over": [one["workload"] for one in cut],
+        "failure": record["failure"],
+        "rolled_back": record["rollback"],
+    }
+
+
+def _stateful_lines(section: dict[str, Any]) -> list[str]:
+    if not section["workloads"]:
+        return []
+    lines = ["", "## Stateful workloads", ""]
+    lines += [f"- **volumes**: {', '.join(section['volumes']) or 'none'}"]
+    lines += [
+        f"- pass {i} ({p['kind']}): {p['bytes']} bytes, {p['files']} files, {p['deletes']} deleted, "
+        f"{p['seconds']} s"
+        for i, p in enumerate(section["passes"], 1)
+    ]
+    check = section["check"]
+    lines += [
+        f"- **rclone check**: {check['files_matching']} files identical in {check['volumes']} volume(s), "
+        f"{check['differences']} differences",
+        *[f"- **data freeze** `{name}`: {secs} s" for name, secs in section["freeze_seconds"].items()],
+    ]
+    if section["failure"]:
+        lines.append(f"- **cut-over failed**: {section['failure']}")
+    for undone in section["rolled_back"]:
+        lines.append(
+            f"- **rolled back** `{undone['workload']}`: source back to {undone['replicas']} replicas, "
+            f"volumes restored from the pre-cutover snapshot: {', '.join(undone['restored'])}"
+        )
+    return lines
