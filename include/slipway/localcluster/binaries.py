@@ -33,6 +33,31 @@ from slipway.localcluster.kit import (
 
 MIN_GO = (1, 26)
 
+# Tools the migration runs beside two clusters, built like the kit (exact module version, cached
+# by version) but only on demand (`make test-migration`): Velero, its AWS object-store plugin (the
+# release of its compatibility matrix for Velero 1.18) and gofakes3, a small S3 server standing in
+# for the bucket on this machine.
+VELERO = Release("velero", "1.18.3", ("velero",))
+VELERO_AWS_PLUGIN = Release("velero-plugin-for-aws", "1.14.3", ("velero-plugin-for-aws",))
+GOFAKES3 = Release("gofakes3", "1.2.0", ("gofakes3",))
+TOOLS = {r.product: r for r in (VELERO, VELERO_AWS_PLUGIN, GOFAKES3)}
+# module, main package; Velero's stamped version as its release build does. controller-runtime's
+# metrics listener (":8080", no Velero flag sets it) is switched off at link time: two Velero
+# servers share this host's network, where in a cluster each pod has its own.
+_VELERO_LDFLAGS = " ".join(
+    f"-X github.com/vmware-tanzu/velero/pkg/buildinfo.{key}={value}"
+    for key, value in (("Version", "v{v}"), ("GitSHA", "v{v}-gomodule"), ("GitTreeState", "clean"))
+)
+TOOL_BUILDS = {
+    "velero": (
+        "github.com/vmware-tanzu/velero",
+        "cmd/velero",
+        _VELERO_LDFLAGS + " -X sigs.k8s.io/controller-runtime/pkg/metrics/server.DefaultBindAddress=0",
+    ),
+    "velero-plugin-for-aws": ("github.com/vmware-tanzu/velero-plugin-for-aws", "velero-plugin-for-aws", ""),
+    "gofakes3": ("github.com/johannesboyne/gofakes3", "cmd/gofakes3", ""),
+}
+
 
 class BinaryError(RuntimeError):
     """A binary could not be found or built; the message says which and why."""
@@ -63,8 +88,13 @@ def binary(release: Release, name: str) -> Path:
         return found
     path = release_dir(release) / name
     if not path.is_file():
+        build = (
+            f"slipway-local build {release.product}={release.version}"
+            if release.product in TOOLS
+            else "make binaries"
+        )
         raise BinaryError(
-            f"{name} {release.version} is not built yet: run `make binaries` "
+            f"{name} {release.version} is not built yet: run `{build}` "
             f"(or set SLIPWAY_PREBUILT_BIN_DIR to a folder holding it)"
         )
     return path
@@ -80,7 +110,14 @@ def is_available(release: Release) -> bool:
 
 
 # How each binary prints its own version.
-VERSION_ARGS = {"kubectl": ["version", "--client"], "etcdctl": ["version"], "etcdutl": ["version"]}
+VERSION_ARGS = {
+    "kubectl": ["version", "--client"],
+    "etcdctl": ["version"],
+    "etcdutl": ["version"],
+    "velero": ["version", "--client-only"],
+}
+# Binaries with no version flag (a plugin only speaks to Velero): their folder names the version.
+UNVERSIONED = frozenset({"velero-plugin-for-aws", "gofakes3"})
 
 
 def _version_output(path: Path) -> str:
@@ -212,6 +249,35 @@ def _kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
+def _tool_gomod(go: str, release: Release, env: dict[str, str]) -> str:
+    """A go.mod that builds a tool at its release with the dependencies its own go.mod pins.
+
+    A dependency's replace directives are ignored, so the tool's own (Velero pins a kopia fork)
+    are carried over; a k8s.io module the proxy refuses at its exact patch falls back to the
+    nearest older served patch of the same minor, as for Kubernetes' staging modules."""
+    module = TOOL_BUILDS[release.product][0]
+    upstream = _module_gomod(go, module, f"v{release.version}", env)
+    replaces = re.findall(r"^replace\s+([^(\s].*)$", upstream, re.M)
+    for block in re.findall(r"^replace\s*\((.*?)^\)", upstream, re.M | re.S):
+        replaces += [line.strip() for line in block.splitlines() if line.strip()]
+    pinned: dict[str, list[str]] = {}
+    for mod, version in re.findall(r"^\s+(k8s\.io/[\w./-]+) (v0\.\d+\.\d+)(?:\s|$)", upstream, re.M):
+        pinned.setdefault(version, []).append(mod)
+    for version, mods in pinned.items():
+        for mod, chosen in _staging_versions(go, sorted(set(mods)), version, env).items():
+            if chosen != version:
+                replaces.append(f"{mod} => {mod} {chosen}")
+    go_line = re.search(r"^go (\S+)$", upstream, re.M)
+    body = (
+        f"module slipway.local/{release.product}-build\n\n"
+        f"go {go_line[1] if go_line else '1.26.0'}\n\n"
+        f"require {module} v{release.version}\n"
+    )
+    if replaces:
+        body += "\nreplace (\n" + "".join(f"\t{r}\n" for r in replaces) + ")\n"
+    return body
+
+
 def _build(release: Release, go: str) -> None:
     env = _go_env()
     work = cache_root() / "build" / release.key
@@ -223,6 +289,12 @@ def _build(release: Release, go: str) -> None:
         pkgs = [f"k8s.io/kubernetes/cmd/{name}" for name in release.binaries]
         ldflags = _kubernetes_ldflags(release.version)
         _run([go, "mod", "download", "k8s.io/kubernetes"], work, log, env)
+    elif release.product in TOOLS:
+        module, main, extra = TOOL_BUILDS[release.product]
+        (work / "go.mod").write_text(_tool_gomod(go, release, env))
+        pkgs = [f"{module}/{main}"]
+        ldflags = " ".join(["-s -w", extra.format(v=release.version)]).strip()
+        _run([go, "mod", "download", module], work, log, env)
     elif release.product == "etcd":
         mods = ("server", "etcdctl", "etcdutl")
         # The proxy serves some patches' server module but not their client tools (3.5.32):
@@ -263,6 +335,8 @@ def _check_built(release: Release, out: Path) -> None:
         path = out / name
         if not path.is_file():
             raise BinaryError(f"build of {release.key} produced no {name} in {out}")
+        if name in UNVERSIONED:
+            continue
         text = _version_output(path)
         if release.version not in text:
             raise BinaryError(f"{name} reports {text.strip()!r}, expected v{release.version}")
@@ -285,12 +359,15 @@ def parse_release(spec: str) -> Release:
     product, _, version = spec.partition("=")
     version = version.lstrip("v")
     known = {"kubernetes": KUBERNETES_VERSIONS, "etcd": ETCD_VERSIONS, "kwok": (KWOK,)}
+    known |= {name: (tool.version,) for name, tool in TOOLS.items()}
     if product not in known:
         raise BinaryError(f"unknown product {product!r}: expected one of {', '.join(known)}")
     if version not in known[product]:
         raise BinaryError(
             f"unknown {product} version {version!r}: the local kit has {', '.join(known[product])}"
         )
+    if product in TOOLS:
+        return TOOLS[product]
     builders = {"kubernetes": kubernetes_release, "etcd": etcd_release, "kwok": kwok_release}
     return builders[product](version)
 
