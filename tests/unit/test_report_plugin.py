@@ -7,7 +7,6 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from slipway.airflow.plugin import REPORT_APP, URL_PREFIX, SlipwayPlugin, may_read_dag_runs
 from slipway.reports.run import write_run_report
+from tests.browser import DevTools, chromium
 
 RECORDED = Path(__file__).with_name("recorded_run.json")
 DAG = "k8s_cluster_upgrade"
@@ -129,37 +129,7 @@ def test_the_plugin_mounts_the_app_and_puts_a_report_tab_on_each_dag_run() -> No
     assert parsed.href == URL_PREFIX.lstrip("/") + "/reports/{DAG_ID}/{RUN_ID}"
 
 
-# --- In a real browser: Debian's chromium, driven over the DevTools protocol --------------------
-# websocket-client is already pinned (Airflow's dependency): no browser driver package to add.
-
-
-class _DevTools:
-    """The few DevTools calls the test needs, over one websocket (flattened target sessions)."""
-
-    def __init__(self, url: str) -> None:
-        import websocket
-
-        self.socket = websocket.create_connection(url, timeout=60, suppress_origin=True)
-        self.ids = 0
-        self.events: list[dict[str, Any]] = []
-
-    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
-        self.ids += 1
-        message: dict[str, Any] = {"id": self.ids, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        self.socket.send(json.dumps(message))
-        while True:
-            reply = json.loads(self.socket.recv())
-            if reply.get("id") == self.ids:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
-            self.events.append(reply)
-
-    def wait_for(self, event: str) -> None:
-        while not any(e.get("method") == event for e in self.events):
-            self.events.append(json.loads(self.socket.recv()))
+# --- In a real browser: Debian's chromium, driven over the DevTools protocol (tests/browser.py) -----
 
 
 @pytest.fixture
@@ -189,45 +159,13 @@ def served(client: TestClient) -> Iterator[str]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[_DevTools]:
-    import shutil
-    import subprocess
-
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed: apt-get install chromium"
-    profile = tmp_path / "chromium-profile"
-    process = subprocess.Popen(
-        [
-            chromium,
-            "--headless=new",
-            "--no-sandbox",  # tests run as root in a container
-            "--disable-gpu",
-            "--no-first-run",
-            "--remote-debugging-port=0",
-            f"--user-data-dir={profile}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # Chromium prints where DevTools listens once it does.
-        assert process.stderr is not None
-        line = ""
-        while "DevTools listening on" not in line:
-            line = process.stderr.readline()
-            assert line or process.poll() is None, "chromium exited before DevTools listened"
-        devtools = _DevTools(line.split("DevTools listening on", 1)[1].strip())
+def browser(tmp_path: Path) -> Iterator[DevTools]:
+    with chromium(tmp_path / "chromium-profile") as devtools:
         yield devtools
-        devtools.socket.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_report_page_renders_its_timeline_in_chromium(
-    served: str, browser: _DevTools, reports: Path, tmp_path: Path
+    served: str, browser: DevTools, reports: Path, tmp_path: Path
 ) -> None:
     data = json.loads(RECORDED.read_text())
     write_run_report(data, dag_id=DAG, run_id=data["run_id"])
