@@ -15,7 +15,16 @@ from kubernetes import client
 
 from slipway.migration import frontdoor
 from tests.conftest import REPO
-from tests.integration.test_migration import MOVED, Pair, front_door_with_backends, migration_pair
+from tests.integration.test_migration import (
+    DATA,
+    MOVED,
+    ROLLBACK,
+    Pair,
+    front_door_with_backends,
+    migration_pair,
+    sha256s,
+    taint_target_nodes,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -25,6 +34,10 @@ COPY_TASKS = (
     "verify_configuration",
     "copy_workloads",
     "validate_workloads",
+    "sync_volumes",
+    "cut_over_stateful",
+    "validate_stateful",
+    "rollback_stateful",
     "switch_traffic",
     "write_migration_report",
 )
@@ -77,21 +90,58 @@ def test_dry_run_assesses_and_changes_nothing(pair: Pair, tmp_path: Path) -> Non
     assert _target_namespaces(pair) == before
 
 
+def _folders(pair: Pair, namespace: str) -> dict[str, tuple[Path, Path | None]]:
+    """Each claim's folder on the source and on the target (None before it exists there)."""
+
+    def paths(api: client.ApiClient) -> dict[str, Path]:
+        core = client.CoreV1Api(api)
+        return {
+            c.metadata.name: Path(core.read_persistent_volume(c.spec.volume_name).spec.local.path)
+            for c in core.list_namespaced_persistent_volume_claim(namespace).items
+            if c.spec.volume_name
+        }
+
+    source, target = paths(pair.source.admin_client()), paths(pair.target.admin_client())
+    return {name: (path, target.get(name)) for name, path in source.items()}
+
+
 def test_migration_copies_verifies_validates_and_switches_traffic(pair: Pair, tmp_path: Path) -> None:
+    """Stateless (mig-shop) blue-green and a stateful StatefulSet (mig-data, 2 volumes) in one run."""
+    conf = {"namespaces": [MOVED, DATA], "dry_run": False}
     with front_door_with_backends(tmp_path) as (door, _, _):
-        state, states, folder = _run(pair, tmp_path, {"namespaces": [MOVED], "dry_run": False}, door)
+        state, states, folder = _run(pair, tmp_path, conf, door)
         assert (door.api.weight("source"), door.api.weight("target")) == (0, 100)
     assert state == "success", states
+    assert states["rollback_stateful"] == "skipped", states
     assert folder is not None
     report = json.loads((folder / "migration-report.json").read_text())
     assert report["traffic"]["switched"] and report["failed_requests_during_switch"] == 0
     assert [s["percent"] for s in report["traffic"]["steps"]] == [0, 10, 50, 100]
     assert report["traffic"]["steps"][-1]["answered_by"] == {"target": 40}
     assert report["checksum_mismatches"] == 0
-    assert (
-        report["objects_copied"] == report["checksums_compared"] == 14
-    )  # namespace + 11 config + 2 workloads
+    # mig-shop: namespace + 11 config objects (its default ServiceAccount included) + 2 workloads;
+    # mig-data: namespace, default ServiceAccount, Service (its StatefulSet moves with its data)
+    assert report["objects_copied"] == report["checksums_compared"] == 17
     assert report["workloads_available"] == 2
+
+    # The stateful part: every file of both volumes on the target disk, proven and recorded.
+    data = report["stateful"]
+    assert data["workloads"] == data["cut_over"] == [f"StatefulSet/{DATA}/ledger"]
+    assert data["volumes"] == [f"{DATA}/data-ledger-0", f"{DATA}/data-ledger-1"]
+    assert data["check"] == {"volumes": 2, "files_matching": 10, "differences": 0}
+    assert data["files_copied"] == 10 and data["bytes_copied"] > 2 * 2 * 1024 * 1024
+    assert [p["kind"] for p in data["passes"]][-1] == f"final (StatefulSet/{DATA}/ledger)"
+    assert data["passes"][-1]["files"] == 0  # nothing changed between the last pass and the freeze
+    assert data["freeze_seconds"][f"StatefulSet/{DATA}/ledger"] > 0 and not data["rolled_back"]
+    folders = _folders(pair, DATA)
+    assert len(folders) == 2
+    for source_path, target_path in folders.values():
+        assert target_path is not None and source_path != target_path
+        assert sha256s(target_path) == sha256s(source_path) != {}
+    source_sts = client.AppsV1Api(pair.source.admin_client()).read_namespaced_stateful_set("ledger", DATA)
+    target_sts = client.AppsV1Api(pair.target.admin_client()).read_namespaced_stateful_set("ledger", DATA)
+    assert source_sts.spec.replicas == 0 and target_sts.status.ready_replicas == 2
+    assert "## Stateful workloads" in (folder / "migration-report.md").read_text()
     source_secret = client.CoreV1Api(pair.source.admin_client()).read_namespaced_secret("app-secret", MOVED)
     target_secret = client.CoreV1Api(pair.target.admin_client()).read_namespaced_secret("app-secret", MOVED)
     assert target_secret.data == source_secret.data
@@ -105,6 +155,10 @@ def test_migration_copies_verifies_validates_and_switches_traffic(pair: Pair, tm
         "failed_requests_during_switch",
     )
     print(f"\nmigration figures: {json.dumps({k: report[k] for k in figures})}")
+    stateful_figures = {
+        k: data[k] for k in ("passes", "bytes_copied", "files_copied", "freeze_seconds", "check")
+    }
+    print(f"stateful figures: {json.dumps(stateful_figures)}")
 
 
 def test_a_failing_target_rolls_traffic_back_and_the_run_ends_red(pair: Pair, tmp_path: Path) -> None:
@@ -119,3 +173,30 @@ def test_a_failing_target_rolls_traffic_back_and_the_run_ends_red(pair: Pair, tm
     report = json.loads((folder / "migration-report.json").read_text())
     assert report["traffic"]["rolled_back"] and "rolled back at 10 %" in report["traffic"]["reason"]
     assert report["checksum_mismatches"] == 0  # the copy itself stood; only the switch was undone
+
+
+def test_a_stateful_target_that_never_becomes_available_rolls_back_and_the_run_ends_red(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """The target cannot schedule the pod (every node tainted): cut_over_stateful fails, the rollback
+    branch scales the target copy to 0, restores the snapshot and scales the source back."""
+    source_folder = next(iter(_folders(pair, ROLLBACK).values()))[0]
+    before = sha256s(source_folder)
+    taint_target_nodes(pair, taint=True)
+    try:
+        conf = {"namespaces": [ROLLBACK], "dry_run": False, "available_timeout_seconds": 10}
+        state, states, folder = _run(pair, tmp_path, conf)
+    finally:
+        taint_target_nodes(pair, taint=False)
+    assert state == "failed"
+    assert states["cut_over_stateful"] == "failed" and states["rollback_stateful"] == "success", states
+    assert states["switch_traffic"] == "upstream_failed" and states["write_migration_report"] == "failed"
+    assert folder is not None
+    data = json.loads((folder / "migration-report.json").read_text())["stateful"]
+    assert "journal not available on the target" in data["failure"]
+    assert [r["workload"] for r in data["rolled_back"]] == [f"StatefulSet/{ROLLBACK}/journal"]
+    apps_source = client.AppsV1Api(pair.source.admin_client())
+    apps_target = client.AppsV1Api(pair.target.admin_client())
+    assert apps_source.read_namespaced_stateful_set("journal", ROLLBACK).status.ready_replicas == 1
+    assert apps_target.read_namespaced_stateful_set("journal", ROLLBACK).spec.replicas == 0
+    assert sha256s(source_folder) == before

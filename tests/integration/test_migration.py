@@ -648,7 +648,7 @@ def test_stateful_workload_moves_with_its_data_proven_file_by_file(pair: Pair) -
     )
 
 
-def _taint_target_nodes(pair: Pair, taint: bool) -> None:
+def taint_target_nodes(pair: Pair, taint: bool) -> None:
     core = client.CoreV1Api(pair.target.admin_client())
     for node in core.list_node().items:
         taints = [{"key": "slipway.test/full", "effect": "NoSchedule"}] if taint else []
@@ -693,7 +693,7 @@ def test_a_failed_check_or_an_unavailable_target_rolls_the_stateful_cut_over_bac
     assert stateful.roll_back(source, target, journal, 60) is None  # nothing frozen: nothing done
 
     # Second attempt: the data is proven, but the target cannot schedule the pod.
-    _taint_target_nodes(pair, taint=True)
+    taint_target_nodes(pair, taint=True)
     try:
         with pytest.raises(NotAvailable, match="journal not available on the target"):
             stateful.cut_over(source, target, journal, found.of(journal), 8)
@@ -701,7 +701,7 @@ def test_a_failed_check_or_an_unavailable_target_rolls_the_stateful_cut_over_bac
         assert started.spec.replicas == 1  # it was started, and never became available
         undone = stateful.roll_back(source, target, journal, 60)
     finally:
-        _taint_target_nodes(pair, taint=False)
+        taint_target_nodes(pair, taint=False)
     assert undone is not None and undone["target_scaled_to_zero"]
     assert _sts(pair.target.admin_client(), "journal", ROLLBACK).spec.replicas == 0
     assert _pods(pair.target.admin_client(), ROLLBACK) == []
