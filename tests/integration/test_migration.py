@@ -337,6 +337,13 @@ def seed_stateful(source: LocalCluster, target: LocalCluster) -> None:
         return phases.count("Bound") == len(claims)
 
     wait_until("source claims bound to their local PVs", bound, 120, interval=0.5)
+    target_core = client.CoreV1Api(target.admin_client())
+
+    def available() -> bool:  # the target's PV controller marks new PVs Available
+        phases = [pv.status.phase for pv in target_core.list_persistent_volume().items]
+        return phases.count("Available") == VOLUMES_PER_SIDE
+
+    wait_until("target PVs available", available, 60, interval=0.5)
     for namespace, claim in claims:
         pv = core.read_persistent_volume(
             core.read_namespaced_persistent_volume_claim(claim, namespace).spec.volume_name
@@ -594,6 +601,14 @@ def test_stateful_workload_moves_with_its_data_proven_file_by_file(pair: Pair) -
         .items
     )
     assert stateful.stateless(source, [DATA]) == []  # the blue-green copy leaves it alone
+    # A claim with no PV behind it has no data path: named, with the workload's other blockers.
+    legacy, _, _ = clusters.assessment(source, target, MigrationRequest(namespace_selector="team=legacy"))
+    blocked = stateful.assess(source, target, legacy)["cannot_move"][f"Deployment/{BLOCKED}/node-agent"]
+    assert any("claim data is not bound to a PersistentVolume" in why for why in blocked)
+    assert any("hostPath" in why for why in blocked) and not any("not built yet" in why for why in blocked)
+    assert legacy.blockers[f"PersistentVolumeClaim/{BLOCKED}/data"] == [
+        f"its workload Deployment/{BLOCKED}/node-agent cannot move its data"
+    ]
 
     clusters.copy_configuration(source, target, [DATA])
     found = stateful.plan(source, target, [DATA], bind=True, timeout=60)

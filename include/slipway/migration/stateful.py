@@ -215,6 +215,7 @@ class Plan:
     workloads: dict[str, Obj] = field(default_factory=dict)  # key -> the source object
     volumes: list[VolumePair] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=dict)  # workload key -> why it cannot move
+    claims: dict[str, list[str]] = field(default_factory=dict)  # workload key -> the claims it mounts
     orphans: list[str] = field(default_factory=list)  # claims no workload of the selection mounts
 
     def of(self, workload: str) -> list[VolumePair]:
@@ -256,7 +257,8 @@ def plan(
         result.workloads[name] = workload
         problems: list[str] = []
         in_namespace = [n for ns, n in claims if ns == namespace]
-        for claim_name in claim_names(workload, in_namespace):
+        result.claims[name] = claim_names(workload, in_namespace)
+        for claim_name in result.claims[name]:
             used.add((namespace, claim_name))
             pair, why = _pair(
                 name,
@@ -395,8 +397,7 @@ def assess(source: Side, target: Side, result: Assessment) -> dict[str, Any]:
         reasons = blockers_of(without_claims(workload)) + found.problems.get(name, [])
         if "HorizontalPodAutoscaler" in result.dependencies.get(name, {}):
             reasons.append("an HPA scales it: the freeze (0 replicas) would not hold; remove the HPA first")
-        claims = claim_names(workload, [v.claim for v in found.of(name)])
-        keys = [f"PersistentVolumeClaim/{namespace}/{c}" for c in claims]
+        keys = [f"PersistentVolumeClaim/{namespace}/{c}" for c in found.claims[name]]
         if reasons:
             result.blockers[name] = reasons
             for claim_key in keys:
