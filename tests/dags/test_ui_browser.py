@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in, serialize_dags
-from tests.conftest import REPO
 
 DAG = "k8s_cluster_upgrade"
 DIALOG = "[data-scope=dialog][data-part=content]"
@@ -41,8 +40,13 @@ _OPEN_SECTION = """(() => {
 
 
 @pytest.fixture(scope="module")
-def ui(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    serialize_dags()
+def params(airflow_db: Path) -> Any:
+    """The DAG's Params, as parsed when its file was serialised for the UI."""
+    return serialize_dags()[DAG].params
+
+
+@pytest.fixture(scope="module")
+def ui(params: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     with airflow_api_server(tmp_path_factory.mktemp("api-server")) as server:
         yield server
 
@@ -55,11 +59,8 @@ def page(ui: ApiServer, tmp_path: Path) -> Iterator[Page]:
         yield tab
 
 
-def _form_by_section() -> dict[str, list[tuple[str, str]]]:
+def _form_by_section(params: Any) -> dict[str, list[tuple[str, str]]]:
     """What the DAG declares: per section, in order, each field's (title, description)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    params = DagBag(dag_folder=str(REPO / "dags")).dags[DAG].params
     sections: dict[str, list[tuple[str, str]]] = {}
     for name in params:
         param = params.get_param(name)
@@ -73,16 +74,19 @@ def _open_section(page: Page, title: str, fields: int) -> dict[str, Any]:
     page.click(title, "button", within=DIALOG)
     found: dict[str, Any] = page.wait_until(
         f"(() => {{ const s = {_OPEN_SECTION}; return s && s.title === {json.dumps(title)} "
-        f"&& s.fields.length === {fields} && s.fields.every(f => f.help) ? s : null; }})()",
+        f"&& s.fields.length === {fields} && s.fields.every(f => f.help) "
+        # ... and the sections' opening and closing animations over (for the screenshots).
+        "&& document.getAnimations().every(a => a.playState !== 'running' "
+        "|| !a.effect?.target?.closest?.('[data-scope=accordion]')) ? s : null; })()",
         f"section {title!r} open with its {fields} fields",
     )
     return found
 
 
 def test_the_trigger_form_shows_its_sections_every_description_and_the_target_default(
-    page: Page, ui: ApiServer, tmp_path: Path
+    page: Page, ui: ApiServer, params: Any, tmp_path: Path
 ) -> None:
-    expected = _form_by_section()
+    expected = _form_by_section(params)
     page.goto(f"{ui.url}/dags/{DAG}")
     page.click("Trigger", "button", timeout=60)  # the DAG page's button opens the trigger dialog
     page.wait_for_text(f"Trigger Dag - {DAG}")
@@ -100,20 +104,18 @@ def test_the_trigger_form_shows_its_sections_every_description_and_the_target_de
         assert [(f["label"], f["help"]) for f in found["fields"]] == fields, section
         page.screenshot(tmp_path / f"trigger-form-{section.lower().replace(' ', '-')}.png")
         if section == "Target":
-            from airflow.dag_processing.dagbag import DagBag
-
-            default = DagBag(dag_folder=str(REPO / "dags")).dags[DAG].params["target_version"]
+            default = params["target_version"]
             (target,) = [f for f in found["fields"] if f["label"] == "Target Kubernetes version"]
             assert default in target["shown"].splitlines(), target
     assert "§" not in page.text(DIALOG)  # no reference to a document users do not have
 
 
 def test_the_trigger_form_refuses_an_empty_required_field_naming_it_and_clamps_a_number(
-    page: Page, ui: ApiServer, tmp_path: Path
+    page: Page, ui: ApiServer, params: Any, tmp_path: Path
 ) -> None:
     page.goto(f"{ui.url}/dags/{DAG}")
     page.click("Trigger", "button", timeout=60)
-    drain = dict(_form_by_section()["Drain"])
+    drain = dict(_form_by_section(params)["Drain"])
     _open_section(page, "Drain", len(drain))
 
     # An out-of-range number never leaves the form: on leaving the field it is pulled back
