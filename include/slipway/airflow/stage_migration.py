@@ -136,7 +136,11 @@ SWITCH_TRAFFIC = runbook(
     "target's health check going down puts the weights back (100 % source): that is the rollback. "
     "Without a front door in the connection it does nothing and says so.",
     "A rollback is not a task failure here: the report records it and fails the run. To roll back by "
-    "hand: `echo 'set weight app/source 100; set weight app/target 0' | socat stdio <socket>`.",
+    "hand: `echo 'set weight app/source 100; set weight app/target 0' | socat stdio <socket>`. Stateful "
+    "workloads already cut over stay on the target (their sources frozen at 0); bringing one back is a "
+    "decision (what the target wrote since the cut-over is lost) and a manual step: scale the target copy "
+    "to 0, `rclone sync <folder>.slipway-pre-cutover-<time> <folder>` on the source disk, then scale the "
+    "source to its `migration.slipway.dev/replicas-before-freeze` annotation.",
     "Safe: weights are set, never added to; a re-run starts again from 0 %.",
 )
 REPORT = runbook(
@@ -496,7 +500,14 @@ def write_migration_report() -> str:
             f"stateful cut-over rolled back ({section['failure']}); report: {folder / 'migration-report.md'}"
         )
     if traffic.get("rolled_back"):
-        raise AirflowFailException(f"{traffic['reason']}; report: {folder / 'migration-report.md'}")
+        stays = (
+            f"; stateful workloads {', '.join(section['cut_over'])} stay on the target (their sources are "
+            "frozen at 0): not rolled back automatically, writes on the target since the cut-over "
+            "would be lost (runbook of switch_traffic)"
+            if section["cut_over"]
+            else ""
+        )
+        raise AirflowFailException(f"{traffic['reason']}{stays}; report: {folder / 'migration-report.md'}")
     return str(folder / "migration-report.json")
 
 
