@@ -128,7 +128,7 @@ def test_migration_copies_verifies_validates_and_switches_traffic(pair: Pair, tm
     data = report["stateful"]
     assert data["workloads"] == data["cut_over"] == [f"StatefulSet/{DATA}/ledger"]
     assert data["volumes"] == [f"{DATA}/data-ledger-0", f"{DATA}/data-ledger-1"]
-    assert data["check"] == {"volumes": 2, "files_matching": 10, "differences": 0}
+    assert data["check"] == {"volumes": 2, "files_matching": 10, "differences": 0, "differing": {}}
     assert data["files_copied"] == 10 and data["bytes_copied"] > 2 * 2 * 1024 * 1024
     assert [p["kind"] for p in data["passes"]][-1] == f"final (StatefulSet/{DATA}/ledger)"
     assert data["passes"][-1]["files"] == 0  # nothing changed between the last pass and the freeze
@@ -194,6 +194,9 @@ def test_a_stateful_target_that_never_becomes_available_rolls_back_and_the_run_e
     assert folder is not None
     data = json.loads((folder / "migration-report.json").read_text())["stateful"]
     assert "journal not available on the target" in data["failure"]
+    # The data was proven before the start failed: the final pass and the check are reported.
+    assert data["check"] == {"volumes": 1, "files_matching": 5, "differences": 0, "differing": {}}
+    assert data["passes"][-1]["kind"] == f"final (StatefulSet/{ROLLBACK}/journal)"
     assert [r["workload"] for r in data["rolled_back"]] == [f"StatefulSet/{ROLLBACK}/journal"]
     apps_source = client.AppsV1Api(pair.source.admin_client())
     apps_target = client.AppsV1Api(pair.target.admin_client())

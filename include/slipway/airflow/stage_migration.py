@@ -320,7 +320,7 @@ def _stateful_markdown(section: dict[str, Any]) -> str:
 def _record() -> tuple[Path, dict[str, Any]]:
     path = _report_folder() / STATEFUL_RECORD
     found = json.loads(path.read_text()) if path.exists() else {}
-    return path, {"passes": [], "cut_over": [], "failure": None, "rollback": []} | found
+    return path, {"passes": [], "checks": {}, "cut_over": [], "failure": None, "rollback": []} | found
 
 
 def _save(path: Path, record: dict[str, Any]) -> None:
@@ -378,10 +378,25 @@ def cut_over_stateful(summary: dict[str, Any]) -> dict[str, Any]:
     try:
         source, target, found = _plan(summary)
         for name in sorted(found.workloads):
+
+            def progress(step: str, value: Any, name: str = name) -> None:
+                # Saved as they happen: a cut-over that fails later still reports its final pass and check.
+                if step == "final_pass":
+                    record["passes"].append(_pass(f"final ({name})", value))
+                elif step == "checked":
+                    record["checks"][name] = {
+                        volume: {
+                            "matching": r.matching,
+                            "differences": len(r.differences),
+                            "files": r.describe(),
+                        }
+                        for volume, r in value.items()
+                    }
+                _save(path, record)
+
             result = stateful.cut_over(
-                source, target, name, found.of(name), summary["available_timeout_seconds"]
+                source, target, name, found.of(name), summary["available_timeout_seconds"], progress=progress
             )
-            record["passes"].append(_pass(f"final ({name})", result.final_pass))
             record["cut_over"] = [c for c in record["cut_over"] if c["workload"] != name]
             record["cut_over"].append(result.to_dict())
             _save(path, record)
@@ -516,7 +531,8 @@ def _stateful_section(record: dict[str, Any], workloads: list[str]) -> dict[str,
     cut = record["cut_over"]
     passes = [{k: p[k] for k in ("kind", "bytes", "files", "deletes", "seconds")} for p in record["passes"]]
     volumes = sorted({v for p in record["passes"] for v in p["volumes"]})
-    checks = {name: c for one in cut for name, c in one["check"].items()}
+    # The last check of each volume (a failed one included), as the cut-over recorded it.
+    checks = {volume: c for per_workload in record["checks"].values() for volume, c in per_workload.items()}
     return {
         "workloads": workloads,
         "volumes": volumes,
@@ -527,6 +543,7 @@ def _stateful_section(record: dict[str, Any], workloads: list[str]) -> dict[str,
             "volumes": len(checks),
             "files_matching": sum(c["matching"] for c in checks.values()),
             "differences": sum(c["differences"] for c in checks.values()),
+            "differing": {volume: c["files"] for volume, c in checks.items() if c["differences"]},
         },
         "freeze_seconds": {one["workload"]: one["freeze_seconds"] for one in cut},
         "cut_over": [one["workload"] for one in cut],
@@ -549,6 +566,7 @@ def _stateful_lines(section: dict[str, Any]) -> list[str]:
     lines += [
         f"- **rclone check**: {check['files_matching']} files identical in {check['volumes']} volume(s), "
         f"{check['differences']} differences",
+        *[f"  - `{volume}` differs: {files}" for volume, files in check["differing"].items()],
         *[f"- **data freeze** `{name}`: {secs} s" for name, secs in section["freeze_seconds"].items()],
     ]
     if section["failure"]:

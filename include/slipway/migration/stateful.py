@@ -575,8 +575,13 @@ def sync_all(pairs: Iterable[VolumePair], *, checksum: bool = False) -> dict[str
     return {v.name: volumes.sync(Path(v.source_path), Path(v.target_path), checksum=checksum) for v in pairs}
 
 
-def check_all(pairs: Iterable[VolumePair]) -> dict[str, volumes.CheckResult]:
+def check_all(
+    pairs: Iterable[VolumePair], *, seen: Callable[[dict[str, volumes.CheckResult]], None] | None = None
+) -> dict[str, volumes.CheckResult]:
+    """``rclone check`` every volume; ``seen`` gets the results (also failed ones) before any raise."""
     results = {v.name: volumes.check(Path(v.source_path), Path(v.target_path)) for v in pairs}
+    if seen is not None:
+        seen(results)
     failures = {name: r for name, r in results.items() if not r.ok}
     if failures:
         raise DataCheckFailed(failures)
@@ -637,20 +642,31 @@ def cut_over(
     timeout: float,
     *,
     after_final_sync: Callable[[], None] | None = None,
+    progress: Callable[[str, Any], None] | None = None,
 ) -> CutOver:
     """Freeze → snapshot → final sync (by hash) → check → start on the target → available.
+
+    ``progress`` is told each step's result as it happens (``frozen``, ``final_pass``,
+    ``checked``), so a cut-over that fails later still leaves its figures behind.
 
     :raises DataCheckFailed: naming every volume and file that differs (nothing started).
     :raises NotAvailable: the target copy did not become available in ``timeout``.
     """
+
+    def tell(step: str, value: Any) -> None:
+        if progress is not None:
+            progress(step, value)
+
     frozen = freeze(source, workload_key, timeout)
+    tell("frozen", frozen)
     snapshots = [str(volumes.snapshot(Path(v.source_path), frozen.tag)[0]) for v in pairs]
     # By hash while frozen: a copy damaged behind rclone's back (same size and time) is repaired
     # here instead of failing every later attempt's check.
     final = sync_all(pairs, checksum=True)
+    tell("final_pass", final)
     if after_final_sync is not None:
         after_final_sync()
-    checked = check_all(pairs)
+    checked = check_all(pairs, seen=lambda results: tell("checked", results))
     start_on_target(source, target, workload_key)
     wait_ready(target, workload_key, timeout)
     obj = read_workload(source, workload_key) or {"metadata": {}}
