@@ -254,6 +254,9 @@ def test_the_bytes_one_append_sends_stay_flat_however_long_the_timeline(
         assert len(record.load()["events"]) == before + window
 
     (fresh_requests, fresh_bytes), (long_requests, long_bytes) = costs
+    print(
+        f"{window} appends (requests, bytes sent): fresh {costs[0]}, after 5,000 events {costs[1]}"
+    )  # reported
     # One write per append; per new chunk a read and the cursor's read and write; one read of
     # the full chunk a fresh instance starts from.
     bound = window + 3 * (window // per_chunk) + 1
@@ -279,6 +282,32 @@ def test_replacing_the_timeline_writes_exactly_the_given_events(
     record.event("etcd-restored", "after")
     assert [e.get("i") for e in record.load()["events"]] == [0, 1, 2, 3, 4, None]
     assert len(chunks_of(admin, record)) == 3  # the third emptied, not deleted
+
+
+@pytest.mark.cluster
+def test_a_writer_whose_record_vanished_rereads_the_cluster(
+    cluster: LocalCluster, admin: client.CoreV1Api, cleanup: Callable[[str], str]
+) -> None:
+    """As after an etcd restore to before the run: record and chunks gone under a writer that
+    remembers a chunk. Its next append starts a new record; putting the saved record back (what
+    slipway.etcd.safety does) restores the whole timeline."""
+    run_id = cleanup("manual__timeline-vanished")
+    record = RunRecord(cluster.orchestrator_client(), run_id, chunk_events=3)
+    for i in range(5):
+        record.event("step", f"step {i}")
+    saved = record.load()
+    uid = admin.read_namespaced_config_map(record.name, NAMESPACE).metadata.uid
+    admin.delete_namespaced_config_map(record.name, NAMESPACE)
+    admin.delete_collection_namespaced_config_map(NAMESPACE, label_selector=f"{TIMELINE_OF}={uid}")
+    assert record.load() == {}
+
+    record.event("etcd-restore-started", "after the restore")
+    assert [e["message"] for e in record.load()["events"]] == ["after the restore"]
+    current = record.load()["events"]
+    record.update(**(saved | {"events": saved["events"] + current}))
+    record.event("etcd-restored", "put back")
+    messages = [e["message"] for e in record.load()["events"]]
+    assert messages == [f"step {i}" for i in range(5)] + ["after the restore", "put back"]
 
 
 @pytest.mark.cluster
