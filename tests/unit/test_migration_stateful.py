@@ -85,6 +85,44 @@ def test_the_target_pv_is_a_prebound_one_else_the_smallest_that_fits() -> None:
     assert stateful.choose(claim, [csi], set()) is None  # no folder for rclone
 
 
+def test_a_claim_pairs_with_target_storage_or_says_what_is_missing() -> None:
+    claim = _claim("data-pg-0")
+    claim["spec"]["volumeName"] = "src-0"
+    source_pvs = {"src-0": _pv("src-0", "1Gi", phase="Bound", claim_ref="data-pg-0")}
+    target_pvs = {"tgt-0": _pv("tgt-0", "1Gi")}
+    classes = {"local-disk"}
+
+    def pair(**changes: Any) -> tuple[Any, str | None]:
+        args: dict[str, Any] = {
+            "claim": claim,
+            "on_target": None,
+            "source_pvs": source_pvs,
+            "target_pvs": target_pvs,
+            "classes": classes,
+            "taken": set(),
+        } | changes
+        return stateful.pair_claim("StatefulSet/db/pg", claim_name="data-pg-0", **args)
+
+    paired, why = pair()
+    assert why is None and (paired.source_path, paired.target_pv, paired.target_path) == (
+        "/disks/src-0",
+        "tgt-0",
+        "/disks/tgt-0",
+    )
+    assert "target has no StorageClass local-disk" in str(pair(classes=set())[1])
+    assert "no Available local PersistentVolume of class local-disk with 1Gi" in str(pair(taken={"tgt-0"})[1])
+    unbound = {**claim, "spec": {**claim["spec"], "volumeName": None}}
+    assert "not bound to a PersistentVolume on the source" in str(pair(claim=unbound)[1])
+    csi = _pv("src-0", "1Gi")
+    csi["spec"].pop("local")
+    csi["spec"]["csi"] = {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}
+    assert "a csi volume: rclone needs a folder" in str(pair(source_pvs={"src-0": csi})[1])
+    # A claim already on the target keeps its PV: the cluster decides, not a new choice.
+    kept = {**claim, "spec": {**claim["spec"], "volumeName": "tgt-9"}}
+    again, _ = pair(on_target=kept, target_pvs={**target_pvs, "tgt-9": _pv("tgt-9", "1Gi", phase="Bound")})
+    assert again.target_pv == "tgt-9"
+
+
 def test_target_claim_is_prebound_and_loses_the_source_binding_marks() -> None:
     source = _claim("data-pg-0")
     source["metadata"]["annotations"] = {"pv.kubernetes.io/bind-completed": "yes", "team": "db"}

@@ -52,6 +52,8 @@ PVC = Kind("v1", "PersistentVolumeClaim")
 PV = Kind("v1", "PersistentVolume")
 POD = Kind("v1", "Pod")
 STORAGE_CLASS = Kind("storage.k8s.io/v1", "StorageClass")
+# A PV's spec fields that are not its volume source (csi, nfs, local, ...).
+PV_FIELDS = frozenset({"capacity", "claimRef", "nodeAffinity", "mountOptions", "accessModes"})
 # Written by the PV controller and the scheduler on the source; the target writes its own.
 CLAIM_ANNOTATIONS = (
     "pv.kubernetes.io/bind-completed",
@@ -260,7 +262,7 @@ def plan(
         result.claims[name] = claim_names(workload, in_namespace)
         for claim_name in result.claims[name]:
             used.add((namespace, claim_name))
-            pair, why = _pair(
+            pair, why = pair_claim(
                 name,
                 claims.get((namespace, claim_name)),
                 target_claims.get((namespace, claim_name)),
@@ -289,7 +291,7 @@ def plan(
     return result
 
 
-def _pair(
+def pair_claim(
     workload: str,
     claim: Obj | None,
     on_target: Obj | None,
@@ -299,6 +301,7 @@ def _pair(
     taken: set[str],
     claim_name: str,
 ) -> tuple[VolumePair | None, str | None]:
+    """One source claim and the target PV its copy goes to, or why it cannot move (pure)."""
     if claim is None:
         return None, f"claim {claim_name} does not exist on the source"
     bound = claim.get("spec", {}).get("volumeName")
@@ -311,7 +314,7 @@ def _pair(
             (
                 k
                 for k in source_pv.get("spec", {})
-                if isinstance(source_pv["spec"][k], dict) and k != "claimRef"
+                if isinstance(source_pv["spec"][k], dict) and k not in PV_FIELDS
             ),
             "?",
         )
