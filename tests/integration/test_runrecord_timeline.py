@@ -267,6 +267,33 @@ def test_the_bytes_one_append_sends_stay_flat_however_long_the_timeline(
 
 
 @pytest.mark.cluster
+def test_a_100000_event_timeline_is_kept_whole_and_still_cheap_to_append_to(
+    cluster: LocalCluster, cleanup: Callable[[str], str]
+) -> None:
+    """No cap drops events: 100,000 (a run far past 1,000 nodes) load back in order, and an
+    append to them, at the product's chunk size, sends a chunk at most, never the timeline."""
+    run_id = cleanup("manual__timeline-100k")
+    api = cluster.orchestrator_client()
+    many = [{"at": "t", "kind": "step", "message": f"event {i:06d}"} for i in range(100_000)]
+    RunRecord(api, run_id).update(events=many)
+    record = RunRecord(api, run_id)  # a fresh task
+    traffic = Traffic(api)
+    for i in range(10):
+        record.event("node-uncordoned", f"node kwok-node-{i:04d} back in service", node=f"kwok-node-{i:04d}")
+    requests, sent = traffic.since((0, 0))
+    events = record.load()["events"]
+    assert len(events) == 100_010
+    assert [e["message"] for e in events[:100_000]] == [e["message"] for e in many]
+    assert events[-1]["node"] == "kwok-node-0009"
+    # Open (read the record, the full last chunk, the absent next one, move the cursor), then
+    # one write per append.
+    assert requests <= 10 + 5, requests
+    timeline = len(json.dumps(many))
+    assert sent < 0.01 * timeline, (sent, timeline)
+    print(f"10 appends after 100,000 events: {requests} requests, {sent} bytes; timeline {timeline} bytes")
+
+
+@pytest.mark.cluster
 def test_replacing_the_timeline_writes_exactly_the_given_events(
     cluster: LocalCluster, admin: client.CoreV1Api, cleanup: Callable[[str], str]
 ) -> None:
