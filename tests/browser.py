@@ -205,6 +205,21 @@ class ApiServer:
     password: str
     log: Path
 
+    def token(self) -> str:
+        """A JWT for the REST API, from the simple auth manager's ``POST /auth/token``."""
+        body = json.dumps({"username": self.user, "password": self.password}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/auth/token", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(json.loads(response.read())["access_token"])
+
+    def get(self, path: str, token: str) -> Any:
+        """``GET`` a REST API path (``/api/v2/...``) as JSON."""
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
 
 def _free_port() -> int:
     for port in API_SERVER_PORTS:

@@ -12,14 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
-from airflow.utils.state import TaskInstanceState
 from kubernetes import client
 
 from slipway.airflow.stage_control_plane import CHAOS_CONFIGMAP
@@ -32,6 +29,7 @@ from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.upgraders.controlplane import FAULT_DIVERGE_ETCD, FAULT_FAIL_STEP
 from slipway.upgraders.local_controlplane import FAULT_MARKER_KEY
+from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in
 from tests.conftest import running_cluster
 from tests.dags.dagrun import run_dag, verdict
 from tests.probe_checks import assert_no_failures_but_etcd_drops, etcd_step_windows
@@ -193,16 +191,27 @@ def test_a_failed_upgrade_step_takes_the_rollback_branch_with_an_incident(
 def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed(
     small_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    """approval=always parks the run in Airflow's Required Actions; an on-call engineer
-    rejects it (through the Core API's own handler, as the Required Actions page does) and the
-    run ends with the verdict ``rejected`` — who and when recorded — before any backup or
-    component moved."""
+    """approval=always parks the run in Airflow's Required Actions; an on-call engineer, signed
+    in to a real api-server on the same metadata database, reads the risk reasons on the task's
+    Required Actions page in chromium and clicks Reject; the run (dag.test() in this process)
+    ends with the verdict ``rejected`` — who and when recorded — before any backup or component
+    moved."""
     answered: list[str] = []
-    answerer = threading.Thread(target=_reject_when_asked, args=(answered,), daemon=True)
-    answerer.start()
-    state, record = run_dag("k8s_cluster_upgrade", CONF | {"approval": "always"}, small_cluster, tmp_path)
-    answerer.join(timeout=5)
+    seen: dict[str, str] = {}
+    with airflow_api_server(tmp_path / "api-server") as server, chromium(tmp_path / "chromium") as devtools:
+        page = Page(devtools)
+        log_in(page, server)
+        token = server.token()
+        assert _pending_actions(server, token) == []  # and the HTTP client's imports are done
+        answerer = threading.Thread(
+            target=_reject_in_the_browser, args=(page, server, token, answered, seen, tmp_path), daemon=True
+        )
+        answerer.start()
+        state, record = run_dag("k8s_cluster_upgrade", CONF | {"approval": "always"}, small_cluster, tmp_path)
+        answerer.join(timeout=60)
     assert answered == ["approve_upgrade"]
+    assert f"Response received at {record['approval']['at'][:10]}" in seen["answered"]
+    assert f"from {server.user}" in seen["answered"]
     assert state == "failed"  # ends red, as a refusal does; the verdict tells it apart
     assert _tries("approve_upgrade") == 1  # a rejection is final: never asked again by a retry
     assert verdict(record) == "rejected"
@@ -216,6 +225,12 @@ def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed
     assert "component-upgraded" not in kinds and "batches" not in record
     _assert_old_control_plane(small_cluster)
     assert "**rejected**" in Path(record["report"]["markdown"]).read_text()
+    # What the engineer read before deciding: the subject, both choices and every risk reason.
+    assert f"Approve the Kubernetes upgrade to {CONF['target_version']}" in seen["asked"]
+    assert "Approve\nReject" in seen["asked"]
+    assert "the request asks for approval=always" in record["risk"]["reasons"]
+    missing = [reason for reason in record["risk"]["reasons"] if reason not in seen["asked"]]
+    assert not missing, f"risk reasons not on the approval page: {missing}"
 
 
 def _tries(task_id: str) -> int:
@@ -231,32 +246,47 @@ def _tries(task_id: str) -> int:
         return int(ti.try_number)
 
 
-def _reject_when_asked(answered: list[str], timeout: float = 900.0) -> None:
-    """Wait for a task parked on a Required Action, then answer Reject through the Core API's
-    own handler (what the Required Actions page calls), as the user ``oncall-engineer``.
-    Everything it needs is imported at module level: a thread importing while the run imports
-    can deadlock on the import locks."""
+def _pending_actions(server: ApiServer, token: str) -> list[tuple[str, str, str]]:
+    """(dag, run, task) of each Required Action waiting for an answer, as the api-server lists them."""
+    found = server.get("/api/v2/dags/~/dagRuns/~/hitlDetails?response_received=false", token)
+    return [
+        (ti["dag_id"], ti["dag_run_id"], ti["task_id"])
+        for ti in (detail["task_instance"] for detail in found["hitl_details"])
+    ]
+
+
+def _reject_in_the_browser(
+    page: Page,
+    server: ApiServer,
+    token: str,
+    answered: list[str],
+    seen: dict[str, str],
+    shots: Path,
+    timeout: float = 900.0,
+) -> None:
+    """Wait until the api-server lists a Required Action; then, in chromium as the signed-in
+    user, open that task's Required Actions page, keep what it shows (``seen``, and
+    screenshots in ``shots``), click Reject and wait for the page to show the answer.
+
+    It asks the api-server over HTTP, never the ORM: the ORM's first query in a thread imports
+    every model (SQLAlchemy's ``before_configured`` hook) and deadlocks on the import lock with
+    dag.test() importing in the main thread (seen: both threads waiting, nothing run)."""
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
-            with create_session(scoped=False) as session:
-                parked = (
-                    session.query(TaskInstance)
-                    .filter(TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-                    .first()
-                )
-                if parked is not None:
-                    update_hitl_detail(
-                        dag_id=parked.dag_id,
-                        dag_run_id=parked.run_id,
-                        task_id=parked.task_id,
-                        update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=["Reject"]),
-                        user=SimpleAuthManagerUser(username="oncall-engineer", role="admin"),
-                        session=session,
-                    )
-                    answered.append(parked.task_id)
-                    return
-            time.sleep(0.5)  # polling the database for the task to park
+        while not (pending := _pending_actions(server, token)):
+            assert time.monotonic() < deadline, "no Required Action listed"
+            time.sleep(0.5)  # the interval between two looks at the list
+        ((dag_id, run_id, task_id),) = pending
+        run = quote(run_id, safe="")  # manual__2026-...+00:00
+        page.goto(f"{server.url}/dags/{dag_id}/runs/{run}/tasks/{task_id}/required_actions")
+        page.wait_for_text("Reject", timeout=60)
+        seen["asked"] = page.text()
+        page.screenshot(shots / "approval-asked.png")
+        page.click("Reject", "button")
+        page.wait_for_text("Response received at", timeout=60)
+        seen["answered"] = page.text()
+        page.screenshot(shots / "approval-rejected.png")
+        answered.append(task_id)
     except Exception as err:  # shown by the test's assertion on ``answered``
         answered.append(f"answer failed: {err!r}")
         raise
