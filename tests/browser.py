@@ -242,7 +242,11 @@ def _healthy(url: str) -> bool:
 
 @contextmanager
 def airflow_api_server(
-    folder: Path, *, user: str = "oncall-engineer", timeout: float = 180.0
+    folder: Path,
+    *,
+    user: str = "oncall-engineer",
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 180.0,
 ) -> Iterator[ApiServer]:
     """``airflow api-server`` on a free port, on this process's AIRFLOW_HOME and database,
     with the simple auth manager and one admin user (``user``) whose password is set here;
@@ -261,6 +265,7 @@ def airflow_api_server(
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
+    env.update(extra_env or {})
     log = folder / "api-server.log"
     airflow = Path(sys.executable).parent / "airflow"
     with log.open("w") as out:

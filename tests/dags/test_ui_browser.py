@@ -8,15 +8,19 @@ tmp folder (their paths are printed; run with ``-s`` to see them)."""
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in, serialize_dags
 
 DAG = "k8s_cluster_upgrade"
+RECORDED = Path(__file__).parents[1] / "unit" / "recorded_run.json"
 DIALOG = "[data-scope=dialog][data-part=content]"
 # Airflow's own section for the run's conf as JSON, after the DAG's sections.
 AIRFLOW_SECTION = "Advanced Options"
@@ -46,8 +50,15 @@ def params(airflow_db: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def ui(params: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with airflow_api_server(tmp_path_factory.mktemp("api-server")) as server:
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The artefact store the api-server's report view reads (SLIPWAY_REPORTS_DIR)."""
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def ui(params: Any, reports: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    folder = tmp_path_factory.mktemp("api-server")
+    with airflow_api_server(folder, extra_env={"SLIPWAY_REPORTS_DIR": str(reports)}) as server:
         yield server
 
 
@@ -143,3 +154,30 @@ def test_the_trigger_form_refuses_an_empty_required_field_naming_it_and_clamps_a
     )
     assert trigger_enabled == [False]
     page.screenshot(tmp_path / "trigger-form-refused.png")
+
+
+def test_the_api_server_serves_a_finished_runs_report_with_its_timeline_to_the_signed_in_user(
+    page: Page, ui: ApiServer, reports: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin's report view as Airflow mounts it (``/slipway``), behind Airflow's own auth:
+    the signed-in browser's session is enough, and the timeline picture is laid out."""
+    from slipway.reports.run import write_run_report
+
+    data = json.loads(RECORDED.read_text())
+    monkeypatch.setenv("SLIPWAY_REPORTS_DIR", str(reports))
+    write_run_report(data, dag_id=DAG, run_id=data["run_id"])
+    url = f"{ui.url}/slipway/reports/{DAG}/{quote(data['run_id'], safe='')}"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # without a session: Airflow's auth says no
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code == 401
+    page.goto(url)
+    bars = page.wait_until(
+        "[...document.querySelectorAll('#timeline svg g[id^=\"node-\"] path')]"
+        ".filter(p => { const r = p.getBoundingClientRect(); return r.width > 0 && r.height > 0; }).length",
+        "the timeline's node bars",
+    )
+    nodes = {e["node"] for e in data["events"] if e["kind"] in ("node-uncordoned", "quarantined")}
+    assert bars == len(nodes) == 7
+    assert page.evaluate("document.title") == f"Slipway run report: {data['run_id']}"
+    assert page.evaluate("!!document.querySelector('#latency svg')")
+    page.screenshot(tmp_path / "report-from-api-server.png")
