@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -107,52 +108,49 @@ def _name_problems(field_name: str, names: Iterable[str]) -> list[tuple[str, str
 # --- install into a cluster ----------------------------------------------------------------
 
 
-def crd_documents(velero: Path) -> list[Obj]:
-    """Velero's CRDs as its own installer renders them (``velero install --crds-only``)."""
-    out = subprocess.run(
-        [str(velero), "install", "--crds-only", "--dry-run", "-o", "yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def install_documents(velero: Path, server: str) -> list[Obj]:
+    """What ``velero install`` puts in a cluster, rendered by Velero itself: its CRDs, the
+    ``velero`` namespace, ServiceAccount bound to cluster-admin (a restore creates any kind) and
+    the server Deployment, here at 0 replicas (Velero's documented way to run the server on a
+    host). Restore actions read that Deployment, so it must exist even though no pod runs.
+
+    :param server: the apiserver URL: the installer wants a kubeconfig, which a dry run never uses.
+    """
+    with tempfile.TemporaryDirectory(prefix="velero-render-") as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        config: Obj = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": server}}],
+            "users": [{"name": "u", "user": {}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        }
+        kubeconfig.write_text(yaml.safe_dump(config))
+        argv = [str(velero), "install", f"--kubeconfig={kubeconfig}", f"--namespace={NAMESPACE}"]
+        argv += ["--no-secret", "--no-default-backup-location", "--use-volume-snapshots=false"]
+        out = subprocess.run(
+            [*argv, "--dry-run", "-o", "yaml"], capture_output=True, text=True, timeout=60, check=False
+        )
     if out.returncode != 0:
-        raise VeleroError(f"`velero install --crds-only --dry-run` failed: {out.stderr.strip()}")
+        raise VeleroError(f"`velero install --dry-run` failed: {out.stderr.strip()}")
     docs: list[Obj] = []
     for doc in yaml.safe_load_all(out.stdout):
         if doc:
             docs += doc["items"] if doc.get("kind") == "List" else [doc]
+    for doc in docs:
+        doc.pop("status", None)
+        doc["metadata"].pop("creationTimestamp", None)
+        if doc["kind"] == "Deployment":
+            doc["spec"]["replicas"] = 0
     return docs
 
 
-def _identity_documents() -> list[Obj]:
-    """Velero's namespace and ServiceAccount, bound to cluster-admin as ``velero install`` does:
-    a restore creates objects of any kind."""
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "velero"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "cluster-admin",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
-        },
-    ]
-
-
 def install(admin: client.ApiClient, velero: Path, *, timeout: float = 60) -> list[str]:
-    """Velero's CRDs (until established), namespace and identity; server-side apply, so
-    running it again changes nothing."""
-    crds = crd_documents(velero)
+    """Install Velero as its installer would (CRDs established first), with the server
+    Deployment at 0 replicas; server-side apply, so running it again changes nothing."""
+    docs = install_documents(velero, admin.configuration.host)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
     applied = apply_manifest(admin, crds)
     ext = client.ApiextensionsV1Api(admin)
 
@@ -166,7 +164,9 @@ def install(admin: client.ApiClient, velero: Path, *, timeout: float = 60) -> li
         timeout,
         lambda: f"Velero's CRDs not established after {timeout:.0f} s",
     )
-    return applied + apply_manifest(admin, _identity_documents())
+    rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    rest.sort(key=lambda d: d["kind"] != "Namespace")  # the namespace before what lives in it
+    return applied + apply_manifest(admin, rest)
 
 
 def write_kubeconfig(
@@ -462,6 +462,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)  # "namespace: message" / "velero: message"
     errors: list[str] = field(default_factory=list)
     items: dict[str, list[str]] = field(default_factory=dict)  # "apps/v1/Deployment" -> ["shop/web(created)"]
+    sync_seconds: float = 0.0  # of ``seconds``: waiting for the target to sync the backup from the bucket
 
     def summary(self) -> dict[str, Any]:
         """Small JSON for an XCom."""
@@ -472,6 +473,7 @@ class Result:
             "warnings": self.state.warnings,
             "errors": self.state.errors,
             "seconds": round(self.seconds, 1),
+            "sync_seconds": round(self.sync_seconds, 1),
         }
 
 
@@ -572,6 +574,7 @@ def restore(
     started = time.monotonic()
     if restore_state(api, name).phase == "absent":
         wait_backup_synced(api, backup, timeout=sync_timeout, check=check)
+    synced = time.monotonic() - started
     start_restore(api, name, backup, namespaces=namespaces, labels=labels)
     state = _wait(lambda: restore_state(api, name), timeout, check)
     if state.phase == "FailedValidation":
@@ -583,7 +586,7 @@ def restore(
         items: dict[str, list[str]] = download(api, "RestoreResourceList", name)
     except VeleroError:
         items = {}
-    return Result(state, time.monotonic() - started, warnings, errors, items)
+    return Result(state, time.monotonic() - started, warnings, errors, items, synced)
 
 
 def _listed(errors: list[str]) -> str:
@@ -609,13 +612,14 @@ def _binary(release: Release) -> Path:
 @dataclass
 class VeleroServer:
     """``velero server`` for one cluster, run on this host with a kubeconfig (pid and log files
-    under ``work_dir``). ``metrics_port`` must be free: the server's Prometheus endpoint."""
+    under ``work_dir``). Its Prometheus endpoint listens on ``metrics_port``; the default 0 lets
+    the kernel pick a free port, so a fixed port cannot be taken by another connection first."""
 
     name: str  # e.g. "source" or "target": names the process and its log
     kubeconfig: Path
     store: ObjectStore
     work_dir: Path
-    metrics_port: int
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.work_dir / "run", self.work_dir / "logs")
