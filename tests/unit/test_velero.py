@@ -80,3 +80,12 @@ def test_restore_labels_are_stripped_and_nothing_else() -> None:
     assert obj["metadata"]["labels"]["velero.io/restore-name"] == "r"  # the input is not changed
     only = {"kind": "Secret", "metadata": {"name": "s", "labels": {"velero.io/restore-name": "r"}}}
     assert velero.strip_restore_labels(only)["metadata"]["labels"] is None
+
+
+def test_the_build_knows_velero_its_plugin_and_the_s3_server_at_one_version_each() -> None:
+    from slipway.localcluster import binaries
+
+    assert binaries.parse_release("velero=1.18.3") is binaries.VELERO
+    assert binaries.parse_release("velero-plugin-for-aws=v1.14.3") is binaries.VELERO_AWS_PLUGIN
+    with pytest.raises(binaries.BinaryError, match=r"unknown velero version '1\.17\.1'"):
+        binaries.parse_release("velero=1.17.1")
