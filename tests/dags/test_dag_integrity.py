@@ -144,3 +144,22 @@ def test_upgrade_runs_name_their_cluster_and_take_turns_per_cluster_not_per_dag(
         assert dag.max_active_runs == MAX_CLUSTERS_AT_ONCE > 1
         assert dag.params["kubernetes_conn_id"] == KUBE_CONN_ID
         assert dag.params["platform_conn_id"] == PLATFORM_CONN_ID
+
+
+def test_every_template_pulls_xcom_from_a_task_of_its_own_dag(dagbag: DagBag) -> None:
+    """A rendered field naming a task that does not exist renders nothing, silently (the
+    approval page once said "Why:" and then no reasons)."""
+    import re
+
+    pulls = re.compile(r"xcom_pull\(task_ids=['\"]([^'\"]+)['\"]")
+    checked = 0
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            for field in task.template_fields:
+                value = getattr(task, field, None)
+                for task_id in pulls.findall(value if isinstance(value, str) else ""):
+                    assert task_id in dag.task_dict, (
+                        f"{dag.dag_id}.{task.task_id}.{field} pulls from {task_id}"
+                    )
+                    checked += 1
+    assert checked, "no template pulls an XCom: the approval body should"

@@ -21,8 +21,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from slipway.airflow import runbooks
 from slipway.airflow.notifiers import ChannelNotifier, approval_notifiers
+from slipway.airflow.stage_prepare import GROUP as PREPARE_GROUP
 
-RISK_TASK = "preparation.assess_risk"
+# The assessment's task id, from its group's own name: a literal here once went stale and the
+# approval page showed "Why:" with no reasons.
+RISK_TASK = f"{PREPARE_GROUP}.assess_risk"
 APPROVED, REJECTED, TIMED_OUT = "approval-granted", "approval-rejected", "approval-timed-out"
 
 # The body is rendered when the task runs: the risk reasons come from the assessment's XCom.
