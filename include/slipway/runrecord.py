@@ -171,6 +171,17 @@ class RunRecord:
             return {}
         return _assemble(cm, self._chunks(cm.metadata.uid))
 
+    def load_state(self) -> dict[str, Any]:
+        """The record without its timeline: request, batches, verdicts. One read however long
+        the run (a batch task of a 1,000-node run need not read its 6,000 events)."""
+        cm = self._read()
+        if cm is None:
+            return {}
+        data = _decode(cm)
+        data.pop(CURSOR, None)
+        data.pop(EVENTS, None)
+        return data
+
     def get(self, key: str, default: Any = None) -> Any:
         if key == EVENTS:
             return self.load().get(key, default)

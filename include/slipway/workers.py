@@ -99,7 +99,7 @@ def select_batch(
     now: datetime | None = None,
 ) -> Selection:
     """Open batch ``index`` from what the cluster still needs; idempotent per index."""
-    data = record.load()
+    data = record.load_state()
     batches: list[dict[str, Any]] = data.get("batches", [])
     if index < len(batches):
         opened = batches[index]
@@ -342,7 +342,7 @@ def latency_check(
 
 
 def record_verdict(record: RunRecord, index: int, verdict: Verdict, seconds_per_node: float | None) -> None:
-    data = record.load()
+    data = record.load_state()
     batches = data.get("batches", [])
     if index >= len(batches):
         raise RuntimeError(f"batch {index} was never opened in run record {record.name}")

@@ -180,6 +180,8 @@ def test_a_chunk_rolls_over_and_load_returns_every_event_in_order(
     # The history's one list assembles the same record and takes no chunk for a record.
     listed = [r for r in load_run_records(api) if r.get("run_id") == run_id]
     assert listed == [data]
+    # What a batch task reads: everything but the timeline.
+    assert record.load_state() == {k: v for k, v in data.items() if k != "events"}
 
 
 @pytest.mark.cluster

@@ -94,7 +94,7 @@ def batch_slot(index: int, request: Any, entry_after: Any | None) -> tuple[Any, 
         @task(doc_md=runbooks.VALIDATE_BATCH, trigger_rule=TriggerRule.NONE_SKIPPED)
         def validate_batch() -> dict[str, Any]:
             rec = runtime.record()
-            data = rec.load()
+            data = rec.load_state()
             batches = data.get("batches", [])
             if index >= len(batches) or "request" not in data:
                 raise AirflowSkipException(f"batch {index} never opened: nothing to validate")
