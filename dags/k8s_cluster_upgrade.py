@@ -2,9 +2,9 @@
 
 prepare (plan, every preflight check, risk matrix) → risk gate (proceed / human approval /
 refuse / dry run) → proven etcd backup → control plane (etcd → etcd data check → kube-apiserver →
-kube-controller-manager → kube-scheduler, one instance at a time, an API probe measuring
-downtime throughout) → verification (rollback branch) → workers in ordered batches
-(rollback branch after every batch) → cluster validation → (blue-green: retire the blue
+kube-controller-manager → kube-scheduler, one instance at a time; an API probe measures
+downtime from here to the end of the run, through the load balancer and per apiserver) →
+verification (rollback branch) → workers in ordered batches (rollback branch after every batch) → cluster validation → (blue-green: retire the blue
 nodes, or switch back to them) → report → notification.
 A rolled-back or refused run ends red.
 """
@@ -89,7 +89,6 @@ def k8s_cluster_upgrade() -> None:
         for earlier, later in itertools.pairwise(steps):
             earlier >> later
         steps[-1] >> verdict
-        steps[-1] >> stopped
         probe >> stopped
         rolled_back = rollback_control_plane(plan, backup)
         verdict >> rolled_back >> control_plane_failed()
@@ -106,6 +105,8 @@ def k8s_cluster_upgrade() -> None:
     validated >> retired
     [validated, workers.children["workers.worker_phase_rolled_back"]] >> switched
     report = write_upgrade_report()
+    # The probe measures the whole run: it stops when everything that changes the cluster ended.
+    [validated, rolled_back, retired, switched] >> stopped >> report
     [validated, rolled_back, retired, switched] >> report
     report >> notify() >> final_verdict() >> release
 

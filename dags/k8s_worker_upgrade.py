@@ -18,6 +18,7 @@ from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE, default_args
 from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
+from slipway.airflow.stage_control_plane import probe_tasks
 from slipway.airflow.stage_lease import cluster_lease
 from slipway.airflow.stage_workers import max_batches, worker_phase
 from slipway.airflow.timetable import MaintenanceWindowTimetable
@@ -47,8 +48,11 @@ def k8s_worker_upgrade() -> None:
     request = validate_request()
     taken, release = cluster_lease(request)
     workers = worker_phase(request, max_batches())
-    taken >> workers  # the cluster lease before the first batch opens
+    # The API probe measures the whole worker phase (kubelets restarting must not disturb the API).
+    probe, stopped = probe_tasks()
+    taken >> probe >> workers  # the cluster lease before the first batch opens
     report = write_upgrade_report()
+    workers >> stopped >> report
     workers >> report >> final_verdict() >> release
 
 

@@ -76,6 +76,11 @@ class ControlPlaneReader(Protocol):
         """``/metrics`` of every apiserver and scheduler instance that answers, by instance."""
         ...
 
+    def apiserver_urls(self) -> dict[str, str]:
+        """Apiserver instance → its own URL, bypassing the load balancer (the API probe asks
+        each one directly); empty when the platform cannot tell."""
+        ...
+
 
 # ---- nodes (pure) -----------------------------------------------------------------------------
 
@@ -237,6 +242,20 @@ def _not_ready_reason(pod: client.V1Pod) -> str:
     return f"pod {pod.metadata.namespace}/{pod.metadata.name} not ready (phase {phase})"
 
 
+# kubeadm writes each apiserver's own address on its static pod (kubeadm's constants.go).
+ADVERTISE_ANNOTATION = "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint"
+
+
+def static_pod_apiserver_urls(pods: Iterable[client.V1Pod]) -> dict[str, str]:
+    """Node → ``https://<advertise address>:<port>`` from kubeadm's apiserver static pods."""
+    found: dict[str, str] = {}
+    for pod in pods:
+        endpoint = (pod.metadata.annotations or {}).get(ADVERTISE_ANNOTATION)
+        if _component(pod) == "kube-apiserver" and endpoint:
+            found[_instance(pod)] = f"https://{endpoint}"
+    return found
+
+
 def static_pod_flags(pods: Iterable[client.V1Pod]) -> ComponentFlags:
     """Kind → node → the component's flags (command after the binary, then args)."""
     found: ComponentFlags = {}
@@ -271,6 +290,9 @@ class KubeadmControlPlaneReader:
 
     def flags(self) -> ComponentFlags:
         return static_pod_flags(self._pods())
+
+    def apiserver_urls(self) -> dict[str, str]:
+        return static_pod_apiserver_urls(self._pods())
 
     def latency_metrics(self) -> LatencyTexts:
         """Apiservers through the API endpoint, told apart by their process start time.
@@ -318,6 +340,13 @@ class LocalControlPlaneReader:
         ]
         found += [("etcd", components.etcd_name(i), cfg.etcd_client_port(i)) for i in range(cfg.etcd_members)]
         return found
+
+    def apiserver_urls(self) -> dict[str, str]:
+        return {
+            instance: f"https://127.0.0.1:{port}"
+            for kind, instance, port in self._endpoints()
+            if kind == "kube-apiserver"
+        }
 
     def _get(self, kind: str, port: int, path: str) -> tuple[int, str]:
         from slipway.localcluster.health import https_get

@@ -1,8 +1,16 @@
-"""The zero-downtime API probe in a process of its own, so it spans several Airflow tasks.
+"""The zero-downtime API probe in a process of its own, so it spans the whole run.
 
 ``start`` launches it detached (a baseline phase first, then the upgrade phase) and
 returns once the baseline is measured; ``stop`` ends it and returns its report. Both are
 idempotent on the run's artefact folder, so a cleared task does not start a second probe.
+
+It measures several paths at once, as OpenShift's upgrade tests do: through the load
+balancer on kept-alive connections (``reused``, what a controller does) and on a new
+connection per request (``new``, what a CLI does) — the bar for both is 0 disruption on an
+HA control plane — and each apiserver asked directly (``direct``), which shows each
+instance's own time out of service while it is restarted (never 0 on an upgrade; it is
+what the load balancer must hide). Every request is kept as a sample, so the figures of any
+window of the run (the control-plane phase, the whole run) are computed afterwards.
 """
 
 from __future__ import annotations
@@ -15,21 +23,33 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from slipway.localcluster.health import wait_until
-from slipway.validation.probe import ApiProbe, ProbeSettings
+from slipway.validation.probe import ApiProbe, ProbeSettings, Sample, is_etcd_leader_change, window_figures
 
 BASELINE_REQUESTS = 100
 # Requests per second on the new-connection path: each one is a TCP and TLS handshake.
 NEW_CONNECTION_RATE = 5.0
+# Per apiserver asked directly: enough to time an instance's restart to the half second.
+DIRECT_RATE = 2.0
+# The report's latency series: at most this many points over the run, each at least this long.
+SERIES_POINTS = 120
+SERIES_MIN_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 90.0
 
 
 def _paths(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "probe.pid", folder / "probe.ready", folder / "probe-report.json"
+
+
+def _samples_file(folder: Path) -> Path:
+    return folder / "probe-samples.json"
 
 
 def _alive(pid: int) -> bool:
@@ -40,8 +60,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start(kubeconfig: Path, folder: Path, max_seconds: float = 7200.0) -> int:
-    """Start the probe (unless this folder's probe already runs); returns its pid."""
+def start(
+    kubeconfig: Path, folder: Path, max_seconds: float = 7200.0, direct: Mapping[str, str] | None = None
+) -> int:
+    """Start the probe (unless this folder's probe already runs); returns its pid.
+    ``direct``: apiserver instance → its own URL, each probed besides the load balancer."""
     folder.mkdir(parents=True, exist_ok=True)
     pid_file, ready, _ = _paths(folder)
     if pid_file.exists() and _alive(int(pid_file.read_text())):
@@ -59,6 +82,7 @@ def start(kubeconfig: Path, folder: Path, max_seconds: float = 7200.0) -> int:
             str(folder),
             "--max-seconds",
             str(max_seconds),
+            *(arg for name, url in sorted((direct or {}).items()) for arg in ("--direct", f"{name}={url}")),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -85,29 +109,126 @@ def stop(folder: Path) -> dict[str, Any]:
     return data
 
 
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """The figures the upgrade report shows."""
-    p99, base = report.get("p99_seconds") or 0.0, report.get("baseline_p99_seconds") or 0.0
-    fresh = report.get("new_connections") or {}
+@dataclass(frozen=True)
+class PathSamples:
+    """One path's upgrade-phase requests and every failure among them, as the process saved them."""
+
+    requests: list[Sample]
+    failures: list[dict[str, Any]]
+    retries: list[dict[str, Any]]
+
+    def failed_within(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        return [f for f in self.failures if _within(f["at"], start, end)]
+
+    def retried_within(self, start: float | None, end: float | None) -> int:
+        return sum(1 for r in self.retries if _within(r["at"], start, end))
+
+
+def save_samples(folder: Path, probes: Mapping[str, ApiProbe]) -> None:
+    """What each path saw, for :func:`load_samples`."""
+    _write(
+        _samples_file(folder),
+        {
+            path: {
+                "requests": each.samples(),
+                "failures": [f.model_dump(mode="json") for f in each.failures()],
+                "retries": [r.model_dump(mode="json") for r in each.retried()],
+            }
+            for path, each in probes.items()
+        },
+    )
+
+
+def load_samples(folder: Path) -> dict[str, PathSamples]:
+    """Path (``reused``, ``new``, ``direct/<apiserver>``) → what it saw."""
+    found = _samples_file(folder)
+    if not found.exists():
+        return {}
     return {
-        "requests": report["requests"],
-        "failures": report["failures"],
-        "dropped_by_etcd": report.get("dropped_by_etcd", 0),
-        "retries": report.get("retries", 0),
-        "p99_ms": p99 * 1000,
-        "baseline_p99_ms": base * 1000,
-        "p99_ratio": (p99 / base) if base else 0.0,
-        "disruption_seconds": report.get("disruption_seconds", 0.0),
-        "failure_samples": _samples(report),
-        "new_connections": {
-            k: fresh.get(k, 0) for k in ("requests", "failures", "dropped_by_etcd", "disruption_seconds")
-        }
-        | {"failure_samples": _samples(fresh)},
+        path: PathSamples(
+            [(at, latency) for at, latency in saved["requests"]], saved["failures"], saved["retries"]
+        )
+        for path, saved in json.loads(found.read_text()).items()
     }
 
 
-def _samples(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{k: s[k] for k in ("at", "verb", "error")} for s in report.get("failure_samples", [])][:5]
+def summary(
+    report: dict[str, Any], samples: Mapping[str, PathSamples], window: tuple[float | None, float | None]
+) -> dict[str, Any]:
+    """The figures through the load balancer over ``window`` (epoch seconds, open ends take
+    all): what the report shows for the control-plane phase."""
+    start, end = window
+    empty = PathSamples([], [], [])
+    reused, fresh = samples.get("reused", empty), samples.get("new", empty)
+    on_reused, on_new = (
+        window_figures(reused.requests, start, end),
+        window_figures(fresh.requests, start, end),
+    )
+    failed, failed_new = reused.failed_within(start, end), fresh.failed_within(start, end)
+    p99, base = on_reused.p99_ms, (report.get("baseline_p99_seconds") or 0.0) * 1000
+    return {
+        "requests": on_reused.requests,
+        "failures": on_reused.failures,
+        "dropped_by_etcd": _dropped(failed),
+        "retries": reused.retried_within(start, end),
+        "p99_ms": p99,
+        "baseline_p99_ms": base,
+        "p99_ratio": (p99 / base) if base else 0.0,
+        "disruption_seconds": on_reused.disruption_seconds,
+        "failure_samples": _brief(failed),
+        "new_connections": {
+            "requests": on_new.requests,
+            "failures": on_new.failures,
+            "dropped_by_etcd": _dropped(failed_new),
+            "disruption_seconds": on_new.disruption_seconds,
+            "failure_samples": _brief(failed_new),
+        },
+    }
+
+
+def whole_run(samples: Mapping[str, PathSamples]) -> dict[str, Any]:
+    """Every path's figures over the whole run, and the reused path's p99 over time."""
+    paths = {
+        path: window_figures(saved.requests).model_dump() | {"dropped_by_etcd": _dropped(saved.failures)}
+        for path, saved in sorted(samples.items())
+    }
+    reused = samples.get("reused")
+    return {
+        "paths": {p: f for p, f in paths.items() if not p.startswith("direct/")},
+        "direct": {p.removeprefix("direct/"): f for p, f in paths.items() if p.startswith("direct/")},
+        "series": latency_series(reused.requests if reused else []),
+    }
+
+
+def latency_series(rows: list[Sample]) -> list[dict[str, float]]:
+    """p99 and failed requests per time bucket: at most SERIES_POINTS points over the run."""
+    if not rows:
+        return []
+    first, last = rows[0][0], rows[-1][0]
+    width = max(SERIES_MIN_SECONDS, (last - first) / SERIES_POINTS)
+    buckets: dict[int, list[Sample]] = {}
+    for row in rows:
+        buckets.setdefault(int((row[0] - first) // width), []).append(row)
+    series = []
+    for index, bucket in sorted(buckets.items()):
+        figures = window_figures(bucket)
+        series.append(
+            {"at": round(first + index * width, 1), "p99_ms": figures.p99_ms, "failures": figures.failures}
+        )
+    return series
+
+
+def _within(at: str, start: float | None, end: float | None) -> bool:
+    when = datetime.fromisoformat(at).timestamp()
+    return (start is None or when >= start) and (end is None or when < end)
+
+
+def _dropped(failures: list[dict[str, Any]]) -> int:
+    return sum(1 for f in failures if is_etcd_leader_change(f["error"]))
+
+
+def _brief(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: s[k] for k in ("at", "verb", "error")} for s in failures][:5]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--folder", required=True)
     parser.add_argument("--max-seconds", type=float, default=7200.0)
+    parser.add_argument("--direct", action="append", default=[], metavar="INSTANCE=URL")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     _, ready, report = _paths(folder)
@@ -130,20 +252,42 @@ def main(argv: list[str] | None = None) -> int:
             max_duration_seconds=args.max_seconds, rate_per_second=NEW_CONNECTION_RATE, connections="new"
         ),
     )
-    for each in (probe, fresh):
+    direct = {
+        name: ApiProbe.from_kubeconfig(
+            args.kubeconfig,
+            ProbeSettings(max_duration_seconds=args.max_seconds, rate_per_second=DIRECT_RATE),
+            server=url,
+        )
+        for name, url in (item.split("=", 1) for item in args.direct)
+    }
+    probes = {"reused": probe, "new": fresh} | {f"direct/{name}": each for name, each in direct.items()}
+    for each in probes.values():
         each.start()
     wait_until("probe baseline", lambda: probe.count("baseline") >= BASELINE_REQUESTS, START_TIMEOUT_SECONDS)
-    for each in (probe, fresh):
+    for each in probes.values():
         each.end_baseline()
     ready.write_text("ready")
     stopping.wait(args.max_seconds)
-    for each in (probe, fresh):
+    # All halted before any cleans up: they share the namespace (see ApiProbe.stop).
+    for each in probes.values():
         each.halt()
-    result = probe.stop().model_dump(mode="json") | {"new_connections": fresh.stop().model_dump(mode="json")}
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.rename(report)
+    reports = {path: each.stop().model_dump(mode="json") for path, each in probes.items()}
+    save_samples(folder, probes)
+    result = reports["reused"] | {
+        "new_connections": reports["new"],
+        "direct": {
+            path.removeprefix("direct/"): r for path, r in reports.items() if path.startswith("direct/")
+        },
+    }
+    _write(report, result)
     return 0
+
+
+def _write(path: Path, data: Any) -> None:
+    """Whole or not at all: ``stop`` waits for the report file to appear."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.rename(path)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
-from slipway.reports.run import probe_sentence
-from slipway.validation.probe import Disruption, ProbeEvent, Verb, dropped_by_etcd
+from kubernetes import client
+
+from slipway.inventory import ADVERTISE_ANNOTATION, static_pod_apiserver_urls
+from slipway.probe_process import (
+    SERIES_POINTS,
+    PathSamples,
+    latency_series,
+    load_samples,
+    save_samples,
+    summary,
+    whole_run,
+)
+from slipway.reports.run import probe_sentence, whole_run_probe_sentence
+from slipway.validation.probe import (
+    ApiProbe,
+    Disruption,
+    ProbeEvent,
+    Sample,
+    Verb,
+    dropped_by_etcd,
+    window_figures,
+)
 
 AT = datetime(2026, 12, 3, 3, 0, tzinfo=UTC)
 DROPPED = (
@@ -63,3 +84,101 @@ def test_disruption_runs_from_the_first_failure_to_the_next_success() -> None:
     assert seen.seconds(end=10.5) == 1.5  # a run still failing at the end counts up to the end
     seen.succeeded(11.0)
     assert seen.seconds(end=20.0) == 2.0
+
+
+# ---- windows of the run: the control-plane phase and the whole run from the same samples ------
+
+T0 = 1_800_000_000.0
+ETCD_DROP = "HTTP 500 Internal Server Error: etcdserver: leader changed"
+
+
+def _samples() -> PathSamples:
+    """20 s at 2 requests/s: two failures at 5.0-5.5 s (control plane), one at 15 s (workers)."""
+    requests: list[Sample] = []
+    failures = []
+    for i in range(40):
+        at = T0 + i * 0.5
+        failed = at in (T0 + 5.0, T0 + 5.5, T0 + 15.0)
+        requests.append((at, None if failed else 0.010 + i / 1000))
+        if failed:
+            when = datetime.fromtimestamp(at, UTC).isoformat()
+            error = ETCD_DROP if at < T0 + 10 else "ConnectionRefusedError"
+            failures.append({"at": when, "phase": "upgrade", "verb": "get", "error": error})
+    return PathSamples(requests, failures, [])
+
+
+def test_window_figures_count_only_the_requests_inside_the_window() -> None:
+    rows = _samples().requests
+    whole = window_figures(rows)
+    assert (whole.requests, whole.failures) == (40, 3)
+    # 5.0 → 6.0 (the next success) and 15.0 → 15.5
+    assert whole.disruption_seconds == 1.5
+    first = window_figures(rows, None, T0 + 10)
+    assert (first.requests, first.failures, first.disruption_seconds) == (20, 2, 1.0)
+    later = window_figures(rows, T0 + 10, None)
+    assert (later.requests, later.failures, later.disruption_seconds) == (20, 1, 0.5)
+    # A failure run still open at the window's end counts up to that end.
+    assert window_figures(rows, None, T0 + 5.25).disruption_seconds == 0.25
+    assert window_figures([], None, None) == window_figures([], T0, T0 + 1)
+
+
+def test_summary_gives_the_control_plane_window_and_whole_run_gives_every_path() -> None:
+    saved = {
+        "reused": _samples(),
+        "new": PathSamples([(T0 + 1, 0.02)], [], []),
+        "direct/kube-apiserver-0": _samples(),
+    }
+    report = {"baseline_p99_seconds": 0.010}
+    cp = summary(report, saved, (None, T0 + 10))
+    assert (cp["requests"], cp["failures"], cp["dropped_by_etcd"]) == (20, 2, 2)
+    assert [s["error"] for s in cp["failure_samples"]] == [ETCD_DROP, ETCD_DROP]
+    assert cp["new_connections"]["requests"] == 1
+    assert cp["baseline_p99_ms"] == 10.0
+    whole = whole_run(saved)
+    assert set(whole["paths"]) == {"reused", "new"}
+    assert whole["paths"]["reused"]["failures"] == 3
+    assert whole["paths"]["reused"]["dropped_by_etcd"] == 2
+    assert set(whole["direct"]) == {"kube-apiserver-0"}
+    sentence = whole_run_probe_sentence(whole)
+    assert "reused connections 40 requests, 3 failed, disrupted 1.5 s" in sentence
+    assert "kube-apiserver-0 1.5 s (3 of 40 requests failed)" in sentence
+
+
+def test_the_latency_series_keeps_at_most_its_points_and_shows_the_failures() -> None:
+    rows: list[Sample] = [(T0 + i, None if i == 500 else 0.01) for i in range(3600)]
+    series = latency_series(rows)
+    assert 100 <= len(series) <= SERIES_POINTS + 1
+    assert sum(p["failures"] for p in series) == 1
+    assert all(p["p99_ms"] == 10.0 for p in series)
+    assert latency_series([]) == []
+
+
+def test_kubeadm_apiserver_pods_name_each_apiservers_own_url() -> None:
+    def pod(component: str, node: str, endpoint: str | None) -> client.V1Pod:
+        annotations = {ADVERTISE_ANNOTATION: endpoint} if endpoint else {}
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(
+                name=f"{component}-{node}", labels={"component": component}, annotations=annotations
+            ),
+            spec=client.V1PodSpec(node_name=node, containers=[client.V1Container(name=component)]),
+        )
+
+    pods = [
+        pod("kube-apiserver", "cp-1", "10.0.0.11:6443"),
+        pod("kube-apiserver", "cp-2", "[fd00::12]:6443"),
+        pod("kube-apiserver", "cp-3", None),  # not written by kubeadm: not probed directly
+        pod("etcd", "cp-1", "10.0.0.11:2379"),
+    ]
+    assert static_pod_apiserver_urls(pods) == {
+        "cp-1": "https://10.0.0.11:6443",
+        "cp-2": "https://[fd00::12]:6443",
+    }
+
+
+def test_what_the_probe_process_saves_it_loads_back(tmp_path: Path) -> None:
+    probe = ApiProbe(client.Configuration())  # never started: no request, nothing to connect to
+    probe._samples += [(T0, 0.01), (T0 + 1, None)]
+    save_samples(tmp_path, {"reused": probe, "direct/kube-apiserver-0": probe})
+    loaded = load_samples(tmp_path)
+    assert set(loaded) == {"reused", "direct/kube-apiserver-0"}
+    assert loaded["reused"] == PathSamples([(T0, 0.01), (T0 + 1, None)], [], [])

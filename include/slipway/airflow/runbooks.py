@@ -176,14 +176,16 @@ WORKER_PHASE_ROLLED_BACK = runbook(
     "Clearing it only fails again; fix the cause and trigger a new run.",
 )
 START_PROBE = runbook(
-    "Starts the API probe in its own process (reads and writes through the load balancer at a steady "
-    "rate) and waits until its baseline is measured.",
+    "Starts the API probe in its own process (reads and writes at a steady rate through the load "
+    "balancer, on kept-alive and on new connections, and against each apiserver directly) and waits "
+    "until its baseline is measured. It runs until the end of the run.",
     "The probe's log is next to the run's report (probe/probe.log).",
     "Safe: a probe already running for this run is reused.",
 )
 STOP_PROBE = runbook(
-    "Stops the API probe (teardown: it runs even if the control plane failed) and records requests, "
-    "failures and p99 latency against the baseline.",
+    "Stops the API probe once everything that changes the cluster has ended (teardown: it runs even "
+    "if a step failed) and records requests, failures, disruption seconds and p99 latency against "
+    "the baseline: for the control-plane phase, and per path over the whole run.",
     "If no probe ran, the log says so; the report then has no downtime figures.",
     "Safe: a stopped probe's saved report is read again.",
 )

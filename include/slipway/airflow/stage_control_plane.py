@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,29 +182,57 @@ def defragment_etcd() -> list[dict[str, Any]]:
 
 
 def probe_tasks() -> tuple[Any, Any]:
-    """The probe's setup/teardown pair. Built per DAG parse: Airflow's setup/teardown
+    """The probe's setup/teardown pair; the DAG places the teardown at the end of the run, so
+    the probe measures the workers too. Built per DAG parse: Airflow's setup/teardown
     decorators mark the decorated object, so a module-level one cannot serve two parses."""
 
     @setup
     @task(doc_md=runbooks.START_PROBE)
     def start_api_probe() -> int:
+        direct = runtime.platform().control_plane_reader().apiserver_urls()
         with _kubeconfig_for_probe() as kubeconfig:
-            return probe_process.start(kubeconfig, artefacts_dir() / "probe")
+            return probe_process.start(kubeconfig, artefacts_dir() / "probe", direct=direct)
 
     @teardown
     @task(doc_md=runbooks.STOP_PROBE)
     def stop_api_probe() -> dict[str, Any]:
-        figures = probe_process.summary(probe_process.stop(artefacts_dir() / "probe"))
+        from slipway.reports.run import probe_sentence, whole_run_probe_sentence
+
+        folder = artefacts_dir() / "probe"
+        report = probe_process.stop(folder)
+        samples = probe_process.load_samples(folder)
         rec = runtime.record()
-        _merge_control_plane(rec, lambda section: section.update(probe=figures))
-        rec.event(
-            "probe",
-            f"API probe: {figures['requests']} requests, {figures['failures']} failed, "
-            f"p99 {figures['p99_ms']:.1f} ms vs baseline {figures['baseline_p99_ms']:.1f} ms",
-        )
-        return figures
+        whole = probe_process.whole_run(samples)
+        rec.update(probe=whole)
+        said = whole_run_probe_sentence(whole)
+        ended = control_plane_end(rec.get("events", []))
+        if ended is not None:  # a run with a control-plane phase: its own figures too
+            figures = probe_process.summary(report, samples, (None, ended))
+            _merge_control_plane(rec, lambda section: section.update(probe=figures))
+            said = f"{probe_sentence(figures)}. {said}"
+        rec.event("probe", said)
+        return {
+            path: {k: f[k] for k in ("requests", "failures", "disruption_seconds")}
+            for path, f in (whole["paths"] | whole["direct"]).items()
+        }
 
     return start_api_probe(), stop_api_probe()
+
+
+# The timeline events that end the control-plane phase, whichever way it ended.
+CONTROL_PLANE_ENDS = (
+    "control-plane-verified",
+    "control-plane-rolled-back",
+    "control-plane-verification-failed",
+)
+
+
+def control_plane_end(events: list[dict[str, Any]]) -> float | None:
+    """When the control-plane phase ended (epoch seconds), None if it has not: the probe's
+    control-plane figures cover up to here. Events are stamped to the second, so the second
+    it happened in is included."""
+    ends = [datetime.fromisoformat(e["at"]).timestamp() for e in events if e["kind"] in CONTROL_PLANE_ENDS]
+    return min(ends) + 1.0 if ends else None
 
 
 def _merge_control_plane(rec: runrecord.RunRecord, change: Callable[[dict[str, Any]], None]) -> None:

@@ -13,7 +13,14 @@ from slipway import incidents
 from slipway.reports.charts import latency_svg, timeline_svg
 from slipway.reports.durations import human_duration
 from slipway.reports.prediction import PhaseComparison
-from slipway.reports.run import RISK_COLUMNS, _latency_cell, phase_timings, probe_sentence, risk_rows
+from slipway.reports.run import (
+    RISK_COLUMNS,
+    _latency_cell,
+    phase_timings,
+    probe_sentence,
+    risk_rows,
+    whole_run_probe_sentence,
+)
 from slipway.reports.timeline import build_timeline
 
 STYLE = """
@@ -120,6 +127,10 @@ def _control_plane(data: dict[str, Any]) -> str:
     if probe:
         out += _para(probe_sentence(probe))
     return out
+
+
+def _whole_run_probe(data: dict[str, Any]) -> str:
+    return _para(whole_run_probe_sentence(data["probe"])) if data.get("probe") else ""
 
 
 def _batch_time(batch: dict[str, Any]) -> str:
@@ -232,6 +243,7 @@ def render_html(data: dict[str, Any], verdict: str, comparisons: list[PhaseCompa
             _section("Preflight checks", _checks(data)),
             _section("Risk assessment", _risk(data)),
             _section("Control plane", _control_plane(data)),
+            _section("API probe over the whole run", _whole_run_probe(data), anchor="probe"),
             _section("Worker batches", _batches(data)),
             _section("Time out of service per node", nodes_table, anchor="nodes"),
             _section("Incident", _incident(data)),

@@ -129,6 +129,26 @@ def probe_sentence(probe: dict[str, Any], *, bold: bool = False) -> str:
     )
 
 
+def whole_run_probe_sentence(whole: dict[str, Any]) -> str:
+    """The probe over the whole run: each load-balancer path (the bar is 0 disruption), then
+    each apiserver asked directly (its own restarts, which the load balancer must hide)."""
+    text = "API probe over the whole run: " + "; ".join(
+        f"{path} connections {f['requests']} requests, {f['failures']} failed, "
+        f"disrupted {f['disruption_seconds']:.1f} s"
+        for path, f in whole.get("paths", {}).items()
+    )
+    direct = whole.get("direct") or {}
+    if not direct:
+        return text
+    return (
+        f"{text}. Each apiserver asked directly, out of service (restarts the load balancer hides): "
+        + ", ".join(
+            f"{name} {f['disruption_seconds']:.1f} s ({f['failures']} of {f['requests']} requests failed)"
+            for name, f in sorted(direct.items())
+        )
+    )
+
+
 def phase_timings(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
     """Seconds per phase, read from the timeline; phases the run never reached are left out."""
     at = [(e["kind"], datetime.fromisoformat(e["at"])) for e in events]
@@ -250,6 +270,8 @@ def render_markdown(data: dict[str, Any], verdict: str, comparisons: Sequence[An
         if probe:
             out += ["", probe_sentence(probe, bold=True)]
         out.append("")
+    if data.get("probe"):
+        out += ["## API probe over the whole run", "", whole_run_probe_sentence(data["probe"]), ""]
     batches = data.get("batches", [])
     if batches:
         out += ["## Worker batches", ""]

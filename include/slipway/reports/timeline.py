@@ -108,15 +108,23 @@ def build_timeline(data: dict[str, Any]) -> Timeline | None:
         phases=phases,
         batches=batches,
         nodes=sorted(nodes.values(), key=lambda s: (s.start, s.label)),
-        latency=_latency(data, phases, batches),
+        latency=_latency(data, phases, batches, start),
     )
 
 
-def _latency(data: dict[str, Any], phases: list[Span], batches: list[Span]) -> list[LatencySeries]:
+def _latency(
+    data: dict[str, Any], phases: list[Span], batches: list[Span], started_at: datetime
+) -> list[LatencySeries]:
     found = []
     probe = (data.get("control_plane") or {}).get("probe")
     control_plane = next((p for p in phases if p.label == "control plane"), None)
-    if probe and control_plane and probe.get("requests"):
+    series = (data.get("probe") or {}).get("series")
+    if probe and series:
+        # The probe over the whole run, point by point, against its baseline.
+        base, origin = float(probe["baseline_p99_ms"]), started_at.timestamp()
+        points = [(max(0.0, p["at"] - origin), float(p["p99_ms"]), base) for p in series]
+        found.append(LatencySeries("API probe p99 (through the load balancer)", points))
+    elif probe and control_plane and probe.get("requests"):
         middle = (control_plane.start + control_plane.end) / 2
         point = (middle, float(probe["p99_ms"]), float(probe["baseline_p99_ms"]))
         found.append(

@@ -68,6 +68,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from urllib3.exceptions import HTTPError, ProtocolError
 
 Phase = Literal["baseline", "upgrade"]
+# One request: when it was sent (epoch seconds) and its latency in seconds, None if it failed.
+Sample = tuple[float, float | None]
 Verb = Literal["get", "list", "create", "delete"]
 
 PROBE_LABEL = "slipway.dev/probe"
@@ -191,12 +193,21 @@ class ApiProbe:
         self._started = 0.0
         self._finished = 0.0
         self._disruption = Disruption()
+        # Every upgrade-phase request as (epoch seconds, latency or None when it failed): the
+        # figures of any window of the run (the control-plane phase, the whole run) come from it.
+        self._samples: list[Sample] = []
         self._stopped_by: Literal["stop", "max-duration"] = "stop"
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | str, settings: ProbeSettings | None = None) -> ApiProbe:
+    def from_kubeconfig(
+        cls, kubeconfig: Path | str, settings: ProbeSettings | None = None, *, server: str | None = None
+    ) -> ApiProbe:
+        """``server`` replaces the kubeconfig's URL (one apiserver asked directly, not through
+        the load balancer); the credentials and the CA stay the kubeconfig's."""
         configuration = client.Configuration()
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        if server:
+            configuration.host = server
         return cls(configuration, settings)
 
     # ---- control -------------------------------------------------------------------
@@ -234,6 +245,18 @@ class ApiProbe:
         self._cleanup()
         self._api.close()
         return self.report()
+
+    def samples(self) -> list[Sample]:
+        """The upgrade phase's requests in the order sent (see :func:`window_figures`)."""
+        return list(self._samples)
+
+    def failures(self) -> list[ProbeEvent]:
+        """Every upgrade-phase failure (the report keeps a sample of them)."""
+        return [f for f in self._failures if f.phase == "upgrade"]
+
+    def retried(self) -> list[ProbeEvent]:
+        """Every upgrade-phase replay (the report keeps a sample of them)."""
+        return [r for r in self._retries if r.phase == "upgrade"]
 
     def report(self) -> ProbeReport:
         upgrade, baseline = self._latencies["upgrade"], self._latencies["baseline"]
@@ -291,6 +314,7 @@ class ApiProbe:
             # Close every kept-alive connection: this request opens (and TLS-handshakes) its own.
             self._api.rest_client.pool_manager.clear()
         sent = time.monotonic()
+        sent_at = time.time()
         began = time.perf_counter()
         try:
             try:
@@ -306,10 +330,13 @@ class ApiProbe:
             self._failures.append(_event(phase, verb, err))
             if phase == "upgrade":
                 self._disruption.failed(sent)
+                self._samples.append((sent_at, None))
             return
-        self._latencies[phase].append(time.perf_counter() - began)
+        latency = time.perf_counter() - began
+        self._latencies[phase].append(latency)
         if phase == "upgrade":
             self._disruption.succeeded(time.monotonic())
+            self._samples.append((sent_at, latency))
 
     def _request(self, verb: Verb, *, replay: bool) -> None:
         ns, timeout = self.settings.namespace, self.settings.request_timeout_seconds
@@ -379,6 +406,40 @@ class Disruption:
 
     def seconds(self, end: float) -> float:
         return self._total + (end - self._since if self._since is not None else 0.0)
+
+
+class WindowFigures(BaseModel):
+    """One path's requests inside a window of the run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    p99_ms: float = Field(ge=0, description="of the requests that succeeded; 0 when none did")
+    disruption_seconds: float = Field(ge=0)
+
+
+def window_figures(
+    samples: list[Sample], start: float | None = None, end: float | None = None
+) -> WindowFigures:
+    """Figures of the ``samples`` sent in [start, end) (epoch seconds; open ends take all).
+    Disruption follows :class:`Disruption`'s rule: each run of failures counts from its first
+    failed request to the next request that succeeded, or to the window's end."""
+    inside = [s for s in samples if (start is None or s[0] >= start) and (end is None or s[0] < end)]
+    disruption = Disruption()
+    for at, latency in inside:
+        if latency is None:
+            disruption.failed(at)
+        else:
+            disruption.succeeded(at)
+    last = end if end is not None else (inside[-1][0] if inside else 0.0)
+    latencies = [latency for _, latency in inside if latency is not None]
+    return WindowFigures(
+        requests=len(inside),
+        failures=len(inside) - len(latencies),
+        p99_ms=round((percentile(latencies, 0.99) or 0.0) * 1000, 1),
+        disruption_seconds=round(disruption.seconds(last), 2),
+    )
 
 
 def _retry_delay(err: Exception) -> float | None:

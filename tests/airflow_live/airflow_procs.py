@@ -1,0 +1,159 @@
+"""Airflow as a deployment runs it: the api-server, scheduler, dag-processor and triggerer as
+separate processes (LocalExecutor, one metadata database), each of which a test may kill and
+start again, and the REST API a user triggers runs with."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slipway.airflow_env import airflow_env
+from slipway.localcluster.cluster import LocalCluster
+from slipway.localcluster.health import wait_until
+
+AIRFLOW = Path(sys.executable).parent / "airflow"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL = ("success", "failed")
+
+
+@dataclass
+class Airflow:
+    """One Airflow installation in ``home`` whose components run as processes of their own."""
+
+    home: Path
+    env: dict[str, str]
+    api_port: int
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    token: str = ""
+
+    # ---- processes -------------------------------------------------------------------------
+    def start(self, component: str) -> subprocess.Popen[bytes]:
+        log = (self.home / f"{component}.log").open("ab")
+        proc = subprocess.Popen(
+            [str(AIRFLOW), component],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own group: killing it takes its children too
+        )
+        self.procs[component] = proc
+        return proc
+
+    def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Kill ``component`` and every process of its group (a crash, not a clean stop)."""
+        proc = self.procs.pop(component)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=120)
+
+    def stop_all(self) -> None:
+        for component in list(self.procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.kill(component, signal.SIGTERM)
+        for component in list(self.procs):
+            self.kill(component)
+
+    # ---- REST API ----------------------------------------------------------------------------
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def login(self) -> None:
+        passwords = self.home / "simple_auth_manager_passwords.json.generated"
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}/auth/token",
+            method="POST",
+            data=json.dumps(
+                {"username": "admin", "password": json.loads(passwords.read_text())["admin"]}
+            ).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            self.token = str(json.loads(resp.read())["access_token"])
+
+    def api_up(self) -> bool:
+        try:
+            self.api("GET", "/api/v2/monitor/health")
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+        return (self.home / "simple_auth_manager_passwords.json.generated").exists()
+
+    def dag_loaded(self, dag_id: str) -> bool:
+        try:
+            self.api("GET", f"/api/v2/dags/{dag_id}")
+        except urllib.error.HTTPError:
+            return False
+        return True
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        out = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
+        return list(out["task_instances"])
+
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries"
+        return list(self.api("GET", path)["task_instances"])
+
+
+@contextlib.contextmanager
+def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: str) -> Iterator[Airflow]:
+    """Every component started against a fresh metadata database, ``dag_id`` parsed; all
+    stopped afterwards, also when the test fails."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **airflow_env(
+            home,
+            admin_kubeconfig=cluster.admin_kubeconfig,
+            orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
+            cluster_name=cluster.cfg.name,
+            state_root=cluster.cfg.state_root,
+            reports_dir=home / "reports",
+            api_port=api_port,
+        ),
+        "PATH": f"{AIRFLOW.parent}:{os.environ['PATH']}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Separate processes must share the secrets standalone would share in memory: the
+        # execution API's token signing key and the api-server's session key.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(api_port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(api_port + 2),
+    }
+    subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
+    airflow = Airflow(home, env, api_port)
+    try:
+        for component in COMPONENTS:
+            airflow.start(component)
+        wait_until("airflow api-server", airflow.api_up, 600, interval=2)
+        airflow.login()
+        wait_until(f"DAG {dag_id} parsed", lambda: airflow.dag_loaded(dag_id), 600, interval=2)
+        yield airflow
+    finally:
+        airflow.stop_all()
