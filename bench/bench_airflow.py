@@ -88,10 +88,7 @@ def start_airflow(cluster: LocalCluster, home: Path, api_port: int, slots: int) 
     os.environ["SLIPWAY_MAX_BATCHES"] = str(slots)  # airflow_env passes it on to the DAG files
     env = airflow_env(
         demo.AIRFLOW_HOME,
-        admin_kubeconfig=cluster.admin_kubeconfig,
-        orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
-        cluster_name=cluster.cfg.name,
-        state_root=cluster.cfg.state_root,
+        cluster,
         reports_dir=home / "reports",
         api_port=api_port,
     )

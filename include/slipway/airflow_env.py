@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slipway.localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE_CONN_ID = "kubernetes_default"
@@ -18,16 +22,11 @@ KUBEADM_CONN_ID = "slipway_kubeadm"
 
 
 def airflow_env(
-    airflow_home: Path,
-    *,
-    admin_kubeconfig: Path,
-    orchestrator_kubeconfig: Path,
-    cluster_name: str,
-    state_root: Path,
-    reports_dir: Path,
-    api_port: int = 28080,
+    airflow_home: Path, cluster: LocalCluster, *, reports_dir: Path, api_port: int = 28080
 ) -> dict[str, str]:
     """Variables for `airflow standalone`/`dag.test()` on the local cluster."""
+    admin_kubeconfig, orchestrator_kubeconfig = cluster.admin_kubeconfig, cluster.orchestrator_kubeconfig
+    cluster_name, state_root = cluster.cfg.name, cluster.cfg.state_root
     platform = {
         "conn_type": "generic",
         "extra": {

@@ -180,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"local cluster up at {cluster.cfg.server_url} ({time.monotonic() - started:.0f}s)", flush=True)
     env = airflow_env(
         AIRFLOW_HOME,
-        admin_kubeconfig=cluster.admin_kubeconfig,
-        orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
-        cluster_name=cluster.cfg.name,
-        state_root=cluster.cfg.state_root,
+        cluster,
         reports_dir=REPORTS_DIR,
         api_port=API_PORT,
     )

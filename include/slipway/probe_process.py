@@ -194,7 +194,8 @@ def whole_run(samples: Mapping[str, PathSamples]) -> dict[str, Any]:
     }
     reused = samples.get("reused")
     return {
-        "paths": {p: f for p, f in paths.items() if not p.startswith("direct/")},
+        # Kept-alive connections first: what running controllers see.
+        "paths": {p: paths[p] for p in ("reused", "new") if p in paths},
         "direct": {p.removeprefix("direct/"): f for p, f in paths.items() if p.startswith("direct/")},
         "series": latency_series(reused.requests if reused else []),
     }

@@ -129,10 +129,7 @@ def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: st
         **os.environ,
         **airflow_env(
             home,
-            admin_kubeconfig=cluster.admin_kubeconfig,
-            orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
-            cluster_name=cluster.cfg.name,
-            state_root=cluster.cfg.state_root,
+            cluster,
             reports_dir=home / "reports",
             api_port=api_port,
         ),

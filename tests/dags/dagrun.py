@@ -25,10 +25,7 @@ def cluster_env(cluster: LocalCluster, home: Path, reports: Path) -> dict[str, s
     """The connections (``AIRFLOW_CONN_*``) and settings (``SLIPWAY_*``) that point Airflow at ``cluster``."""
     env = airflow_env(
         home,
-        admin_kubeconfig=cluster.admin_kubeconfig,
-        orchestrator_kubeconfig=cluster.orchestrator_kubeconfig,
-        cluster_name=cluster.cfg.name,
-        state_root=cluster.cfg.state_root,
+        cluster,
         reports_dir=reports,
     )
     return {k: v for k, v in env.items() if k.startswith(("AIRFLOW_CONN_", "SLIPWAY_"))}
