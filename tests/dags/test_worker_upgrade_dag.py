@@ -103,6 +103,12 @@ def test_node_that_never_becomes_ready_rolls_the_batch_back(
         assert kube_nodes.kubelet_version(node) == KUBERNETES_OLD, node.metadata.name
     # The old kubelet reports Ready again on its own schedule (kwok plays it): wait for that.
     wait_until(f"{first} Ready after the rollback", lambda: kube_nodes.node_ready(core.read_node(first)), 120)
+    # `kubectl describe node` says so: a Warning from Slipway naming the batch and why.
+    events = client.EventsV1Api(worker_cluster.admin_client()).list_namespaced_event(
+        "default", field_selector=f"regarding.name={first}"
+    )
+    rolled = [e for e in events.items if e.reason == "SlipwayRolledBack"]
+    assert rolled and rolled[0].type == "Warning" and "batch 0 rolled back" in rolled[0].note, rolled
 
 
 @pytest.mark.parametrize("policy", ["rollback", "wait"])

@@ -155,7 +155,9 @@ class UpgradeNodeOperator(BaseOperator):
         if req.blocked_drain_policy == "quarantine":
             kube_nodes.quarantine(api, node, f"drain blocked: {blockers}")
             record().event("quarantined", f"node {node} quarantined (left cordoned): {blockers}", node=node)
-            _node_event(node, "SlipwayQuarantined", f"left cordoned: drain blocked: {blockers}", "Quarantine")
+            node_step_event(
+                node, "SlipwayQuarantined", f"left cordoned: drain blocked: {blockers}", "Quarantine"
+            )
             return {"node": node, "quarantined": True, "blockers": blockers}
         if req.blocked_drain_policy == "rollback":
             raise AirflowFailException(f"drain of {node} would be blocked: {blockers}")
@@ -171,7 +173,7 @@ class UpgradeNodeOperator(BaseOperator):
         kube_nodes.set_step(api, node, current_run_id(), "cordoned")
         self.log.info("node %s: %s", node, "cordoned" if changed else "already cordoned")
         if changed:
-            _node_event(node, "SlipwayCordoned", "cordoned for its upgrade", "Cordon")
+            node_step_event(node, "SlipwayCordoned", "cordoned for its upgrade", "Cordon")
 
     def _drain(self, node: str, req: Any) -> dict[str, Any] | None:
         from slipway import workers
@@ -188,12 +190,12 @@ class UpgradeNodeOperator(BaseOperator):
             if req.blocked_drain_policy == "quarantine":
                 kube_nodes.quarantine(api, node, str(err))
                 record().event("quarantined", f"node {node} quarantined (left cordoned): {err}", node=node)
-                _node_event(node, "SlipwayQuarantined", f"left cordoned: {err}", "Quarantine")
+                node_step_event(node, "SlipwayQuarantined", f"left cordoned: {err}", "Quarantine")
                 return {"node": node, "quarantined": True, "blockers": [b.to_dict() for b in err.blockers]}
             raise AirflowFailException(str(err)) from err
         kube_nodes.set_step(api, node, current_run_id(), "drained")
         self.log.info("node %s: drained (%s)", node, result.to_dict())
-        _node_event(node, "SlipwayDrained", f"drained: {len(result.evicted)} pod(s) evicted", "Drain")
+        node_step_event(node, "SlipwayDrained", f"drained: {len(result.evicted)} pod(s) evicted", "Drain")
         return None
 
     def _upgrade(self, node: str, req: Any, needed: bool) -> list[str]:
@@ -206,7 +208,7 @@ class UpgradeNodeOperator(BaseOperator):
             result = upgrader.upgrade_node(node, str(req.target))
             kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "upgraded")
             record().event("node-upgraded", f"node {node}: {result.action} {result.version}", node=node)
-            _node_event(node, "SlipwayUpgraded", f"{result.action} {result.version}", "Upgrade")
+            node_step_event(node, "SlipwayUpgraded", f"{result.action} {result.version}", "Upgrade")
             self.log.info("node %s: %s %s", node, result.action, result.version)
         return list(upgrader.nodes_to_wait_for([node]))
 
@@ -265,7 +267,7 @@ class UpgradeNodeOperator(BaseOperator):
                 record().event(
                     "node-uncordoned", f"node {node} back in service{took}", node=node, seconds=out
                 )
-                _node_event(node, "SlipwayUncordoned", f"back in service{took}", "Uncordon")
+                node_step_event(node, "SlipwayUncordoned", f"back in service{took}", "Uncordon")
                 self.log.info("node %s: uncordoned%s", node, took)
         serving = platform().node_upgrader(req.strategy).nodes_to_wait_for([node]) or [node]
         problems = workers.node_problems(api, serving, str(req.target))
@@ -276,13 +278,17 @@ class UpgradeNodeOperator(BaseOperator):
         return {"node": node, "step": "done"}
 
 
-def _node_event(node: str, reason: str, note: str, action: str) -> None:
+# What the engineer must look at: the node did not end its step in service.
+WARNINGS = ("SlipwayQuarantined", "SlipwayRolledBack")
+
+
+def node_step_event(node: str, reason: str, note: str, action: str) -> None:
     """What this run did to the node, where ``kubectl describe node`` shows it (best effort)."""
     from slipway.airflow.runtime import current_run_id, orchestrator_api
     from slipway.kube.events import node_event
 
     api, run_id = orchestrator_api(), current_run_id()
-    if reason == "SlipwayQuarantined":
+    if reason in WARNINGS:
         node_event(api, node, reason, note, action=action, run_id=run_id, kind="Warning")
     else:
         node_event(api, node, reason, note, action=action, run_id=run_id)

@@ -23,7 +23,7 @@ from airflow.sdk import TaskGroup, TriggerRule, task, task_group
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from slipway.airflow import runbooks
-from slipway.airflow.node_operator import UpgradeNodeOperator
+from slipway.airflow.node_operator import UpgradeNodeOperator, node_step_event
 from slipway.airflow.stage_common import declare_incident
 from slipway.airflow.stage_lease import holds_cluster_lease
 from slipway.lazy import api_exception, lazy
@@ -112,12 +112,17 @@ def batch_slot(index: int, request: Any, entry_after: Any | None) -> tuple[Any, 
                 "; ".join(verdict.get("problems", [])[:2]) or "the validation did not conclude (see its log)"
             )
             declare_incident("SEV2", f"batch {index} failed validation: {why}")
-            return workers.rollback_batch(
+            done = workers.rollback_batch(
                 runtime.orchestrator_api(),
                 runtime.record(),
                 index,
                 runtime.platform().node_upgrader(req.strategy),
             )
+            for result in done:
+                node_step_event(
+                    result["node"], "SlipwayRolledBack", f"batch {index} rolled back: {why}", "Rollback"
+                )
+            return done
 
         selection: Any = select_batch(request)
         if entry_after is not None:
