@@ -1,7 +1,9 @@
 """Move namespaces from one cluster to another (issue 12: configuration, stateless workloads
-blue-green, stateful workloads sync-then-cut-over, built-in copy path).
+blue-green, stateful workloads sync-then-cut-over, through Velero or the built-in copy path).
 
-assess → (a dry run ends here) → copy configuration → verify checksums → copy stateless
+assess → (a dry run ends here) → start_velero (copy path velero only: the Velero servers on this
+host, stopped by the stop_velero teardown) → copy configuration (velero: a Backup on the source
+and a Restore on the target, workloads included) → verify checksums → copy stateless
 workloads → validate (checksums + available on the target) → sync volumes (rclone, source
 running) → cut over stateful workloads (freeze: source to 0, snapshot, final sync, rclone check,
 start on the target) → validate them → switch traffic (HAProxy weights 0 → 10 → 50 → 100 %,
@@ -9,7 +11,9 @@ rolled back on a failed probe) → report. A failed cut-over or validation branc
 rollback_stateful (snapshot restored on the source, source scaled back, target copy to 0) and
 the report ends the run red. Source, target and the front door come from the
 ``slipway_migration`` connection (the migrator identity's kubeconfigs, ``migrator-rbac.yaml``);
-the source is never deleted. Not built yet: Velero.
+the source is never deleted. Velero itself is installed by an admin beforehand (its CRDs,
+namespace, ServiceAccount and backup storage location); the migrator only creates and reads
+Backups and Restores.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from slipway.airflow.stage_migration import (
     migration_params,
     proceed,
     rollback_stateful,
+    start_velero,
+    stop_velero,
     switch_traffic,
     sync_volumes,
     validate_migration,
@@ -50,11 +56,13 @@ from slipway.airflow.stage_migration import (
 def k8s_cluster_migration() -> None:
     summary = assess(validate_migration())
     config_copy = copy_configuration(summary)
-    proceed(summary) >> config_copy
+    velero_up = start_velero(summary)
+    proceed(summary) >> velero_up >> config_copy
     config_check = verify_configuration(summary)
     workload_copy = copy_workloads(summary)
     workload_check = validate_workloads(summary)
     config_copy >> config_check >> workload_copy >> workload_check
+    workload_check >> stop_velero().as_teardown(setups=velero_up)
     synced, cut_over, checked = sync_volumes(summary), cut_over_stateful(summary), validate_stateful(summary)
     traffic = switch_traffic()
     workload_check >> synced >> cut_over >> checked >> traffic

@@ -6,7 +6,9 @@ task can be cleared and re-run.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,17 +21,19 @@ from slipway.airflow.runbooks import runbook
 from slipway.lazy import lazy
 from slipway.migration import frontdoor
 from slipway.migration.assess import markdown
-from slipway.migration.connection import CONN_ID, MigrationConnection, parse_connection
+from slipway.migration.connection import CONN_ID, MigrationConnection, VeleroRef, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
-from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
+from slipway.migration.objects import CONFIG_KINDS, NAMESPACE, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest, parse_migration_request
 from slipway.migration.volumes import RcloneError
 
 if TYPE_CHECKING:
-    from slipway.migration import clusters, stateful
+    from slipway.migration import clusters, stateful, velero
+    from slipway.migration.objects import Kind, Obj, Sums
 else:  # the kubernetes client loads when a task first runs, not when the DAG file is parsed
     clusters = lazy("slipway.migration.clusters")
     stateful = lazy("slipway.migration.stateful")
+    velero = lazy("slipway.migration.velero")
 
 DAG_ID = "k8s_cluster_migration"
 
@@ -57,24 +61,56 @@ PROCEED = runbook(
     "Safe.",
 )
 COPY_CONFIGURATION = runbook(
-    "Applies the Namespaces, ServiceAccounts, Roles, RoleBindings, ConfigMaps, Secrets, Services, "
+    "Copy path `velero`: a Velero Backup of the selected namespaces on the source (without Pods, "
+    "ReplicaSets, PersistentVolumeClaims and PersistentVolumes: volume data moves with rclone) and a "
+    "Restore of it on the target, both created by the migrator and awaited through Velero's API "
+    "objects; stateful workloads are first placed on the target at 0 replicas so the restore leaves "
+    "them alone (Velero never overwrites an existing object) and none starts on empty volumes. "
+    "Velero restores the workloads too: `copy_workloads` then has nothing left to apply. "
+    "Copy path `builtin`: applies the Namespaces, ServiceAccounts, Roles, RoleBindings, ConfigMaps, "
+    "Secrets, Services, "
     "PodDisruptionBudgets, HorizontalPodAutoscalers and NetworkPolicies of the selection to the target, "
     "read fresh from the source, with server-side apply (field manager `slipway-migration`). The source "
     "is never changed.",
     "A 403 means the migrator manifest (`migrator-rbac.yaml`) is missing on the target or the token "
-    "expired; a 404 on a kind means the target does not serve it (the assessment lists those).",
-    "Safe: re-applying identical objects changes nothing on the target.",
+    "expired; a 404 on a kind means the target does not serve it (the assessment lists those). Velero: "
+    "the log names the Backup or Restore, its phase and Velero's reason (`velero backup describe` / "
+    "`velero restore describe` with that name show the rest).",
+    "Safe: re-applying identical objects changes nothing on the target; the Backup and Restore are "
+    "named after the run, so a retry finds and awaits them instead of making new ones.",
+)
+START_VELERO = runbook(
+    "Only when the form's copy path is `velero`. When the `slipway_migration` connection names Velero "
+    "server kubeconfigs (`source_velero_kubeconfig`, `target_velero_kubeconfig`: the local platform), "
+    "starts `velero server` for each cluster on this host (pid files and logs under the run's report "
+    "folder, `velero/`; the bucket's keys in a private temporary folder, never in the report). Then "
+    "waits until Velero's backup storage location `velero/default` is Available on both clusters and "
+    "names the connection's bucket. Installing Velero (its CRDs, namespace, ServiceAccount and the "
+    "location: read-write on the source, read-only on the target) is an admin's job done before.",
+    "Not Available: Velero cannot reach the bucket (URL, keys, bucket name: read "
+    "`velero/logs/velero-<side>.log` in the report folder). A location naming another bucket: fix the "
+    "connection or the location, they must agree. A 403 means `migrator-rbac.yaml` is not applied.",
+    "Safe: a server already running is kept; the location is only read.",
+)
+STOP_VELERO = runbook(
+    "Teardown of `start_velero`: stops the `velero server` processes this run started on this host "
+    "(and their plugin processes) and removes the bucket's keys file. Runs whatever happened before.",
+    "A server that does not stop in 20 s is killed with its process group; the log says which.",
+    "Safe: a stopped server stays stopped.",
 )
 VERIFY_CONFIGURATION = runbook(
     "Computes a sha256 per object over its normalised form (status and cluster-assigned fields dropped) "
-    "on the source and on the target and compares them; any mismatch fails the task naming the object.",
+    "on the source and on the target and compares them; any mismatch fails the task naming the object. "
+    "The labels Velero adds to what it restores (`velero.io/backup-name`, `velero.io/restore-name`) "
+    "are left out on the target side.",
     "A mismatch means the object changed on the source after the copy, or someone changed the copy on "
     "the target. Clear `copy_configuration` (it re-applies from the source) and this task.",
     "Safe: read-only.",
 )
 COPY_WORKLOADS = runbook(
-    "Applies the selection's Deployments and StatefulSets to the target (server-side apply), after the "
-    "configuration they depend on is proven equal.",
+    "Applies the selection's stateless Deployments and StatefulSets to the target (server-side apply), "
+    "after the configuration they depend on is proven equal. With the `velero` copy path the restore "
+    "already brought them: nothing is applied.",
     "As for `copy_configuration`: check the migrator's permissions on the target and the log's object name.",
     "Safe: re-applying identical objects changes nothing on the target.",
 )
@@ -174,7 +210,8 @@ def migration_params() -> dict[str, Param]:
 def _connection() -> MigrationConnection:
     from airflow.sdk import BaseHook
 
-    return parse_connection(BaseHook.get_connection(CONN_ID).extra_dejson)
+    conn = BaseHook.get_connection(CONN_ID)
+    return parse_connection(conn.extra_dejson, login=conn.login, password=conn.password)
 
 
 def _sides() -> tuple[clusters.Side, clusters.Side]:
@@ -203,7 +240,18 @@ def validate_migration() -> dict[str, Any]:
     """The request as JSON, after the form and the connection were both accepted."""
     try:
         request = parse_migration_request(dict(get_current_context()["params"]))
-        _connection()
+        conn = _connection()
+        if request.copy_path == "velero" and conn.velero is None:
+            raise MigrationError(
+                [
+                    (
+                        "copy_path",
+                        "velero needs an object store in the slipway_migration connection "
+                        "(extras velero_bucket_url and velero_bucket, the keys as login and password)",
+                    )
+                ],
+                "migration request",
+            )
     except MigrationError as err:
         raise _fail(err) from err
     return request.model_dump()
@@ -230,6 +278,7 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
         "cannot_move": len(result.blockers),
         "stateful": volumes["workloads"],
         "dry_run": wanted.dry_run,
+        "copy_path": wanted.copy_path,
         "available_timeout_seconds": wanted.available_timeout_seconds,
         "report": str(folder / "assessment.md"),
     }
@@ -247,8 +296,194 @@ def proceed(summary: dict[str, Any]) -> bool:
     return not summary["dry_run"]
 
 
+# --- the Velero copy path -------------------------------------------------------------------------
+# Left out of the Velero backup: Pods and ReplicaSets are their controllers' to make on the target,
+# claims and volumes belong to the rclone path (sync_volumes binds the target's claims itself).
+VELERO_EXCLUDED = [
+    "pods",
+    "replicasets.apps",
+    "controllerrevisions.apps",
+    "persistentvolumeclaims",
+    "persistentvolumes",
+    "events",
+    "events.events.k8s.io",
+    "endpoints",
+    "endpointslices.discovery.k8s.io",
+]
+
+
+def _velero_ref() -> VeleroRef:
+    ref = _connection().velero
+    if ref is None:  # validate_migration refuses this; the connection changed since
+        raise AirflowFailException("copy_path: the slipway_migration connection no longer names a bucket")
+    return ref
+
+
+def _run_digest() -> str:
+    return hashlib.sha256(get_current_context()["run_id"].encode()).hexdigest()[:10]
+
+
+def _velero_names() -> tuple[str, str]:
+    """The run's Backup and Restore: the same on every retry, so a retry finds its own."""
+    backup = f"slipway-migration-{_run_digest()}"
+    return backup, f"{backup}-restore"
+
+
+def _velero_servers(ref: VeleroRef) -> list[velero.VeleroServer]:
+    """The run's ``velero server`` processes on this host (none when Velero runs in the clusters)."""
+    if ref.servers is None:
+        return []
+    work = _report_folder() / "velero"
+    # The bucket's keys: a private folder outside the report, which users read and archive.
+    secrets = Path(tempfile.gettempdir()) / f"slipway-velero-{_run_digest()}"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    return [
+        velero.VeleroServer(name, kubeconfig, ref.store, work, credentials_dir=secrets)
+        for name, kubeconfig in zip(("source", "target"), ref.servers, strict=True)
+    ]
+
+
+def _check_location(api: Any, side: str, store: velero.ObjectStore) -> None:
+    """The location Velero uses must be the bucket the connection names (an admin set it up)."""
+    found = velero._get(api, "backupstoragelocations", velero.LOCATION) or {}
+    spec = found.get("spec") or {}
+    bucket = (spec.get("objectStorage") or {}).get("bucket")
+    url = str((spec.get("config") or {}).get("s3Url") or "").rstrip("/")
+    if bucket != store.bucket or url != store.url.rstrip("/"):
+        raise AirflowFailException(
+            f"velero_bucket_url: the {side}'s backup storage location {velero.NAMESPACE}/{velero.LOCATION} "
+            f"names {url or '?'} bucket {bucket or '?'}, the connection {store.url} bucket {store.bucket}"
+        )
+
+
+@task(doc_md=START_VELERO, execution_timeout=timedelta(minutes=10))
+def start_velero(summary: dict[str, Any]) -> dict[str, Any]:
+    if summary.get("copy_path") != "velero":
+        return {"started": [], "reason": "copy path builtin: Velero is not used"}
+    ref = _velero_ref()
+    source, target = _sides()
+    servers = _velero_servers(ref)
+    try:
+        for server in servers:
+            server.start()
+        checks = {s.name: s.check for s in servers}
+        for side in (source, target):
+            velero.wait_location_available(side.api, timeout=120, check=checks.get(side.name))
+            _check_location(side.api, side.name, ref.store)
+    except (velero.VeleroError, MigrationError) as err:
+        raise _fail(err) from err
+    return {"started": [s.process for s in servers], "locations": "Available"}
+
+
+@task(doc_md=STOP_VELERO)
+def stop_velero() -> dict[str, Any]:
+    ref = _connection().velero
+    if ref is None or ref.servers is None:
+        return {"stopped": []}
+    servers = _velero_servers(ref)
+    for server in servers:
+        server.stop()
+    secrets = servers[0].credentials_dir
+    for name in ("source", "target"):
+        if secrets:
+            (secrets / f"credentials-{name}").unlink(missing_ok=True)
+    return {"stopped": [s.process for s in servers]}
+
+
+def _park_stateful(source: clusters.Side, target: clusters.Side, namespaces: list[str]) -> list[str]:
+    """Stateful workloads on the target at 0 replicas before the restore: Velero leaves an
+    existing object alone, so none starts on empty volumes; cut_over_stateful starts them."""
+    found = [
+        o
+        for o in clusters.copyable(clusters.read_objects(source, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
+        if stateful.is_stateful(o)
+    ]
+    if not found:
+        return []
+    parked = []
+    for obj in found:
+        body = stateful.declared(obj)
+        parked.append({**body, "spec": {**body["spec"], "replicas": 0}})
+    namespace_objs = [
+        n
+        for n in clusters._items(source.resource(NAMESPACE))
+        if n["metadata"]["name"] in {o["metadata"]["namespace"] for o in found}
+    ]
+    return clusters.apply(target, namespace_objs) + clusters.apply(target, parked)
+
+
+def _velero_copy(summary: dict[str, Any]) -> dict[str, Any]:
+    ref = _velero_ref()
+    source, target = _sides()
+    checks = {s.name: s.check for s in _velero_servers(ref)}
+    backup_name, restore_name = _velero_names()
+    namespaces = summary["namespaces"]
+    labels = {"app.kubernetes.io/managed-by": "slipway", "migration.slipway.dev/run": _run_digest()}
+    timeout = float(summary["available_timeout_seconds"]) + 600
+    started = time.monotonic()
+    try:
+        parked = _park_stateful(source, target, namespaces)
+        backed = velero.backup(
+            source.api,
+            backup_name,
+            namespaces,
+            timeout=timeout,
+            labels=labels,
+            check=checks.get("source"),
+            excluded_resources=VELERO_EXCLUDED,
+        )
+        restored = velero.restore(
+            target.api,
+            restore_name,
+            backup_name,
+            namespaces=namespaces,
+            timeout=timeout,
+            sync_timeout=120,
+            labels=labels,
+            check=checks.get("target"),
+        )
+    except (velero.VeleroError, MigrationError) as err:
+        raise _fail(err) from err
+    created = sum(1 for items in restored.items.values() for item in items if item.endswith("(created)"))
+    return {
+        "copy_path": "velero",
+        "applied": restored.state.items_done,
+        "created": created,
+        "parked_stateful": len(parked),
+        "seconds": round(time.monotonic() - started, 3),
+        "backup": backed.summary(),
+        "restore": restored.summary(),
+        "restore_warnings": restored.warnings[:20],
+    }
+
+
+def _user_objects(
+    side: clusters.Side, namespaces: list[str], kinds: list[Kind], with_namespaces: bool
+) -> list[Obj]:
+    objects = clusters.copyable(clusters.read_objects(side, namespaces, kinds), kinds)
+    if with_namespaces:
+        every = clusters._items(side.resource(NAMESPACE))
+        objects = [n for n in every if n["metadata"]["name"] in namespaces] + objects
+    return objects
+
+
+def _verify_restored(
+    source: clusters.Side, target: clusters.Side, source_objs: list[Obj], target_objs: list[Obj]
+) -> Sums:
+    """The builtin path's checksums, with Velero's restore labels left out on the target side."""
+    from slipway.migration.objects import compare, pair_checksums
+
+    sums = pair_checksums(source_objs, [velero.strip_restore_labels(o) for o in target_objs])
+    problems = compare(sums.source, sums.target)
+    if problems:
+        raise ChecksumMismatch(problems)
+    return sums
+
+
 @task(doc_md=COPY_CONFIGURATION)
 def copy_configuration(summary: dict[str, Any]) -> dict[str, Any]:
+    if summary.get("copy_path") == "velero":
+        return _velero_copy(summary)
     source, target = _sides()
     started = time.monotonic()
     try:
@@ -261,8 +496,17 @@ def copy_configuration(summary: dict[str, Any]) -> dict[str, Any]:
 @task(doc_md=VERIFY_CONFIGURATION)
 def verify_configuration(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
+    names, kinds = summary["namespaces"], list(CONFIG_KINDS)
     try:
-        sums = clusters.verify(source, target, summary["namespaces"], CONFIG_KINDS, with_namespaces=True)
+        if summary.get("copy_path") == "velero":
+            sums = _verify_restored(
+                source,
+                target,
+                _user_objects(source, names, kinds, True),
+                _user_objects(target, names, kinds, True),
+            )
+        else:
+            sums = clusters.verify(source, target, names, CONFIG_KINDS, with_namespaces=True)
     except ChecksumMismatch as err:
         raise _fail(err) from err
     return {"compared": len(sums.source), "mismatches": 0, "target_defaults": len(sums.defaulted)}
@@ -270,6 +514,8 @@ def verify_configuration(summary: dict[str, Any]) -> dict[str, Any]:
 
 @task(doc_md=COPY_WORKLOADS)
 def copy_workloads(summary: dict[str, Any]) -> dict[str, Any]:
+    if summary.get("copy_path") == "velero":
+        return {"applied": 0, "seconds": 0, "reason": "restored by Velero with the configuration"}
     source, target = _sides()
     started = time.monotonic()
     # Stateless only: a stateful workload starts on the target after its data (cut_over_stateful).
@@ -283,7 +529,13 @@ def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
     try:
-        sums = stateful.verify_stateless(source, target, summary["namespaces"])
+        if summary.get("copy_path") == "velero":
+            names = summary["namespaces"]
+            sums = _verify_restored(
+                source, target, stateful.stateless(source, names), stateful.stateless(target, names)
+            )
+        else:
+            sums = stateful.verify_stateless(source, target, summary["namespaces"])
         available = clusters.wait_available(
             target, summary["namespaces"], WORKLOAD_KINDS, summary["available_timeout_seconds"]
         )
@@ -490,6 +742,9 @@ def write_migration_report() -> str:
     section = _stateful_section(record, summary.get("stateful", []))
     report = {
         "namespaces": summary.get("namespaces", []),
+        "copy_path": summary.get("copy_path", "builtin"),
+        "velero": {k: config_copy[k] for k in ("backup", "restore", "parked_stateful") if k in config_copy}
+        or None,
         "objects_copied": applied,
         "checksums_compared": config_check.get("compared", 0) + workload_check.get("compared", 0),
         "checksum_mismatches": config_check.get("mismatches", 0) + workload_check.get("mismatches", 0),
@@ -502,7 +757,7 @@ def write_migration_report() -> str:
         "failed_requests_during_switch": sum(step["failed"] for step in traffic.get("steps", [])),
         "stateful": section,
         "assessment": summary.get("report"),
-        "not_in_this_slice": "Velero; the source is scaled down (stateful) or left running, never deleted",
+        "source_kept": "the source is scaled down (stateful) or left running, never deleted",
     }
     folder = record_path.parent
     (folder / "migration-report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

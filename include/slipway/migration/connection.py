@@ -9,6 +9,15 @@ Extras (JSON)::
 The two ``front_door_*`` keys are optional (both or neither): HAProxy's admin socket, whose
 ``app`` backend has the servers ``source`` and ``target``, and the URL the switch probes.
 
+Velero (optional, for ``copy_path: velero``): ``velero_bucket_url`` (the S3 API,
+``http(s)://host:port``) and ``velero_bucket``, optionally ``velero_prefix`` and
+``velero_region``; the bucket's access key and secret key are the connection's login and
+password (never extras: Airflow masks a password). ``source_velero_kubeconfig`` and
+``target_velero_kubeconfig`` (both or neither) are kubeconfigs of Velero's own ServiceAccount,
+made by the admin who installed Velero: with them the DAG runs ``velero server`` for each
+cluster on this host (the local platform); without them Velero's servers already run in the
+clusters.
+
 Both kubeconfigs should carry the migrator identity (``manifests/migrator-rbac.yaml``), never an
 admin. Refused key by key, one line each, before any cluster is contacted.
 """
@@ -25,10 +34,26 @@ from slipway.models import unknown_field
 if TYPE_CHECKING:
     from kubernetes import client
 
+    from slipway.migration.velero import ObjectStore
+
 CONN_ID = "slipway_migration"
 SIDES = ("source", "target")
 FRONT_DOOR = ("front_door_socket", "front_door_url")
-KNOWN = (*(f"{side}_{key}" for side in SIDES for key in ("kubeconfig", "context")), *FRONT_DOOR)
+VELERO_STORE = ("velero_bucket_url", "velero_bucket", "velero_prefix", "velero_region")
+VELERO_SERVERS = ("source_velero_kubeconfig", "target_velero_kubeconfig")
+KNOWN = (
+    *(f"{side}_{key}" for side in SIDES for key in ("kubeconfig", "context")),
+    *FRONT_DOOR,
+    *VELERO_STORE,
+    *VELERO_SERVERS,
+)
+# ObjectStore's field names as the connection's keys, for its problems.
+_STORE_KEYS = {
+    "url": "velero_bucket_url",
+    "bucket": "velero_bucket",
+    "prefix": "velero_prefix",
+    "access_key": "login",
+}
 MAX_CONTEXT = 253
 
 
@@ -60,10 +85,59 @@ class FrontDoorRef:
 
 
 @dataclass(frozen=True)
+class VeleroRef:
+    """The bucket both Velero servers share and, when the DAG runs the servers on this host,
+    the kubeconfig of Velero's ServiceAccount on each cluster."""
+
+    store: ObjectStore
+    servers: tuple[Path, Path] | None = None  # (source, target)
+
+
+@dataclass(frozen=True)
 class MigrationConnection:
     source: ClusterRef
     target: ClusterRef
     front_door: FrontDoorRef | None = None
+    velero: VeleroRef | None = None
+
+
+def _velero(
+    extra: dict[str, Any], login: str | None, password: str | None, problems: list[tuple[str, str]]
+) -> VeleroRef | None:
+    given = [k for k in (*VELERO_STORE, *VELERO_SERVERS) if extra.get(k) is not None]
+    if not given:
+        return None
+    for key in ("velero_bucket_url", "velero_bucket"):
+        if extra.get(key) is None:
+            problems.append((key, f"required with {given[0]}: Velero needs the bucket's URL and name"))
+    texts = {k: extra.get(k) for k in VELERO_STORE}
+    wrong = [k for k, v in texts.items() if v is not None and not isinstance(v, str)]
+    problems += [(k, "must be a string") for k in wrong]
+    servers = [extra.get(k) for k in VELERO_SERVERS]
+    if sum(v is not None for v in servers) == 1:
+        missing = next(k for k, v in zip(VELERO_SERVERS, servers, strict=True) if v is None)
+        problems.append((missing, "required with the other Velero server kubeconfig: both or neither"))
+    paths = [_kubeconfig(extra, k, problems) for k in VELERO_SERVERS] if all(servers) else []
+    if wrong or any(extra.get(k) is None for k in ("velero_bucket_url", "velero_bucket")):
+        return None
+    # Imported here: velero loads the kubernetes client, and the DAG file imports this module.
+    from slipway.migration.velero import ObjectStore
+
+    store = ObjectStore(
+        url=str(texts["velero_bucket_url"]),
+        bucket=str(texts["velero_bucket"]),
+        access_key=login or "",
+        secret_key=password or "",
+        region=str(texts["velero_region"] or "us-east-1"),
+        prefix=str(texts["velero_prefix"] or ""),
+    )
+    found = store.problems()
+    keys = "the bucket's access key (login) and secret key (password) are both required"
+    problems += [(_STORE_KEYS.get(n, n), keys if n == "access_key" else why) for n, why in found]
+    if found or (paths and not all(paths)):
+        return None
+    source, target = paths or (None, None)
+    return VeleroRef(store, (source, target) if source and target else None)
 
 
 def _front_door(extra: dict[str, Any], problems: list[tuple[str, str]]) -> FrontDoorRef | None:
@@ -110,8 +184,11 @@ def _kubeconfig(extra: dict[str, Any], key: str, problems: list[tuple[str, str]]
     return path
 
 
-def parse_connection(extra: dict[str, Any] | None) -> MigrationConnection:
-    """The connection's extras as source and target; every bad key is named in one error."""
+def parse_connection(
+    extra: dict[str, Any] | None, *, login: str | None = None, password: str | None = None
+) -> MigrationConnection:
+    """The connection's extras (and login/password: the Velero bucket's keys) as source and
+    target; every bad key is named in one error, never a key's value."""
     what = f"{CONN_ID} connection"
     if not isinstance(extra, dict):
         raise MigrationError([("extra", "must be a JSON object")], what)
@@ -126,6 +203,7 @@ def parse_connection(extra: dict[str, Any] | None) -> MigrationConnection:
     if same_file and source and target and source.context == target.context:
         problems.append(("target_kubeconfig", "names the same kubeconfig and context as the source"))
     front_door = _front_door(extra, problems)
+    velero = _velero(extra, login, password, problems)
     if problems or source is None or target is None:
         raise MigrationError(problems, what)
-    return MigrationConnection(source, target, front_door)
+    return MigrationConnection(source, target, front_door, velero)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -52,6 +52,15 @@ class MigrationRequest(BaseModel):
         description="Assess only: inventory, dependency map and what cannot move, written as a report; "
         "nothing is changed on either cluster.",
         json_schema_extra=_form(SAFETY, "Dry run (assessment only)"),
+    )
+    copy_path: Literal["builtin", "velero"] = Field(
+        default="builtin",
+        description="How configuration and stateless workloads reach the target: builtin (Slipway "
+        "reads them on the source and server-side applies them on the target) or velero (a Velero "
+        "Backup on the source, a Restore on the target, through the bucket the slipway_migration "
+        "connection names). Either way every object is then proven by the same checksums; stateful "
+        "workloads always move with rclone.",
+        json_schema_extra=_form(SCOPE, "Copy path"),
     )
     available_timeout_seconds: int = Field(
         default=300,

@@ -372,6 +372,7 @@ def start_backup(
     *,
     labels: dict[str, str] | None = None,
     ttl: str = "720h0m0s",
+    excluded_resources: list[str] | None = None,
 ) -> State:
     """Create the Backup of ``namespaces`` on the source (once: an existing one is kept).
 
@@ -390,6 +391,8 @@ def start_backup(
         "defaultVolumesToFsBackup": False,
         "ttl": ttl,
     }
+    if excluded_resources:
+        spec["excludedResources"] = sorted(excluded_resources)
     _create(api, "backups", "Backup", name, spec, labels or {})
     return backup_state(api, name)
 
@@ -536,6 +539,7 @@ def backup(
     timeout: float = 600,
     labels: dict[str, str] | None = None,
     check: Callable[[], None] | None = None,
+    excluded_resources: list[str] | None = None,
 ) -> Result:
     """Back up ``namespaces`` on the source and wait for the Backup to finish.
 
@@ -544,7 +548,7 @@ def backup(
         did not finish in ``timeout`` s.
     """
     started = time.monotonic()
-    start_backup(api, name, namespaces, labels=labels)
+    start_backup(api, name, namespaces, labels=labels, excluded_resources=excluded_resources)
     state = _wait(lambda: backup_state(api, name), timeout, check)
     warnings, errors = _details(api, "BackupResults", name) if (state.warnings or state.errors) else ([], [])
     if not state.succeeded:
@@ -620,6 +624,9 @@ class VeleroServer:
     store: ObjectStore
     work_dir: Path
     metrics_port: int = 0
+    # Where the bucket's keys file goes (0600); default ``work_dir``. A DAG keeps it out of
+    # the run's artefact folder, which users read and archive.
+    credentials_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.work_dir / "run", self.work_dir / "logs")
@@ -652,7 +659,7 @@ class VeleroServer:
         link = plugins / "velero-plugin-for-aws"
         link.unlink(missing_ok=True)
         link.symlink_to(_binary(binaries.VELERO_AWS_PLUGIN))
-        creds = self.work_dir / "credentials"
+        creds = (self.credentials_dir or self.work_dir) / f"credentials-{self.name}"
         _write_private(
             creds,
             f"[default]\naws_access_key_id={self.store.access_key}\naws_secret_access_key={self.store.secret_key}\n",
