@@ -22,6 +22,7 @@ took exactly one retry, and the run record tells the same story.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +135,13 @@ class Kubelet:
         self.scheduler_restarted_for: str | None = None
         self.killed: dict[str, Any] | None = None  # the task killed mid-drain
         self.triggerer_restarted_for: str | None = None
+        self.started = time.monotonic()
+        self.said: list[str] = []
+
+    def say(self, what: str) -> None:
+        line = f"{time.monotonic() - self.started:7.1f}s  {what}"
+        self.said.append(line)
+        print(line, flush=True)
 
     def step(self) -> bool:
         """One look; True once the run ended."""
@@ -147,9 +155,12 @@ class Kubelet:
             if name not in self.released and kube_nodes.is_cordoned(node) and _terminating(self.core, name):
                 if self.killed is None:
                     self.killed = self._kill_task_process(running)  # None: not seen running yet
+                    if self.killed:
+                        self.say(f"{name} cordoned, its pod awaited: task process {self.killed} SIGKILLed")
                 elif self._retried():  # the pod goes once the retry awaits it
                     _release_pod(self.core, name)
                     self.released.add(name)
+                    self.say(f"{name}: the drain's pod let go")
             elif name in self.released and name not in self.readied and deferred and not running:
                 if kube_nodes.kubelet_version(node) != KUBERNETES_NEW:
                     continue
@@ -158,13 +169,16 @@ class Kubelet:
                     self.airflow.kill("scheduler")
                     self.airflow.start("scheduler")
                     self.scheduler_restarted_for = name
+                    self.say(f"{name} waits in the triggerer: scheduler SIGKILLed and started again")
                 elif self.triggerer_restarted_for is None and name != self.scheduler_restarted_for:
                     # 3. The triggerer dies while it holds a node's Ready wait; a new one takes over.
                     self.airflow.kill("triggerer")
                     self.airflow.start("triggerer")
                     self.triggerer_restarted_for = name
+                    self.say(f"{name} waits in the triggerer: triggerer SIGKILLed and started again")
                 _report_ready(self.core, name)
                 self.readied.add(name)
+                self.say(f"{name}: kubelet reports Ready")
         return False
 
     def _kill_task_process(self, running: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -196,6 +210,7 @@ def test_scheduler_task_process_and_triggerer_killed_mid_run_and_the_upgrade_com
         run_id = airflow.trigger(DAG_ID, CONF)
         kubelet = Kubelet(airflow, run_id, core)
         wait_until(f"run {run_id} ended", kubelet.step, 1800, interval=0.5)
+        kubelet.say(f"run {run_id} ended")
         state = airflow.run_state(DAG_ID, run_id)
         tasks = _node_tasks(airflow, run_id)
     record = RunRecord(cluster.orchestrator_client(), run_id).load()
@@ -212,7 +227,7 @@ def test_scheduler_task_process_and_triggerer_killed_mid_run_and_the_upgrade_com
         if (t["task_id"], t["map_index"]) == (kubelet.killed["task_id"], kubelet.killed["map_index"])
     )
     assert killed["try_number"] == 2, killed
-    assert all(t["try_number"] == 1 for t in tasks if t is not killed), tasks
+    assert all(t["try_number"] <= 1 for t in tasks if t is not killed), tasks  # 0: a slot never used
     # The cluster: every kubelet at the target, nothing cordoned, no PDB ever violated.
     for node in _workers(core):
         assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW, node.metadata.name
