@@ -21,7 +21,7 @@ from slipway.migration.connection import parse_connection
 from slipway.migration.errors import MigrationError
 from slipway.migration.frontdoor import render_config, set_split
 from slipway.migration.objects import checksum, compare, generated, normalise, pair_checksums, project
-from slipway.migration.request import MigrationRequest, parse_migration_request
+from slipway.migration.request import MigrationRequest, parse_migration_request, refuse_unusable_copy_path
 
 SERVED = {
     "v1",
@@ -382,3 +382,48 @@ def test_front_door_extras_are_both_or_neither_and_carry_no_credentials(kubeconf
         with pytest.raises(MigrationError) as err:
             parse_connection(base | extra)
         assert err.value.fields == [field.strip()] and reason in str(err.value), field
+
+
+def test_copy_path_is_builtin_or_velero_and_velero_needs_a_bucket(kubeconfigs: tuple[str, str]) -> None:
+    assert parse_migration_request({"namespaces": ["shop"]}).copy_path == "builtin"
+    with pytest.raises(MigrationError) as err:
+        parse_migration_request({"namespaces": ["shop"], "copy_path": "rsync"})
+    assert err.value.fields == ["copy_path"] and "'builtin' or 'velero'" in str(err.value)
+    velero = parse_migration_request({"namespaces": ["shop"], "copy_path": "velero"})
+    refuse_unusable_copy_path(velero, object_store=True)
+    refuse_unusable_copy_path(parse_migration_request({"namespaces": ["shop"]}), object_store=False)
+    with pytest.raises(MigrationError) as err:
+        refuse_unusable_copy_path(velero, object_store=False)
+    assert err.value.fields == ["copy_path"] and "velero_bucket_url" in str(err.value)
+    assert "Copy path" in str(MigrationRequest.model_json_schema()["properties"]["copy_path"])
+
+
+def test_velero_bucket_in_the_connection_with_keys_as_login_and_password(
+    kubeconfigs: tuple[str, str],
+) -> None:
+    a, b = kubeconfigs
+    base = {"source_kubeconfig": a, "target_kubeconfig": b}
+    store = {"velero_bucket_url": "http://s3.local:9000", "velero_bucket": "moves"}
+    assert parse_connection(base).velero is None
+    conn = parse_connection(base | store, login="AKIA", password="very-secret")
+    assert conn.velero is not None and conn.velero.servers is None
+    assert (conn.velero.store.bucket, conn.velero.store.secret_key) == ("moves", "very-secret")
+    assert "very-secret" not in repr(conn)  # the keys are never in a repr, hence never in a log
+    servers = {"source_velero_kubeconfig": a, "target_velero_kubeconfig": b}
+    local = parse_connection(base | store | servers, login="AKIA", password="very-secret")
+    assert local.velero is not None and local.velero.servers == (Path(a), Path(b))
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "velero_bucket_url": ({"velero_bucket": "moves"}, "required with velero_bucket"),
+        "velero_bucket": (store | {"velero_bucket": "Moves_1"}, "is not a bucket name"),
+        "velero_bucket_url ": (store | {"velero_bucket_url": "s3.local:9000"}, "must be http(s)://host"),
+        "target_velero_kubeconfig": (store | {"source_velero_kubeconfig": a}, "both or neither"),
+        "velero_prefix": (store | {"velero_prefix": "/abs"}, "relative folder"),
+    }
+    for field, (extra, reason) in cases.items():
+        with pytest.raises(MigrationError) as err:
+            parse_connection(base | extra, login="AKIA", password="very-secret")
+        assert err.value.fields == [field.strip()] and reason in str(err.value), (field, str(err.value))
+    with pytest.raises(MigrationError) as err:
+        parse_connection(base | store, login="AKIA")
+    assert err.value.fields == ["login"] and "(login) and secret key (password)" in str(err.value)
+    assert "AKIA" not in str(err.value)

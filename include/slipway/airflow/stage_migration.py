@@ -24,7 +24,7 @@ from slipway.migration.assess import markdown
 from slipway.migration.connection import CONN_ID, MigrationConnection, VeleroRef, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import CONFIG_KINDS, NAMESPACE, WORKLOAD_KINDS
-from slipway.migration.request import MigrationRequest, parse_migration_request
+from slipway.migration.request import MigrationRequest, parse_migration_request, refuse_unusable_copy_path
 from slipway.migration.volumes import RcloneError
 
 if TYPE_CHECKING:
@@ -240,18 +240,7 @@ def validate_migration() -> dict[str, Any]:
     """The request as JSON, after the form and the connection were both accepted."""
     try:
         request = parse_migration_request(dict(get_current_context()["params"]))
-        conn = _connection()
-        if request.copy_path == "velero" and conn.velero is None:
-            raise MigrationError(
-                [
-                    (
-                        "copy_path",
-                        "velero needs an object store in the slipway_migration connection "
-                        "(extras velero_bucket_url and velero_bucket, the keys as login and password)",
-                    )
-                ],
-                "migration request",
-            )
+        refuse_unusable_copy_path(request, object_store=_connection().velero is not None)
     except MigrationError as err:
         raise _fail(err) from err
     return request.model_dump()
@@ -384,9 +373,10 @@ def stop_velero() -> dict[str, Any]:
     for server in servers:
         server.stop()
     secrets = servers[0].credentials_dir
-    for name in ("source", "target"):
-        if secrets:
-            (secrets / f"credentials-{name}").unlink(missing_ok=True)
+    if secrets:
+        for server in servers:
+            (secrets / f"credentials-{server.name}").unlink(missing_ok=True)
+        secrets.rmdir()
     return {"stopped": [s.process for s in servers]}
 
 

@@ -97,6 +97,16 @@ class MigrationRequest(BaseModel):
         return self
 
 
+def refuse_unusable_copy_path(request: MigrationRequest, *, object_store: bool) -> None:
+    """``copy_path: velero`` needs the bucket the ``slipway_migration`` connection names."""
+    if request.copy_path == "velero" and not object_store:
+        reason = (
+            "velero needs an object store in the slipway_migration connection "
+            "(extras velero_bucket_url and velero_bucket, the keys as login and password)"
+        )
+        raise MigrationError([("copy_path", reason)], "migration request")
+
+
 def parse_migration_request(conf: Mapping[str, Any] | None) -> MigrationRequest:
     """The request from a run's ``conf``/params; every bad field is one ``field: reason`` line."""
     what = "migration request"
