@@ -27,14 +27,27 @@ def install(admin: client.ApiClient) -> list[str]:
 def write_kubeconfig(
     admin: client.ApiClient, path: Path, *, name: str, expiration_seconds: int = 3600
 ) -> Path:
-    """Issue a token for the migrator and write a kubeconfig (mode 0600) that uses it.
-
-    The server and CA come from ``admin``'s configuration: the same cluster, another identity.
-    """
-    body = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+    """Issue a token for the migrator and write a kubeconfig (mode 0600) that uses it."""
+    return service_account_kubeconfig(
+        admin,
+        path,
+        name=name,
+        namespace=NAMESPACE,
+        service_account=SERVICE_ACCOUNT,
+        seconds=expiration_seconds,
     )
-    issued = client.CoreV1Api(admin).create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, body)
+
+
+def service_account_kubeconfig(
+    admin: client.ApiClient, path: Path, *, name: str, namespace: str, service_account: str, seconds: int
+) -> Path:
+    """A kubeconfig (mode 0600) for ``namespace/service_account`` from a token the cluster
+    issues (TokenRequest API). The server and CA come from ``admin``'s configuration: the same
+    cluster, another identity."""
+    body = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+    )
+    issued = client.CoreV1Api(admin).create_namespaced_service_account_token(service_account, namespace, body)
     cfg = admin.configuration
     cluster: dict[str, str] = {"server": cfg.host}
     if cfg.ssl_ca_cert:
@@ -43,12 +56,17 @@ def write_kubeconfig(
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": name, "cluster": cluster}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": issued.status.token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": SERVICE_ACCOUNT}}],
+        "users": [{"name": service_account, "user": {"token": issued.status.token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": service_account}}],
         "current-context": name,
     }
+    write_private(path, yaml.safe_dump(kubeconfig, sort_keys=False))
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` in a file only its owner may read (it holds a credential)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(yaml.safe_dump(kubeconfig, sort_keys=False))
-    return path
+        out.write(text)

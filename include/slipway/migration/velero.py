@@ -39,6 +39,7 @@ from slipway.localcluster import binaries
 from slipway.localcluster.kit import Release
 from slipway.localcluster.processes import Supervisor
 from slipway.migration.errors import MigrationError
+from slipway.migration.identity import service_account_kubeconfig, write_private
 from slipway.migration.objects import Obj
 
 NAMESPACE = "velero"
@@ -174,31 +175,14 @@ def write_kubeconfig(
 ) -> Path:
     """A kubeconfig (mode 0600) for Velero's ServiceAccount from a token the cluster issues: the
     server runs as Velero's own identity, as it would in the cluster."""
-    body = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+    return service_account_kubeconfig(
+        admin,
+        path,
+        name=name,
+        namespace=NAMESPACE,
+        service_account=SERVICE_ACCOUNT,
+        seconds=expiration_seconds,
     )
-    issued = client.CoreV1Api(admin).create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, body)
-    cfg = admin.configuration
-    cluster: dict[str, str] = {"server": cfg.host}
-    if cfg.ssl_ca_cert:
-        cluster["certificate-authority"] = str(cfg.ssl_ca_cert)
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": cluster}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": issued.status.token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": SERVICE_ACCOUNT}}],
-        "current-context": name,
-    }
-    _write_private(path, yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def location_document(store: ObjectStore, *, read_only: bool, sync_seconds: int = 5) -> Obj:
@@ -660,7 +644,7 @@ class VeleroServer:
         link.unlink(missing_ok=True)
         link.symlink_to(_binary(binaries.VELERO_AWS_PLUGIN))
         creds = (self.credentials_dir or self.work_dir) / f"credentials-{self.name}"
-        _write_private(
+        write_private(
             creds,
             f"[default]\naws_access_key_id={self.store.access_key}\naws_secret_access_key={self.store.secret_key}\n",
         )
