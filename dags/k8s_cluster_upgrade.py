@@ -4,8 +4,9 @@ prepare (plan, every preflight check, risk matrix) → risk gate (proceed / huma
 refuse / dry run) → proven etcd backup → control plane (etcd → etcd data check → kube-apiserver →
 kube-controller-manager → kube-scheduler, one instance at a time; an API probe measures
 downtime from here to the end of the run, through the load balancer and per apiserver) →
-verification (rollback branch) → workers in ordered batches (rollback branch after every batch) → cluster validation → (blue-green: retire the blue
-nodes, or switch back to them) → report → notification.
+verification (rollback branch) → workers in ordered batches (rollback branch after every batch)
+→ cluster validation → (blue-green: retire the blue nodes, or switch back to them) → report →
+notification.
 A rolled-back or refused run ends red.
 """
 
