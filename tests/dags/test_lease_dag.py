@@ -99,7 +99,9 @@ def test_live_lease_of_another_run_stops_the_run_untouched_until_released(
     after = lease.read(api)
     assert after is not None
     assert (after.holder, after.resource_version) == (OTHER_RUN, held.resource_version)
-    assert _configmaps(admin) - configmaps == {record_name(refused.run_id)}
+    record = record_name(refused.run_id)  # the record and its timeline's chunks (record-events-…)
+    new = _configmaps(admin) - configmaps
+    assert record in new and all(name == record or name.startswith(f"{record}-events-") for name in new), new
 
     # A reconcile that finds drift (kubelets below git's version) triggers nothing meanwhile.
     _, states = _run("k8s_gitops_sync", lease_cluster, tmp_path, {"environment": "production"})

@@ -74,6 +74,7 @@ class Request:
     decision: str
     reason: str
     code: int
+    user_agent: str = ""
 
     @property
     def non_resource(self) -> bool:
@@ -122,6 +123,7 @@ def parse_event(event: dict[str, Any]) -> Request:
         decision=str(annotations.get(DECISION, "")),
         reason=str(annotations.get(REASON, "")),
         code=int(status.get("code") or 0),
+        user_agent=str(event.get("userAgent", "")),
     )
 
 

@@ -171,13 +171,22 @@ def describe_error(err: Exception) -> str:
 class ApiProbe:
     """Background reads and writes at a fixed rate; see the module docstring for the rules."""
 
-    def __init__(self, configuration: client.Configuration, settings: ProbeSettings | None = None) -> None:
-        """:param configuration: where and as whom to connect (the load balancer's URL); copied."""
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        settings: ProbeSettings | None = None,
+        *,
+        user_agent: str | None = None,
+    ) -> None:
+        """:param configuration: where and as whom to connect (the load balancer's URL); copied.
+        :param user_agent: tells this probe's requests apart in the apiserver's audit log."""
         self.settings = settings or ProbeSettings()
         own = copy.deepcopy(configuration)
         # The probe decides what to retry (see the module docstring), so urllib3 must not.
         own.retries = False
         self._api = client.ApiClient(configuration=own)
+        if user_agent:
+            self._api.user_agent = user_agent
         self._core = client.CoreV1Api(self._api)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,7 +209,12 @@ class ApiProbe:
 
     @classmethod
     def from_kubeconfig(
-        cls, kubeconfig: Path | str, settings: ProbeSettings | None = None, *, server: str | None = None
+        cls,
+        kubeconfig: Path | str,
+        settings: ProbeSettings | None = None,
+        *,
+        server: str | None = None,
+        user_agent: str | None = None,
     ) -> ApiProbe:
         """``server`` replaces the kubeconfig's URL (one apiserver asked directly, not through
         the load balancer); the credentials and the CA stay the kubeconfig's."""
@@ -208,7 +222,7 @@ class ApiProbe:
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
         if server:
             configuration.host = server
-        return cls(configuration, settings)
+        return cls(configuration, settings, user_agent=user_agent)
 
     # ---- control -------------------------------------------------------------------
     def start(self) -> None:
