@@ -92,3 +92,39 @@ def test_a_rejection_or_a_timeout_is_final_never_retried() -> None:
         with pytest.raises(AirflowFailException):  # fails the task without its retries
             final_decision(raising(err))
     assert final_decision(lambda: "approved") == "approved"
+
+
+def test_the_approval_body_links_to_the_runs_report_and_lists_the_reasons() -> None:
+    import jinja2
+
+    from slipway.airflow.approval import BODY
+
+    class Ti:
+        def xcom_pull(self, task_ids: str) -> dict[str, list[str]]:
+            assert task_ids == "prepare.assess_risk"
+            return {"reasons": ["downtime risk is critical"]}
+
+    body = (
+        jinja2.Environment()
+        .from_string(BODY)
+        .render(
+            params={"target_version": "1.37.2"},
+            ti=Ti(),
+            dag=type("Dag", (), {"dag_id": "k8s_cluster_upgrade"}),
+            run_id="manual__2026-12-03T10:00:00+00:00",
+        )
+    )
+    assert "- downtime risk is critical" in body
+    # Each id encoded as the plugin's report view expects it (tests/unit/test_report_plugin.py).
+    assert "(/slipway/reports/k8s_cluster_upgrade/manual__2026-12-03T10%3A00%3A00%2B00%3A00)" in body
+
+
+def test_a_run_waiting_for_its_approval_says_so_until_someone_answers() -> None:
+    from slipway.reports.run import run_verdict
+
+    waiting = {"request": {}, "events": [{"kind": "approval-requested"}]}
+    assert run_verdict(waiting) == "awaiting-approval"
+    answered = {"request": {}, "events": [{"kind": "approval-requested"}, {"kind": "approval-granted"}]}
+    assert run_verdict(answered) == "failed"  # granted, and the run went no further
+    rejected = {"request": {}, "events": [{"kind": "approval-requested"}, {"kind": "approval-rejected"}]}
+    assert run_verdict(rejected) == "rejected"

@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from slipway.airflow import runbooks
 from slipway.airflow.notifiers import ChannelNotifier, approval_notifiers
 from slipway.airflow.stage_prepare import GROUP as PREPARE_GROUP
+from slipway.airflow.urls import report_path
 
 # The assessment's task id, from its group's own name: a literal here once went stale and the
 # approval page showed "Why:" with no reasons.
@@ -36,8 +37,11 @@ BODY = (
     "- {{ reason }}\n"
     "{% endfor %}\n"
     "Approve to continue with the proven etcd backup and the control plane; reject to stop "
-    "here with nothing changed. The preflight's findings are in this run's report."
+    "here with nothing changed. The plan, every preflight check and the risk matrix: "
+    "[this run's report](" + report_path("{{ dag.dag_id }}", "{{ run_id | urlencode }}") + ")."
 )
+# Written when the approval starts waiting, so the report link above has something to show.
+REQUESTED = "approval-requested"
 
 
 def approval_outcome(event: dict[str, Any]) -> dict[str, Any]:
@@ -68,6 +72,7 @@ class RecordedApprovalOperator(ApprovalOperator):
         super().__init__(fail_on_reject=True, **kwargs)
 
     def execute(self, context: Any) -> Any:
+        interim_report(context["dag"].dag_id, context["run_id"])
         # The base class pages (its notifiers), then parks the task until someone answers:
         # record the pages on the way out.
         try:
@@ -84,6 +89,24 @@ class RecordedApprovalOperator(ApprovalOperator):
         who = f" by {outcome['by']}" if outcome.get("by") else ""
         rec.event(outcome["outcome"], f"{outcome['outcome'].replace('-', ' ')}{who}")
         return final_decision(lambda: super(RecordedApprovalOperator, self).execute_complete(context, event))
+
+
+def interim_report(dag_id: str, run_id: str) -> None:
+    """Record that a human decision is awaited and write the report so far (plan, checks, risk),
+    which the approval page links to. Best effort: the question must be asked even when the
+    record or the artefact store cannot be written (the task log says why)."""
+    from slipway.airflow.runtime import record
+    from slipway.reports.run import write_run_report
+
+    try:
+        rec = record()
+        if REQUESTED not in {e["kind"] for e in rec.get("events", [])}:
+            rec.event(REQUESTED, "waiting for a human decision in Airflow's Required Actions")
+        write_run_report(rec.load(), dag_id=dag_id, run_id=run_id)
+    except Exception as err:
+        import logging
+
+        logging.getLogger(__name__).warning("interim report not written: %s: %s", type(err).__name__, err)
 
 
 def final_decision(complete: Callable[[], Any]) -> Any:

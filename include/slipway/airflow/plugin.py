@@ -17,9 +17,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from slipway.airflow.timetable import MaintenanceWindowTimetable
+from slipway.airflow.urls import URL_PREFIX, report_path
 from slipway.reports.web import ReportPathError, html_report_path
 
-URL_PREFIX = "/slipway"
 # The page is self-contained (inline style, inline SVG): nothing else may load or run in it.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
@@ -78,7 +78,7 @@ class SlipwayPlugin(AirflowPlugin):
         {
             "name": "Upgrade report",
             # Relative (no leading slash) so it works behind a proxy's path prefix; the UI fills the ids in.
-            "href": "slipway/reports/{DAG_ID}/{RUN_ID}",
+            "href": report_path("{DAG_ID}", "{RUN_ID}").lstrip("/"),
             "destination": "dag_run",
             "url_route": "slipway-upgrade-report",
         }

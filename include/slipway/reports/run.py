@@ -36,6 +36,12 @@ def run_verdict(data: dict[str, Any]) -> str:
         return "refused"
     if "approval-rejected" in events:
         return "rejected"
+    if "approval-requested" in events and not events & {
+        "approval-granted",
+        "approval-timed-out",
+        "approval-failed",
+    }:
+        return "awaiting-approval"  # the report the approval page links to, written while it waits
     request = data.get("request", {})
     if data.get("dag_id") == "k8s_upgrade_preflight":
         return "preflight-passed" if risk.get("decision") == "proceed" else "preflight-needs-approval"
