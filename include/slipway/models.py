@@ -381,8 +381,10 @@ class UpgradeRequest(BaseModel):
 
     target_version: str = Field(
         max_length=32,
-        description="The Kubernetes release to reach. The control plane moves one minor version per "
-        "run, to the latest patch of each minor; worker nodes follow it.",
+        description="The Kubernetes release to reach (the list suggests each minor's latest patch; any "
+        "known patch may be typed). The control plane moves one minor version per run, to the latest "
+        "patch of each minor; worker nodes follow it. A target this cluster cannot reach in one run is "
+        "refused before anything changes, naming the run to trigger first (`slipway plan` shows the path).",
         json_schema_extra=_form(TARGET, "Target Kubernetes version"),
     )
     strategy: Literal["in-place", "surge", "blue-green"] = Field(

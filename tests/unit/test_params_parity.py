@@ -15,8 +15,9 @@ from typing import Any, get_args, get_origin
 import pytest
 from airflow.sdk import Param
 
-from slipway.airflow.params import conf_to_request, known_versions, request_params
+from slipway.airflow.params import conf_to_request, known_versions, request_params, suggested_versions
 from slipway.models import RequestError, UpgradeRequest, parse_request
+from slipway.versions import Version
 
 PARAMS = request_params()
 FIELDS = UpgradeRequest.model_fields
@@ -69,7 +70,12 @@ def test_each_param_has_the_model_choices(name: str) -> None:
     choices = _literal_choices(name)
     param_enum = PARAMS[name].schema.get("enum")
     if name == "target_version":
-        assert param_enum == known_versions()
+        # Suggested, not closed: the latest patch of each minor, every one accepted.
+        assert param_enum is None
+        suggested = PARAMS[name].schema["examples"]
+        assert suggested == suggested_versions() and suggested[0] == known_versions()[0]
+        assert len(suggested) == len({Version.parse(v).minor_line for v in known_versions()})
+        assert all(parse_request({"target_version": v}).target_version == v for v in suggested)
         return
     assert param_enum == choices
     for choice in choices or []:

@@ -22,8 +22,14 @@ _DROPPED = ("default", "description")
 
 
 def known_versions() -> list[str]:
-    """Every known patch, newest first: the target dropdown."""
+    """Every known patch, newest first: what the model accepts."""
     return [p for minor in reversed(RELEASES.values()) for p in reversed(minor.patches)]
+
+
+def suggested_versions() -> list[str]:
+    """The latest patch of each known minor, newest first: the form's suggestions (an upgrade
+    should land on a minor's latest patch; older ones can still be typed)."""
+    return [minor.patches[-1] for minor in reversed(RELEASES.values()) if minor.patches]
 
 
 def _inline(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +79,8 @@ def _default(name: str) -> Any:
 def request_params(*, with_window: bool = True) -> dict[str, Param]:
     """One ``Param`` per request field, in the model's order.
 
-    ``target_version`` is required by the model; the form offers every known release and
-    preselects the newest (the model accepts exactly those).
+    ``target_version`` is required by the model; the form suggests the latest patch of each
+    minor and preselects the newest (the model accepts every known patch).
     """
     params: dict[str, Param] = {}
     for name, schema in field_schemas().items():
@@ -83,8 +89,11 @@ def request_params(*, with_window: bool = True) -> dict[str, Param]:
         keywords = {key: value for key, value in schema.items() if key not in _DROPPED}
         default = _default(name)
         if name == "target_version":
+            # Suggestions, not a closed list: what the cluster can reach is the planner's to say
+            # at run time (a DAG file may not ask the cluster while it is parsed); any known
+            # patch typed in is accepted, anything else refused naming the newest patch.
             default = known_versions()[0]
-            keywords["enum"] = known_versions()
+            keywords["examples"] = suggested_versions()
         params[name] = Param(default, description=schema.get("description"), **keywords)
     return params
 
