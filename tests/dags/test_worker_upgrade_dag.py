@@ -104,11 +104,11 @@ def test_node_that_never_becomes_ready_rolls_the_batch_back(
     # The old kubelet reports Ready again on its own schedule (kwok plays it): wait for that.
     wait_until(f"{first} Ready after the rollback", lambda: kube_nodes.node_ready(core.read_node(first)), 120)
     # `kubectl describe node` says so: a Warning from Slipway naming the batch and why.
-    events = client.EventsV1Api(worker_cluster.admin_client()).list_namespaced_event(
-        "default", field_selector=f"regarding.name={first}"
-    )
+    # (Read as core/v1 Events, as kubectl does: the client's events.k8s.io model refuses the
+    # kubelet's own events, which have no eventTime.)
+    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={first}")
     rolled = [e for e in events.items if e.reason == "SlipwayRolledBack"]
-    assert rolled and rolled[0].type == "Warning" and "batch 0 rolled back" in rolled[0].note, rolled
+    assert rolled and rolled[0].type == "Warning" and "batch 0 rolled back" in rolled[0].message, rolled
 
 
 @pytest.mark.parametrize("policy", ["rollback", "wait"])
