@@ -302,23 +302,3 @@ def log_in(page: Page, server: ApiServer) -> None:
     page.type_into("input[name='password']", server.password)
     page.click("Sign in", "button")
     page.wait_until("!location.pathname.startsWith('/auth/')", "the UI after signing in")
-
-
-def serialize_dags() -> dict[str, Any]:
-    """Write every DAG of the configured bundles to the metadata database, as the
-    dag-processor does (and dag.test() does for its own bundle): the UI reads them there.
-    Returns the DAGs parsed, by id."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-
-    manager = DagBundlesManager()
-    manager.sync_bundles_to_db()
-    dags: dict[str, Any] = {}
-    for bundle in manager.get_all_dag_bundles():
-        if not bundle.is_initialized:
-            bundle.initialize()
-        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
-        assert not bag.import_errors, bag.import_errors
-        sync_bag_to_db(bag, bundle.name, bundle.version)
-        dags |= bag.dags
-    return dags

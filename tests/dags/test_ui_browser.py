@@ -8,6 +8,9 @@ tmp folder (their paths are printed; run with ``-s`` to see them)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +20,8 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in, serialize_dags
+from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in
+from tests.conftest import REPO
 
 DAG = "k8s_cluster_upgrade"
 RECORDED = Path(__file__).parents[1] / "unit" / "recorded_run.json"
@@ -46,9 +50,25 @@ _OPEN_SECTION = """(() => {
 
 
 @pytest.fixture(scope="module")
-def params(airflow_db: Path) -> Any:
-    """The DAG's Params, as parsed when its file was serialised for the UI."""
-    return serialize_dags()[DAG].params
+def params() -> Any:
+    """The DAG's Params, as its file declares them."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags")).dags[DAG].params
+
+
+@pytest.fixture(scope="module")
+def own_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A metadata database of this module's own, the DAGs serialised into it by Airflow's CLI:
+    the form needs no run, and a server on the session's shared SQLite database is left to
+    the one test that needs it (the approval, answered while dag.test() runs)."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, "AIRFLOW_HOME": str(home)}
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        subprocess.run([airflow, *command], env=env, check=True, capture_output=True, timeout=600)
+    return {"AIRFLOW_HOME": str(home)}
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +78,11 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ui(params: Any, reports: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def ui(
+    own_home: dict[str, str], reports: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
     folder = tmp_path_factory.mktemp("api-server")
-    with airflow_api_server(folder, extra_env={"SLIPWAY_REPORTS_DIR": str(reports)}) as server:
+    with airflow_api_server(folder, extra_env=own_home | {"SLIPWAY_REPORTS_DIR": str(reports)}) as server:
         yield server
 
 
