@@ -10,6 +10,7 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +24,13 @@ from slipway.migration import frontdoor
 from slipway.migration.assess import markdown
 from slipway.migration.connection import CONN_ID, MigrationConnection, VeleroRef, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
-from slipway.migration.objects import CONFIG_KINDS, NAMESPACE, WORKLOAD_KINDS
+from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
 from slipway.migration.request import MigrationRequest, parse_migration_request, refuse_unusable_copy_path
 from slipway.migration.volumes import RcloneError
 
 if TYPE_CHECKING:
     from slipway.migration import clusters, stateful, velero
-    from slipway.migration.objects import Kind, Obj, Sums
+    from slipway.migration.objects import Obj
 else:  # the kubernetes client loads when a task first runs, not when the DAG file is parsed
     clusters = lazy("slipway.migration.clusters")
     stateful = lazy("slipway.migration.stateful")
@@ -394,11 +395,7 @@ def _park_stateful(source: clusters.Side, target: clusters.Side, namespaces: lis
     for obj in found:
         body = stateful.declared(obj)
         parked.append({**body, "spec": {**body["spec"], "replicas": 0}})
-    namespace_objs = [
-        n
-        for n in clusters._items(source.resource(NAMESPACE))
-        if n["metadata"]["name"] in {o["metadata"]["namespace"] for o in found}
-    ]
+    namespace_objs = clusters.namespace_objects(source, {o["metadata"]["namespace"] for o in found})
     return clusters.apply(target, namespace_objs) + clusters.apply(target, parked)
 
 
@@ -447,27 +444,9 @@ def _velero_copy(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _user_objects(
-    side: clusters.Side, namespaces: list[str], kinds: list[Kind], with_namespaces: bool
-) -> list[Obj]:
-    objects = clusters.copyable(clusters.read_objects(side, namespaces, kinds), kinds)
-    if with_namespaces:
-        every = clusters._items(side.resource(NAMESPACE))
-        objects = [n for n in every if n["metadata"]["name"] in namespaces] + objects
-    return objects
-
-
-def _verify_restored(
-    source: clusters.Side, target: clusters.Side, source_objs: list[Obj], target_objs: list[Obj]
-) -> Sums:
-    """The builtin path's checksums, with Velero's restore labels left out on the target side."""
-    from slipway.migration.objects import compare, pair_checksums
-
-    sums = pair_checksums(source_objs, [velero.strip_restore_labels(o) for o in target_objs])
-    problems = compare(sums.source, sums.target)
-    if problems:
-        raise ChecksumMismatch(problems)
-    return sums
+def _target_view(summary: dict[str, Any]) -> Callable[[Obj], Obj] | None:
+    """What the copy path added on the target and the checksums leave out."""
+    return velero.strip_restore_labels if summary.get("copy_path") == "velero" else None
 
 
 @task(doc_md=COPY_CONFIGURATION)
@@ -488,15 +467,9 @@ def verify_configuration(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     names, kinds = summary["namespaces"], list(CONFIG_KINDS)
     try:
-        if summary.get("copy_path") == "velero":
-            sums = _verify_restored(
-                source,
-                target,
-                _user_objects(source, names, kinds, True),
-                _user_objects(target, names, kinds, True),
-            )
-        else:
-            sums = clusters.verify(source, target, names, CONFIG_KINDS, with_namespaces=True)
+        sums = clusters.verify(
+            source, target, names, kinds, with_namespaces=True, target_view=_target_view(summary)
+        )
     except ChecksumMismatch as err:
         raise _fail(err) from err
     return {"compared": len(sums.source), "mismatches": 0, "target_defaults": len(sums.defaulted)}
@@ -519,13 +492,9 @@ def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
     try:
-        if summary.get("copy_path") == "velero":
-            names = summary["namespaces"]
-            sums = _verify_restored(
-                source, target, stateful.stateless(source, names), stateful.stateless(target, names)
-            )
-        else:
-            sums = stateful.verify_stateless(source, target, summary["namespaces"])
+        sums = stateful.verify_stateless(
+            source, target, summary["namespaces"], target_view=_target_view(summary)
+        )
         available = clusters.wait_available(
             target, summary["namespaces"], WORKLOAD_KINDS, summary["available_timeout_seconds"]
         )

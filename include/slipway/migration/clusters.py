@@ -166,27 +166,45 @@ def apply(target: Side, objects: Iterable[Obj]) -> list[str]:
     return applied
 
 
-def _user_objects(side: Side, namespaces: list[str], kinds: list[Kind], with_namespaces: bool) -> list[Obj]:
+def namespace_objects(side: Side, namespaces: Iterable[str]) -> list[Obj]:
+    """The Namespace objects of ``namespaces`` that exist on ``side``."""
+    wanted = set(namespaces)
+    return [n for n in _items(side.resource(NAMESPACE)) if n["metadata"]["name"] in wanted]
+
+
+def user_objects(side: Side, namespaces: list[str], kinds: list[Kind], with_namespaces: bool) -> list[Obj]:
     objects = copyable(read_objects(side, namespaces, kinds), kinds)
-    if with_namespaces:
-        every = _items(side.resource(NAMESPACE))
-        objects = [n for n in every if n["metadata"]["name"] in namespaces] + objects
-    return objects
+    return (namespace_objects(side, namespaces) if with_namespaces else []) + objects
 
 
-def verify(
-    source: Side, target: Side, namespaces: list[str], kinds: Iterable[Kind], *, with_namespaces: bool = False
+def prove_copied(
+    source: list[Obj], target: list[Obj], *, target_view: Callable[[Obj], Obj] | None = None
 ) -> Sums:
-    """Checksum every source object and its copy; raise naming each mismatch or missing copy."""
-    kinds = list(kinds)
-    sums = pair_checksums(
-        _user_objects(source, namespaces, kinds, with_namespaces),
-        _user_objects(target, namespaces, kinds, with_namespaces),
-    )
+    """Checksum every source object and its copy; raise naming each mismatch or missing copy.
+    ``target_view`` drops what the copying tool added on the target (Velero's restore labels)."""
+    sums = pair_checksums(source, [target_view(o) for o in target] if target_view else target)
     problems = compare(sums.source, sums.target)
     if problems:
         raise ChecksumMismatch(problems)
     return sums
+
+
+def verify(
+    source: Side,
+    target: Side,
+    namespaces: list[str],
+    kinds: Iterable[Kind],
+    *,
+    with_namespaces: bool = False,
+    target_view: Callable[[Obj], Obj] | None = None,
+) -> Sums:
+    """Checksum every source object of ``kinds`` and its copy (see :func:`prove_copied`)."""
+    kinds = list(kinds)
+    return prove_copied(
+        user_objects(source, namespaces, kinds, with_namespaces),
+        user_objects(target, namespaces, kinds, with_namespaces),
+        target_view=target_view,
+    )
 
 
 def _available(obj: Obj) -> bool:

@@ -28,7 +28,7 @@ from kubernetes.utils import parse_quantity
 
 from slipway.migration import volumes
 from slipway.migration.assess import Assessment, blockers_of, template_of
-from slipway.migration.clusters import Side, apply, copyable, read_objects
+from slipway.migration.clusters import Side, apply, copyable, prove_copied, read_objects
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import (
     KINDS,
@@ -745,10 +745,8 @@ def stateless(side: Side, namespaces: list[str]) -> list[Obj]:
     ]
 
 
-def verify_stateless(source: Side, target: Side, namespaces: list[str]) -> Sums:
+def verify_stateless(
+    source: Side, target: Side, namespaces: list[str], *, target_view: Callable[[Obj], Obj] | None = None
+) -> Sums:
     """sha256 of every stateless workload and its copy; raise naming each mismatch."""
-    sums = pair_checksums(stateless(source, namespaces), stateless(target, namespaces))
-    problems = compare(sums.source, sums.target)
-    if problems:
-        raise ChecksumMismatch(problems)
-    return sums
+    return prove_copied(stateless(source, namespaces), stateless(target, namespaces), target_view=target_view)
