@@ -74,25 +74,30 @@ def start(
     if pid_file.exists() and _alive(int(pid_file.read_text())):
         return int(pid_file.read_text())
     ready.unlink(missing_ok=True)
-    log = (folder / "probe.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "slipway.probe_process",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--folder",
-            str(folder),
-            "--max-seconds",
-            str(max_seconds),
-            *(arg for name, url in sorted((direct or {}).items()) for arg in ("--direct", f"{name}={url}")),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # The child keeps its own copy of the log's descriptor; this task closes its one.
+    with (folder / "probe.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "slipway.probe_process",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--folder",
+                str(folder),
+                "--max-seconds",
+                str(max_seconds),
+                *(
+                    arg
+                    for name, url in sorted((direct or {}).items())
+                    for arg in ("--direct", f"{name}={url}")
+                ),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     pid_file.write_text(str(proc.pid))
     wait_until("API probe baseline", ready.exists, START_TIMEOUT_SECONDS, alive=lambda: proc.poll() is None)
     return proc.pid
