@@ -72,6 +72,8 @@ def test_failed_blue_green_switches_back_and_the_next_run_retires_blue(
     kinds = [e["kind"] for e in record["events"]]
     # Batch 1 rolled back, then every earlier batch's workloads went home to blue.
     assert kinds.index("batch-rolled-back") < kinds.index("switched-back")
+    switched = next(e for e in record["events"] if e["kind"] == "switched-back")
+    assert switched["message"].endswith("every workload available"), switched
     assert "blue-retired" not in kinds
     assert _greens(cluster) == []
     for node in kube_nodes.list_workers(admin):

@@ -229,9 +229,11 @@ RETIRE_BLUE = runbook(
 SWITCH_BACK = runbook(
     "Blue-green only (skipped otherwise), when the cluster-wide validation failed or a batch was rolled "
     "back: declares an incident, uncordons every kept blue node first (room before anything moves), then "
-    "drains each green node through the Eviction API (PDBs honoured) and removes it.",
+    "drains each green node through the Eviction API (PDBs honoured) and removes it, then waits up to 3 min "
+    "for every Deployment, StatefulSet and DaemonSet to be available again.",
     "A green node that cannot be drained in time is named with the pods and PDBs holding it; its blue "
-    "twin is already schedulable, so nothing is short of room. Clear the task to go on.",
+    "twin is already schedulable, so nothing is short of room. Workloads still short after the wait are "
+    "named: look at their pods. Clear the task to go on.",
     "Safe: the nodes' annotations are the state; a cleared task continues with what is left.",
 )
 RENDER_DESIRED_STATE = runbook(

@@ -20,12 +20,17 @@ from slipway.models import UpgradeRequest
 if TYPE_CHECKING:
     import slipway.kube.drain as kube_drain
     from slipway.airflow import runtime
+    from slipway.kube import readiness
 else:
     kube_drain = lazy("slipway.kube.drain")
+    readiness = lazy("slipway.kube.readiness")
     runtime = lazy("slipway.airflow.runtime")
 
 
 SWITCHED_BACK = "switched-back"
+# How long the switched-back workloads get to be whole again (evicted pods rescheduled on
+# blue, controllers caught up with the removed green nodes) before the task says they are not.
+SETTLE_SECONDS = 180.0
 
 
 def _blue_green_only(request: dict[str, Any]) -> UpgradeRequest:
@@ -62,7 +67,14 @@ def switch_back_to_blue(request: dict[str, Any]) -> list[str]:
         restored = upgrader.switch_back()
     except (kube_drain.DrainBlocked, kube_drain.DrainRefused) as err:
         raise AirflowFailException(f"switch back stopped, clear this task to go on: {err}") from err
+    short = readiness.wait_workloads_available(runtime.orchestrator_api(), SETTLE_SECONDS)
+    whole = "every workload available" if not short else f"still short: {'; '.join(short)}"
     runtime.record().event(
-        SWITCHED_BACK, f"workloads back on blue nodes {', '.join(restored)}; green nodes removed"
+        SWITCHED_BACK, f"workloads back on blue nodes {', '.join(restored)}; green nodes removed; {whole}"
     )
+    if short:
+        raise AirflowFailException(
+            f"switched back, but after {SETTLE_SECONDS:g}s {'; '.join(short)}: look at those "
+            "workloads' pods (clearing this task waits again)"
+        )
     return restored

@@ -17,7 +17,14 @@ from kubernetes.client.exceptions import ApiException
 
 from slipway.kube.nodes import node_ready
 
-__all__ = ["check_nodes_ready", "node_ready", "pending_pods", "wait_node_ready", "workloads_available"]
+__all__ = [
+    "check_nodes_ready",
+    "node_ready",
+    "pending_pods",
+    "wait_node_ready",
+    "wait_workloads_available",
+    "workloads_available",
+]
 
 GONE = 410  # the watch's resourceVersion is too old: list again and watch from there
 # A watch request must outlive its server-side timeout a little, or the client cuts it first.
@@ -92,6 +99,18 @@ def workloads_available(api: client.ApiClient, namespaces: Iterable[str] | None 
                     f"{available or 0}/{desired} available"
                 )
     return sorted(short)
+
+
+def wait_workloads_available(api: client.ApiClient, timeout: float) -> list[str]:
+    """Re-read the workloads until none is below its desired availability or ``timeout``
+    seconds pass; the ones still short (empty when all are whole). Controllers need a moment
+    after nodes go away: a DaemonSet still counts a just-deleted node's pod."""
+    deadline = time.monotonic() + timeout
+    short = workloads_available(api)
+    while short and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.1, deadline - time.monotonic())))  # re-observe, not a fixed wait
+        short = workloads_available(api)
+    return short
 
 
 def pending_pods(api: client.ApiClient) -> list[str]:
