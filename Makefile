@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export SLIPWAY_CACHE_DIR ?= $(HOME)/.cache/slipway
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help deps system-deps binaries binaries-range test-range test-airflow test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
+.PHONY: help deps system-deps binaries binaries-range test-range test-airflow test-fleet test-distributed test-faults cluster-up cluster-down lint typecheck unit test demo demo-down bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,13 +51,23 @@ unit: deps ## Pure-logic tests only (no cluster)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG, local-cluster and fault-matrix tests
-	$(VENV)/bin/pytest -q tests --ignore=tests/range --ignore=tests/airflow_live --ignore=tests/migration
+	$(VENV)/bin/pytest -q tests --ignore=tests/range --ignore=tests/airflow_live --ignore=tests/fleet_live --ignore=tests/migration
 
 test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.25 -> 1.26, and 1.31 + etcd 3.5 -> 1.34 + etcd 3.6 hop by hop (heavy)
 	$(VENV)/bin/pytest -q -s tests/range
 
 test-airflow: deps system-deps binaries ## Airflow's own processes killed mid-run (scheduler, task process, triggerer) under a real scheduler (heavy)
 	$(VENV)/bin/pytest -q -s tests/airflow_live
+
+test-fleet: deps system-deps binaries ## k8s_fleet_upgrade under a real scheduler: three local clusters in two stages, child runs executing (heavy)
+	$(VENV)/bin/pytest -q -s tests/fleet_live
+
+test-distributed: deps system-deps binaries ## CeleryExecutor for real: private Postgres and Redis (Debian packages), scheduler, dag-processor, triggerer, api-server and two Celery workers; one worker killed mid-drain (heavy)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	$(VENV)/bin/pytest -q -s tests/distributed
 
 MIGRATION_TOOLS := velero=1.18.3 velero-plugin-for-aws=1.14.3 gofakes3=1.2.0
 .PHONY: test-migration
