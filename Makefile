@@ -51,7 +51,7 @@ unit: deps ## Pure-logic tests only (no cluster)
 	$(VENV)/bin/pytest -q tests/unit
 
 test: deps system-deps binaries lint ## The whole suite: lint, unit, DAG, local-cluster and fault-matrix tests
-	$(VENV)/bin/pytest -q tests --ignore=tests/range --ignore=tests/airflow_live --ignore=tests/fleet_live --ignore=tests/migration
+	$(VENV)/bin/pytest -q tests --ignore=tests/range --ignore=tests/airflow_live --ignore=tests/fleet_live --ignore=tests/distributed --ignore=tests/migration
 
 test-range: deps system-deps binaries binaries-range ## The seed's range through the DAGs: 1.25 -> 1.26, and 1.31 + etcd 3.5 -> 1.34 + etcd 3.6 hop by hop (heavy)
 	$(VENV)/bin/pytest -q -s tests/range
