@@ -27,6 +27,8 @@ else:
 
 @task(doc_md=runbooks.ASSESS_MATURITY, retries=2)
 def assess_maturity() -> dict[str, Any]:
+    from slipway.artefacts import location
+
     records = maturity.load_run_records(runtime.orchestrator_api())
     facts = [f for f in (maturity.run_facts(r) for r in records) if f is not None]
     found = maturity.assess(facts)
@@ -38,7 +40,7 @@ def assess_maturity() -> dict[str, Any]:
         "name": found.name,
         "runs": found.runs,
         "success_rate": found.success_rate,
-        "report": str(paths["markdown"]),
+        "report": location(paths["markdown"]),  # a local path, or the artefact store's URL
     }
 
 

@@ -43,24 +43,30 @@ async def may_read_dag_runs(request: Request) -> None:
 
 
 def report_app() -> FastAPI:
-    """``GET /reports/{dag_id}/{run_id}``: the run's HTML report from the reports folder."""
+    """``GET /reports/{dag_id}/{run_id}``: the run's HTML report from the artefact store."""
     app = FastAPI(title="Slipway run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
     # ``:path`` so that an id with a slash reaches the check and is refused by name (400),
     # instead of silently matching nothing.
     @app.get("/reports/{dag_id}/{run_id:path}", response_class=HTMLResponse)
     def upgrade_report(dag_id: str, run_id: str, _: None = Depends(may_read_dag_runs)) -> HTMLResponse:
+        from slipway.artefacts import ArtefactStoreError
+
         try:
             path = html_report_path(dag_id, run_id)
         except ReportPathError as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
-        if not path.is_file():
+        except ArtefactStoreError as err:  # the deployment's setting, not the caller's ids
+            raise HTTPException(status_code=500, detail=str(err)) from None
+        try:
+            page = path.read_text()
+        except (FileNotFoundError, IsADirectoryError):
             raise HTTPException(
                 status_code=404,
                 detail=f"no report for run {run_id} of {dag_id} yet: "
                 "the report task writes it at the end of the run",
-            )
-        return HTMLResponse(path.read_text(), headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+            ) from None
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     return app
 

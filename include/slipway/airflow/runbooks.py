@@ -44,8 +44,11 @@ ASSESS_RISK = runbook(
     "Safe: pure computation.",
 )
 WRITE_REPORT = runbook(
-    "Writes the JSON and Markdown reports (the evidence pack) and records their paths.",
-    "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker.",
+    "Writes the JSON, Markdown and HTML reports (the evidence pack) to the artefact store and records "
+    "their locations.",
+    "Check that the artefact store is writable by the worker: `SLIPWAY_ARTEFACTS_URL` (with the "
+    "connection `SLIPWAY_ARTEFACTS_CONN_ID`), or the folder `SLIPWAY_REPORTS_DIR` when it is unset; a "
+    "bad setting is named in the log.",
     "Safe: it rewrites the same files.",
 )
 RISK_GATE = runbook(
@@ -56,9 +59,12 @@ RISK_GATE = runbook(
 BACKUP_ETCD = runbook(
     "Takes an etcd snapshot and proves it by restoring it into a scratch etcd (revision and key count "
     "must match) before the first destructive step. The snapshot is write-once: its own file per run and "
-    "attempt (`etcd-snapshots/<cluster>/<run>/attempt-<n>.db` in the artefact store, file 0600 in 0700 "
-    "folders); its sha256 is recorded in the run record at the proof. Once a backup is proven, the "
-    "snapshots of all but the last 5 runs are pruned (`SLIPWAY_ETCD_SNAPSHOTS_KEEP`).",
+    "attempt (`etcd-snapshots/<cluster>/<run>/attempt-<n>.db` in the worker's `SLIPWAY_REPORTS_DIR`, "
+    "file 0600 in 0700 folders); its sha256 is recorded in the run record at the proof. A proven "
+    "snapshot is copied with its checksum to the artefact store (`etcd/<cluster>/<run>/` under "
+    "`SLIPWAY_ARTEFACTS_URL`) so a rollback on another worker finds it. Once a backup is proven, the "
+    "snapshots of all but the last 5 runs are pruned, locally and in the store "
+    "(`SLIPWAY_ETCD_SNAPSHOTS_KEEP`).",
     "The message says which proof step failed. Do not proceed without a proven backup. `changed since it "
     "was proven` or `is missing`: this run's pre-upgrade snapshot was altered or removed; it is never "
     "replaced mid-run, so start a new run (and find out who touched the file).",
@@ -95,7 +101,8 @@ ROLLBACK_CONTROL_PLANE = runbook(
     "Declares a SEV1 incident, restores the previous binaries component by component (reverse order), "
     "checks etcd's data after its members went back and, when a data check failed (before or after), "
     "restores the proven etcd snapshot with the revision bump Kubernetes needs: once per run, only after "
-    "the file's sha256 matches the digest recorded at the proof, and only on a platform that can restore "
+    "the file's sha256 matches the digest recorded at the proof (a worker without the file fetches it "
+    "from the artefact store and checks it first), and only on a platform that can restore "
     "etcd (elsewhere it stops with `etcd-restore-needed` for a human and the restore plan).",
     "The cluster may be partly rolled back: `slipway-local status` (local) or the component versions in "
     "the log tell which. Fix the cause, then clear this task.",

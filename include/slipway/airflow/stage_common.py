@@ -148,8 +148,11 @@ def write_upgrade_report() -> dict[str, str]:
     paths = reports.write_run_report(
         rec.load(), dag_id=context["dag"].dag_id, run_id=context["run_id"], history=history
     )
-    rec.update(report={k: str(v) for k, v in paths.items()})
-    return {k: str(v) for k, v in paths.items()}
+    from slipway.artefacts import location
+
+    where = {k: location(v) for k, v in paths.items()}  # a local path, or the artefact store's URL
+    rec.update(report=where)
+    return where
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, doc_md=runbooks.FINAL_VERDICT)

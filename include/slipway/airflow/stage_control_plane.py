@@ -62,6 +62,7 @@ KINDS: tuple[upgraders_controlplane.ComponentKind, ...] = (
 CHAOS_CONFIGMAP = "slipway-chaos"
 CHAOS_KEY = "fail-control-plane-verification"  # upgraders.controlplane.FAULT_FAIL_VERIFICATION
 SNAPSHOTS_FOLDER = "etcd-snapshots"
+ARTEFACT_SNAPSHOTS = "etcd"  # the snapshots' folder in the artefact store
 
 
 def targets(
@@ -106,12 +107,14 @@ def _kubeconfig_for_probe() -> Iterator[Path]:
 
 
 def snapshot_store() -> etcd_store.SnapshotStore:
-    """This cluster's pre-upgrade snapshots, kept in the artefact store (not one run's folder)."""
-    return etcd_store.SnapshotStore(
-        reports.reports_root()
-        / SNAPSHOTS_FOLDER
-        / etcd_store.safe_name(runtime.platform().settings.cluster_name)
-    )
+    """This cluster's pre-upgrade snapshots: taken in this worker's folder (not one run's), and
+    copied to the artefact store's ``etcd/<cluster>`` when one is configured, so a rollback on
+    another worker finds them (the default store is that local folder already)."""
+    from slipway import artefacts
+
+    cluster = etcd_store.safe_name(runtime.platform().settings.cluster_name)
+    mirror = None if artefacts.is_default() else artefacts.root() / ARTEFACT_SNAPSHOTS / cluster
+    return etcd_store.SnapshotStore(reports.reports_root() / SNAPSHOTS_FOLDER / cluster, mirror)
 
 
 @task(doc_md=runbooks.BACKUP_ETCD, retries=1, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -127,7 +130,7 @@ def backup_etcd() -> dict[str, Any]:
     proven = rec.get("backup") or {}
     if proven.get("restore_ok"):
         try:
-            snapshot = etcd_store.ProvenSnapshot.from_dict(proven)
+            snapshot = snapshot_store().fetch(etcd_store.ProvenSnapshot.from_dict(proven))
             etcd_store.verify_digest(snapshot)
         except etcd_store.SnapshotRefused as err:
             rec.event("backup-refused", f"{err}; this run's pre-upgrade snapshot is never replaced")
@@ -146,12 +149,18 @@ def backup_etcd() -> dict[str, Any]:
     except etcd_store.SnapshotRefused as err:
         raise AirflowFailException(str(err)) from err
     data = proof.to_dict()
-    rec.update(backup=data)
     if not proof.restore_ok:
+        rec.update(backup=data)
         rec.event("backup-failed", f"etcd backup not proven: {proof.problem}")
         raise AirflowFailException(
             f"etcd backup not proven, refusing to touch the control plane: {proof.problem}"
         )
+    try:
+        stored = store.publish(proof, run_id, int(context["ti"].try_number))
+    except (etcd_store.SnapshotRefused, OSError) as err:
+        rec.event("backup-failed", f"etcd snapshot not copied to the artefact store: {err}")
+        raise AirflowFailException(f"etcd snapshot not copied to the artefact store: {err}") from err
+    rec.update(backup=data | {"stored": stored})  # proven and stored: a cleared task reuses it
     pruned = store.prune(keep, current_run=run_id)
     rec.event(
         "backup-proven",
@@ -159,7 +168,7 @@ def backup_etcd() -> dict[str, Any]:
         f"sha256 {proof.sha256}; {len(pruned)} older run(s) pruned, the last {keep} kept",
         sha256=proof.sha256,
     )
-    return etcd_store.ProvenSnapshot.from_proof(proof).to_dict()
+    return etcd_store.ProvenSnapshot.from_proof(proof, stored).to_dict()
 
 
 @task(doc_md=runbooks.DEFRAGMENT_ETCD, retries=1)
@@ -489,6 +498,7 @@ def _restore_etcd(rec: runrecord.RunRecord, snapshot: etcd_store.ProvenSnapshot,
         raise AirflowFailException(message)
     restorer = current.etcd_restorer()
     try:
+        snapshot = snapshot_store().fetch(snapshot)  # from the artefact store if not on this worker
         outcome = etcd_safety.restore_once(
             rec,
             current.etcd(),

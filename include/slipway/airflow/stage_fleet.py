@@ -101,7 +101,8 @@ APPROVAL_GATES = runbook(
 FLEET_REPORT = runbook(
     "Writes `fleet-report.json` and `fleet-report.md`: each cluster's path, risk and verdict side by "
     "side, the halt (who, what stayed untouched) and the fleet's figures.",
-    "Check that `SLIPWAY_REPORTS_DIR` is writable.",
+    "Check that the artefact store (a `file://` `SLIPWAY_ARTEFACTS_URL`, else the folder "
+    "`SLIPWAY_REPORTS_DIR`) is writable.",
     "Safe: it rewrites the same files from the records.",
 )
 FLEET_VERDICT = runbook(
@@ -152,11 +153,15 @@ def child_run_id(fleet_run_id: str, cluster: str) -> str:
 
 
 def fleet_dir() -> Path:
-    from slipway.reports import reports_root
+    """This fleet run's folder in the artefact store when the store is a folder (the default
+    ``SLIPWAY_REPORTS_DIR``, or a ``file://`` mount every worker shares); with a remote store,
+    this worker's local folder (the preflight's etcdctl writes need a local disk)."""
+    from slipway import artefacts
 
     context = get_current_context()
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in context["run_id"])
-    return reports_root() / context["dag"].dag_id / safe
+    store = artefacts.local_path(artefacts.root())
+    return (store if store is not None else artefacts.local_root()) / context["dag"].dag_id / safe
 
 
 # --- reading the records ---------------------------------------------------------------------

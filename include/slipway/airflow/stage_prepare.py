@@ -31,10 +31,32 @@ GROUP = "prepare"
 
 
 def artefacts_dir() -> Path:
-    """Where this run's big artefacts (etcd snapshot, reports) go; only paths travel in XCom."""
+    """This run's local working folder on this worker (tools such as etcdctl write there);
+    what later tasks or people read is copied to the artefact store (:func:`publish`)."""
     context = get_current_context()
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in context["run_id"])
     return reports.reports_root() / context["dag"].dag_id / safe
+
+
+def publish(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The preflight's files (the etcd-backup check's proven snapshot, private) copied to this
+    run's folder in the artefact store; the check's evidence names the copy (``stored``). With
+    the default store, the working folder is that folder already: nothing to copy."""
+    from slipway import artefacts
+    from slipway.reports.run import report_dir
+
+    context = get_current_context()
+    for result in results:
+        evidence = result.get("evidence")
+        if not isinstance(evidence, dict) or not evidence.get("restore_ok") or not evidence.get("path"):
+            continue
+        if artefacts.is_default():
+            continue
+        local = Path(str(evidence["path"]))
+        target = report_dir(context["dag"].dag_id, str(context["run_id"])) / local.name
+        artefacts.upload(local, target, private=True)  # every Secret of the cluster is in it
+        evidence["stored"] = artefacts.location(target)
+    return results
 
 
 def _preflight(request: dict[str, Any]) -> preflight.Preflight:
@@ -74,7 +96,7 @@ def check_task(name: str) -> Any:
     @task(task_id=f"check_{name.replace('-', '_')}", doc_md=runbooks.CHECK, retries=2)
     def run_check(request: dict[str, Any]) -> list[dict[str, Any]]:
         results = _preflight(request).run(name)
-        return [r.model_dump(mode="json") for r in results]
+        return publish([r.model_dump(mode="json") for r in results])
 
     return run_check
 

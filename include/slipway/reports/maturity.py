@@ -17,13 +17,16 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
+from slipway.artefacts import make_dirs
 from slipway.reports.run import phase_timings, report_dir, run_verdict
 from slipway.runrecord import NAMESPACE, records_from
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 LEVELS = {1: "manual", 2: "scripted", 3: "automated", 4: "intelligent"}
 UPGRADE_DAGS = ("k8s_cluster_upgrade", "k8s_worker_upgrade")
@@ -250,10 +253,13 @@ def render_markdown(maturity: Maturity, *, generated_at: datetime) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_maturity_report(maturity: Maturity, *, run_id: str, generated_at: datetime) -> dict[str, Path]:
-    """``maturity.json`` and ``maturity.md`` under the reports folder of ``k8s_upgrade_history``."""
+def write_maturity_report(
+    maturity: Maturity, *, run_id: str, generated_at: datetime
+) -> dict[str, ObjectStoragePath]:
+    """``maturity.json`` and ``maturity.md`` under the artefact store's folder of
+    ``k8s_upgrade_history``."""
     folder = report_dir(HISTORY_DAG, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     json_path, md_path = folder / "maturity.json", folder / "maturity.md"
     json_path.write_text(json.dumps(maturity.to_dict(), indent=2, sort_keys=True))
     md_path.write_text(render_markdown(maturity, generated_at=generated_at))

@@ -7,21 +7,25 @@ Reports are attached to change requests and mailed around: both files are redact
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slipway import incidents
+from slipway import artefacts, incidents
 from slipway.redact import redact, redact_value
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 GREEN_VERDICTS = ("upgraded", "paused", "dry-run", "preflight-passed", "preflight-needs-approval")
 
 
 def reports_root() -> Path:
-    return Path(os.environ.get("SLIPWAY_REPORTS_DIR", "reports"))
+    """This worker's local artefact folder (``$SLIPWAY_REPORTS_DIR``, absolute): working files
+    only; what other tasks read goes to the artefact store (:func:`report_dir`)."""
+    return artefacts.local_root()
 
 
 def run_verdict(data: dict[str, Any]) -> str:
@@ -55,10 +59,15 @@ def run_verdict(data: dict[str, Any]) -> str:
     return "paused" if phase["reason"] == "paused" else "incomplete"
 
 
-def report_dir(dag_id: str, run_id: str) -> Path:
-    """Where one run's reports go: ``$SLIPWAY_REPORTS_DIR/<dag>/<run>``."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
-    return reports_root() / dag_id / safe
+def safe_run_name(run_id: str) -> str:
+    """A folder name for any run id (Airflow run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def report_dir(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """Where one run's reports go in the artefact store: ``<store>/<dag>/<run>`` (by default
+    the local folder ``$SLIPWAY_REPORTS_DIR``)."""
+    return artefacts.root() / dag_id / safe_run_name(run_id)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -335,8 +344,9 @@ def _latency_cell(latency: dict[str, Any]) -> str:
 
 def write_run_report(
     data: dict[str, Any], *, dag_id: str, run_id: str, history: Iterable[dict[str, Any]] = ()
-) -> dict[str, Path]:
-    """Write ``upgrade-report.json``, ``.md`` and ``.html``; returns their paths.
+) -> dict[str, ObjectStoragePath]:
+    """Write ``upgrade-report.json``, ``.md`` and ``.html`` to the artefact store; returns their
+    paths there (:func:`slipway.artefacts.location` names them in a record).
 
     :param history: the cluster's other run records; the runs among them that upgraded
         before this one predict its time per phase (else the stated model does).
@@ -346,7 +356,7 @@ def write_run_report(
     from slipway.reports.prediction import compare, earlier_upgrades
 
     folder = report_dir(dag_id, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    artefacts.make_dirs(folder)
     data = redact_value(data)
     verdict = run_verdict(data)
     json_path = folder / "upgrade-report.json"

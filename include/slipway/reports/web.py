@@ -1,16 +1,20 @@
 """Finding one run's HTML report from the ids a web request names, refusing any other path.
 
 The ids come from a URL, so nothing in them may leave the reports folder: no separators, no
-``.``/``..``, no control characters, and the resolved path (symlinks followed) must still lie
-under the reports root.
+``.``/``..``, no control characters; in a local store the resolved path (symlinks followed)
+must still lie under the store's root, in a remote one no step of the key may be ``.``/``..``.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from slipway.reports.run import report_dir, reports_root
+from slipway import artefacts
+from slipway.reports.run import report_dir
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 HTML_NAME = "upgrade-report.html"
 MAX_ID_LENGTH = 250  # Airflow's own limit on DAG and run ids
@@ -33,17 +37,24 @@ def _check(field: str, value: str) -> None:
         raise ReportPathError(f"{field}: may not contain control characters")
 
 
-def html_report_path(dag_id: str, run_id: str) -> Path:
-    """Where the HTML report of ``run_id`` of ``dag_id`` is (it may not exist yet).
+def html_report_path(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """Where the HTML report of ``run_id`` of ``dag_id`` is in the artefact store (it may not
+    exist yet).
 
     :raises ReportPathError: for ids that could name a path outside the reports folder.
+    :raises slipway.artefacts.ArtefactStoreError: when the store's settings are unusable.
     """
     _check("dag_id", dag_id)
     if not DAG_ID.match(dag_id):
         raise ReportPathError("dag_id: only letters, digits, '_', '.' and '-'")
     _check("run_id", run_id)
-    root = reports_root().resolve()
-    path = (report_dir(dag_id, run_id) / HTML_NAME).resolve()
-    if not path.is_relative_to(root):
+    root = artefacts.root()
+    path = report_dir(dag_id, run_id) / HTML_NAME
+    local, local_root = artefacts.local_path(path), artefacts.local_path(root)
+    if local is not None and local_root is not None:
+        if not local.resolve().is_relative_to(local_root.resolve()):
+            raise ReportPathError("run_id: names a path outside the reports folder")
+        return artefacts.from_location(str(local.resolve()))
+    if any(step in (".", "..") for step in path.relative_to(root).parts):
         raise ReportPathError("run_id: names a path outside the reports folder")
     return path
