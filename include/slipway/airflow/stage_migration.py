@@ -29,6 +29,8 @@ from slipway.migration.request import MigrationRequest, parse_migration_request,
 from slipway.migration.volumes import RcloneError
 
 if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
     from slipway.migration import clusters, stateful, velero
     from slipway.migration.objects import Obj
 else:  # the kubernetes client loads when a task first runs, not when the DAG file is parsed
@@ -83,13 +85,14 @@ COPY_CONFIGURATION = runbook(
 START_VELERO = runbook(
     "Only when the form's copy path is `velero`. When the `slipway_migration` connection names Velero "
     "server kubeconfigs (`source_velero_kubeconfig`, `target_velero_kubeconfig`: the local platform), "
-    "starts `velero server` for each cluster on this host (pid files and logs under the run's report "
-    "folder, `velero/`; the bucket's keys in a private temporary folder, never in the report). Then "
+    "starts `velero server` for each cluster on this host (pid files and logs under the run's folder "
+    "in this worker's `SLIPWAY_REPORTS_DIR`, `velero/`; the bucket's keys in a private temporary "
+    "folder, never in the report). Then "
     "waits until Velero's backup storage location `velero/default` is Available on both clusters and "
     "names the connection's bucket. Installing Velero (its CRDs, namespace, ServiceAccount and the "
     "location: read-write on the source, read-only on the target) is an admin's job done before.",
     "Not Available: Velero cannot reach the bucket (URL, keys, bucket name: read "
-    "`velero/logs/velero-<side>.log` in the report folder). A location naming another bucket: fix the "
+    "`velero/logs/velero-<side>.log` in that folder). A location naming another bucket: fix the "
     "connection or the location, they must agree. A 403 means `migrator-rbac.yaml` is not applied.",
     "Safe: a server already running is kept; the location is only read.",
 )
@@ -186,7 +189,8 @@ REPORT = runbook(
     "volumes, bytes and files per pass, the check, the freeze window and any rollback) to the run's "
     "report folder. Fails the run when the traffic switch or a stateful cut-over rolled back, after "
     "writing the report.",
-    "Check that `SLIPWAY_REPORTS_DIR` is writable by the worker; a rolled-back switch names its step and "
+    "Check that the artefact store (`SLIPWAY_ARTEFACTS_URL`, else the folder `SLIPWAY_REPORTS_DIR`) is "
+    "writable by the worker; a rolled-back switch names its step and "
     "reason in the log and the report.",
     "Safe: it rewrites the same report.",
 )
@@ -222,13 +226,30 @@ def _sides() -> tuple[clusters.Side, clusters.Side]:
     )
 
 
-def _report_folder() -> Path:
+def _report_folder() -> ObjectStoragePath:
+    """This run's folder in the artefact store: reports and the stateful record other tasks read."""
+    from slipway.artefacts import make_dirs
     from slipway.reports.run import report_dir  # loads the kubernetes client: at run time only
 
     context = get_current_context()
     folder = report_dir(DAG_ID, context["run_id"])
+    make_dirs(folder)
+    return folder
+
+
+def _work_folder() -> Path:
+    """This run's local working folder on this worker (the ``velero server`` processes' files)."""
+    from slipway.reports.run import reports_root, safe_run_name
+
+    folder = reports_root() / DAG_ID / safe_run_name(get_current_context()["run_id"])
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _where(path: ObjectStoragePath) -> str:
+    from slipway.artefacts import location
+
+    return location(path)
 
 
 def _fail(err: Exception) -> AirflowFailException:
@@ -270,7 +291,7 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
         "dry_run": wanted.dry_run,
         "copy_path": wanted.copy_path,
         "available_timeout_seconds": wanted.available_timeout_seconds,
-        "report": str(folder / "assessment.md"),
+        "report": _where(folder / "assessment.md"),
     }
     if result.blockers and not wanted.dry_run:
         names = ", ".join(sorted(result.blockers))
@@ -323,7 +344,7 @@ def _velero_servers(ref: VeleroRef) -> list[velero.VeleroServer]:
     """The run's ``velero server`` processes on this host (none when Velero runs in the clusters)."""
     if ref.servers is None:
         return []
-    work = _report_folder() / "velero"
+    work = _work_folder() / "velero"
     # The bucket's keys: a private folder outside the report, which users read and archive.
     secrets = Path(tempfile.gettempdir()) / f"slipway-velero-{_run_digest()}"
     secrets.mkdir(mode=0o700, exist_ok=True)
@@ -528,13 +549,13 @@ def _stateful_markdown(section: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _record() -> tuple[Path, dict[str, Any]]:
+def _record() -> tuple[ObjectStoragePath, dict[str, Any]]:
     path = _report_folder() / STATEFUL_RECORD
     found = json.loads(path.read_text()) if path.exists() else {}
     return path, {"passes": [], "checks": {}, "cut_over": [], "failure": None, "rollback": []} | found
 
 
-def _save(path: Path, record: dict[str, Any]) -> None:
+def _save(path: ObjectStoragePath, record: dict[str, Any]) -> None:
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
 
 
@@ -724,10 +745,9 @@ def write_migration_report() -> str:
         f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items() if k != "stateful"
     ]
     (folder / "migration-report.md").write_text("\n".join(lines + _stateful_lines(section)) + "\n")
+    where = _where(folder / "migration-report.md")
     if section["rolled_back"]:
-        raise AirflowFailException(
-            f"stateful cut-over rolled back ({section['failure']}); report: {folder / 'migration-report.md'}"
-        )
+        raise AirflowFailException(f"stateful cut-over rolled back ({section['failure']}); report: {where}")
     if traffic.get("rolled_back"):
         stays = (
             f"; stateful workloads {', '.join(section['cut_over'])} stay on the target (their sources are "
@@ -736,8 +756,8 @@ def write_migration_report() -> str:
             if section["cut_over"]
             else ""
         )
-        raise AirflowFailException(f"{traffic['reason']}{stays}; report: {folder / 'migration-report.md'}")
-    return str(folder / "migration-report.json")
+        raise AirflowFailException(f"{traffic['reason']}{stays}; report: {where}")
+    return _where(folder / "migration-report.json")
 
 
 def _stateful_section(record: dict[str, Any], workloads: list[str]) -> dict[str, Any]:
