@@ -36,7 +36,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from slipway.redact import redact_value
+from slipway.redact import redact, redact_value
 
 NAMESPACE = "slipway-system"
 RECORD_PREFIX = "slipway-run-"
@@ -151,6 +151,9 @@ class RunRecord:
         self._uid: str | None = None
         self._index = 0
         self._chunk: _Chunk | None = None
+        # Milestones also go out as Kubernetes Events on the record (a view; off after a failure,
+        # e.g. an identity without the grant, so a run does not retry it on every line).
+        self._announce = True
 
     def _read(self) -> client.V1ConfigMap | None:
         try:
@@ -210,7 +213,7 @@ class RunRecord:
             for attempt in range(EVENT_RETRIES):
                 try:
                     if self._append(line):
-                        return
+                        break
                 except ApiException as err:
                     # 409: another writer appended (or created the chunk) first; 404: the
                     # record or chunk went away under us. Either way, back to the cluster.
@@ -220,8 +223,33 @@ class RunRecord:
                     if err.status == NOT_FOUND:
                         self._uid = None
                     time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-        raise RuntimeError(
-            f"run record {NAMESPACE}/{self.name}: timeline kept changing under {EVENT_RETRIES} appends"
+            else:
+                where = f"run record {NAMESPACE}/{self.name}"
+                raise RuntimeError(f"{where}: timeline kept changing under {EVENT_RETRIES} appends")
+        if "node" not in details:  # a node's own steps are Events on that node
+            self._announce_event(kind, message)
+
+    def _announce_event(self, kind: str, message: str) -> None:
+        """The milestone as a Kubernetes Event on the record: ``kubectl describe configmap
+        slipway-run-<id> -n slipway-system`` and ``kubectl get events -n slipway-system``."""
+        from slipway.kube.events import object_event, timeline_reason
+
+        if not self._announce or self._uid is None:
+            return
+        reason, kind_of = timeline_reason(kind)
+        regarding = client.V1ObjectReference(
+            api_version="v1", kind="ConfigMap", namespace=NAMESPACE, name=self.name, uid=self._uid
+        )
+        api = self.core.api_client
+        self._announce = object_event(
+            api,
+            NAMESPACE,
+            regarding,
+            reason,
+            redact(message),
+            action=kind[:128],
+            run_id=self.run_id,
+            kind=kind_of,
         )
 
     def _append(self, line: str) -> bool:

@@ -28,6 +28,7 @@ from slipway.kube.readiness import workloads_available
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.kit import ETCD_NEW, ETCD_OLD, KUBERNETES_NEW, KUBERNETES_OLD
 from slipway.probe_process import DIRECT_USER_AGENT
+from slipway.runrecord import NAMESPACE, record_name
 from slipway.upgraders.controlplane import FAULT_DIVERGE_ETCD, FAULT_FAIL_STEP
 from slipway.upgraders.local_controlplane import FAULT_MARKER_KEY
 from tests.browser import ApiServer, Page, airflow_api_server, chromium, log_in
@@ -104,9 +105,15 @@ def test_full_cluster_upgrade_control_plane_first_with_zero_failed_requests(
     passed = [n for b in record["batches"] if b["state"] == "passed" for n in b["nodes"]]
     upgraded = next(n for n in passed if n not in quarantined)
     described = _kubectl(cluster, "describe", "node", upgraded).split("Events:")[-1]
-    for reason in ("SlipwayCordoned", "SlipwayDrained", "SlipwayUpgraded", "SlipwayUncordoned"):
+    for reason in ("SlipwayCordoned", "SlipwayDrainStarted", "SlipwayDrained", "SlipwayUpgraded"):
         assert reason in described, described
+    assert "SlipwayUncordoned" in described, described
     assert "slipway.dev/upgrader" in described
+    # The run's milestones, on its own object: `kubectl describe` of the run record.
+    on_record = _kubectl(cluster, "describe", "configmap", record_name(record["run_id"]), "-n", NAMESPACE)
+    on_record = on_record.split("Events:")[-1]
+    for reason in ("SlipwayRunStarted", "SlipwayControlPlaneVerified", "SlipwayBatchOpened"):
+        assert reason in on_record, on_record
     for node in quarantined:  # left cordoned, and the node says why
         assert "SlipwayQuarantined" in _kubectl(cluster, "describe", "node", node).split("Events:")[-1]
     kinds = [e["kind"] for e in record["events"]]
@@ -201,6 +208,13 @@ def test_a_failed_upgrade_step_takes_the_rollback_branch_with_an_incident(
     assert "etcd-restored" not in kinds and "etcd_restore" not in record
     _assert_old_control_plane(small_cluster)
     assert "batches" not in record
+    # Warnings on the run's own object, read as kubectl reads them (core/v1 Events).
+    selector = f"involvedObject.name={record_name(record['run_id'])}"
+    listed = client.CoreV1Api(small_cluster.admin_client()).list_namespaced_event(
+        NAMESPACE, field_selector=selector
+    )
+    warnings = {e.reason for e in listed.items if e.type == "Warning"}
+    assert {"SlipwayControlPlaneStepFailed", "SlipwayControlPlaneRolledBack"} <= warnings, warnings
 
 
 def test_a_rejected_approval_ends_rejected_with_who_and_when_and_nothing_changed(

@@ -160,6 +160,7 @@ class UpgradeNodeOperator(BaseOperator):
             )
             return {"node": node, "quarantined": True, "blockers": blockers}
         if req.blocked_drain_policy == "rollback":
+            node_step_event(node, "SlipwayDrainBlocked", f"drain would be blocked: {blockers}", "Drain")
             raise AirflowFailException(f"drain of {node} would be blocked: {blockers}")
         return None
 
@@ -182,8 +183,10 @@ class UpgradeNodeOperator(BaseOperator):
         from slipway.kube.drain import DrainBlocked, DrainRefused, drain_node
 
         api = orchestrator_api()
+        options = workers.drain_options(req)
+        node_step_event(node, "SlipwayDrainStarted", _drain_note(options), "Drain")
         try:
-            result = drain_node(api, node, workers.drain_options(req), run_id=current_run_id())
+            result = drain_node(api, node, options, run_id=current_run_id())
         except DrainRefused as err:
             raise AirflowFailException(str(err)) from err
         except DrainBlocked as err:
@@ -192,6 +195,7 @@ class UpgradeNodeOperator(BaseOperator):
                 record().event("quarantined", f"node {node} quarantined (left cordoned): {err}", node=node)
                 node_step_event(node, "SlipwayQuarantined", f"left cordoned: {err}", "Quarantine")
                 return {"node": node, "quarantined": True, "blockers": [b.to_dict() for b in err.blockers]}
+            node_step_event(node, "SlipwayDrainBlocked", str(err), "Drain")
             raise AirflowFailException(str(err)) from err
         kube_nodes.set_step(api, node, current_run_id(), "drained")
         self.log.info("node %s: drained (%s)", node, result.to_dict())
@@ -279,7 +283,7 @@ class UpgradeNodeOperator(BaseOperator):
 
 
 # What the engineer must look at: the node did not end its step in service.
-WARNINGS = ("SlipwayQuarantined", "SlipwayRolledBack")
+WARNINGS = ("SlipwayQuarantined", "SlipwayRolledBack", "SlipwayDrainBlocked")
 
 
 def node_step_event(node: str, reason: str, note: str, action: str) -> None:
@@ -292,3 +296,9 @@ def node_step_event(node: str, reason: str, note: str, action: str) -> None:
         node_event(api, node, reason, note, action=action, run_id=run_id, kind="Warning")
     else:
         node_event(api, node, reason, note, action=action, run_id=run_id)
+
+
+def _drain_note(options: Any) -> str:
+    """The drain's terms, as ``kubectl drain``'s flags would say them."""
+    grace = "each pod's own" if options.grace_period_seconds < 0 else f"{options.grace_period_seconds}s"
+    return f"draining through the Eviction API: grace period {grace}, timeout {options.timeout_seconds:g}s"
