@@ -3,6 +3,9 @@
 ``start`` launches it detached (a baseline phase first, then the upgrade phase) and
 returns once the baseline is measured; ``stop`` ends it and returns its report. Both are
 idempotent on the run's artefact folder, so a cleared task does not start a second probe.
+Given its run's lease holder, it also stops by itself once that run is over (the cluster
+lease released or taken by another run, or not renewed for half an hour): a run that died
+before its teardown leaves no probe behind for long.
 
 It measures several paths at once, as OpenShift's upgrade tests do: through the load
 balancer on kept-alive connections (``reused``, what a controller does) and on a new
@@ -25,10 +28,11 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from slipway import lease
 from slipway.localcluster.health import wait_until
 from slipway.validation.probe import ApiProbe, ProbeSettings, Sample, is_etcd_leader_change, window_figures
 
@@ -46,6 +50,10 @@ SERIES_POINTS = 120
 SERIES_MIN_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 90.0
+# A run waiting deferred (an approval, a node's readiness) renews nothing: its lease may lapse
+# while it lives. Only this long past expiry is the run taken for dead.
+ORPHAN_GRACE_SECONDS = 1800.0
+LEASE_CHECK_SECONDS = 10.0
 
 
 def _paths(folder: Path) -> tuple[Path, Path, Path]:
@@ -65,10 +73,15 @@ def _alive(pid: int) -> bool:
 
 
 def start(
-    kubeconfig: Path, folder: Path, max_seconds: float = 7200.0, direct: Mapping[str, str] | None = None
+    kubeconfig: Path,
+    folder: Path,
+    max_seconds: float = 7200.0,
+    direct: Mapping[str, str] | None = None,
+    holder: str | None = None,
 ) -> int:
     """Start the probe (unless this folder's probe already runs); returns its pid.
-    ``direct``: apiserver instance → its own URL, each probed besides the load balancer."""
+    ``direct``: apiserver instance → its own URL, each probed besides the load balancer;
+    ``holder``: the run's cluster lease holder, whose run's end stops the probe."""
     folder.mkdir(parents=True, exist_ok=True)
     pid_file, ready, _ = _paths(folder)
     if pid_file.exists() and _alive(int(pid_file.read_text())):
@@ -87,6 +100,7 @@ def start(
                 str(folder),
                 "--max-seconds",
                 str(max_seconds),
+                *(("--holder", holder) if holder else ()),
                 *(
                     arg
                     for name, url in sorted((direct or {}).items())
@@ -241,12 +255,55 @@ def _brief(failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: s[k] for k in ("at", "verb", "error")} for s in failures][:5]
 
 
+def orphaned(
+    state: lease.LeaseState | None, holder: str, now: datetime, grace: float = ORPHAN_GRACE_SECONDS
+) -> str | None:
+    """Why the probe of ``holder``'s run should stop by itself (None: keep measuring). Asked
+    only once the probe has seen its run hold the lease."""
+    if state is None or not state.holder:
+        return "the cluster lease was released: its run is over"
+    if state.holder != holder:
+        return f"the cluster lease is held by {state.holder}: its run is over"
+    expires = state.expires_at
+    if expires is not None and now > expires + timedelta(seconds=grace):
+        return f"its run has not renewed the cluster lease since {state.renewed}"
+    return None
+
+
+def holds_lease(api: Any, holder: str) -> bool:
+    """Whether ``holder`` holds the cluster lease now (False when it cannot be read)."""
+    try:
+        state = lease.read(api)
+    except Exception:  # an unreadable lease proves nothing either way
+        return False
+    return state is not None and state.holder == holder
+
+
+def _watch_lease(api: Any, holder: str, stopping: threading.Event, why: list[str], seen: bool) -> None:
+    """Set ``stopping`` once ``holder``'s run is over (asked only once the run was seen holding
+    the lease); a failed read (an apiserver restarting) is looked at again later, never taken
+    for an answer."""
+    while not stopping.wait(LEASE_CHECK_SECONDS):
+        try:
+            state = lease.read(api)
+        except Exception as err:  # any failure: ask again next time
+            print(f"lease read failed, looking again in {LEASE_CHECK_SECONDS:g}s: {type(err).__name__}")
+            continue
+        seen = seen or (state is not None and state.holder == holder)
+        reason = orphaned(state, holder, datetime.now(UTC)) if seen else None
+        if reason:
+            print(f"stopping: {reason}")
+            why.append(reason)
+            stopping.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Slipway API probe process")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--folder", required=True)
     parser.add_argument("--max-seconds", type=float, default=7200.0)
     parser.add_argument("--direct", action="append", default=[], metavar="INSTANCE=URL")
+    parser.add_argument("--holder", default="", help="the run's cluster lease holder")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     _, ready, report = _paths(folder)
@@ -272,11 +329,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, url in (item.split("=", 1) for item in args.direct)
     }
     probes = {"reused": probe, "new": fresh} | {f"direct/{name}": each for name, each in direct.items()}
+    lease_api = None
+    if args.holder:  # read the kubeconfig now: the task removes its copy once the probe is ready
+        from kubernetes.config import new_client_from_config
+
+        lease_api = new_client_from_config(args.kubeconfig)
     for each in probes.values():
         each.start()
     wait_until("probe baseline", lambda: probe.count("baseline") >= BASELINE_REQUESTS, START_TIMEOUT_SECONDS)
     for each in probes.values():
         each.end_baseline()
+    stopped_because: list[str] = []
+    if lease_api is not None:  # the first look before "ready": the run holds its lease by now
+        watch = (lease_api, args.holder, stopping, stopped_because, holds_lease(lease_api, args.holder))
+        threading.Thread(target=_watch_lease, args=watch, name="probe-lease-watch", daemon=True).start()
     ready.write_text("ready")
     stopping.wait(args.max_seconds)
     # All halted before any cleans up: they share the namespace (see ApiProbe.stop).
@@ -290,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             path.removeprefix("direct/"): r for path, r in reports.items() if path.startswith("direct/")
         },
     }
+    if stopped_because:
+        result["stopped_by_itself"] = stopped_because[0]
     _write(report, result)
     return 0
 

@@ -182,3 +182,26 @@ def test_what_the_probe_process_saves_it_loads_back(tmp_path: Path) -> None:
     loaded = load_samples(tmp_path)
     assert set(loaded) == {"reused", "direct/kube-apiserver-0"}
     assert loaded["reused"] == PathSamples([(T0, 0.01), (T0 + 1, None)], [], [])
+
+
+def test_the_probe_ends_with_its_run_not_with_a_lapsed_lease() -> None:
+    """Released or taken by another run: stop. Lapsed while its run waits deferred (an approval
+    renews nothing): keep measuring, up to the grace; past it the run is taken for dead."""
+    from datetime import UTC, datetime, timedelta
+
+    from slipway.lease import LeaseState
+    from slipway.probe_process import ORPHAN_GRACE_SECONDS, orphaned
+
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    me = "k8s_cluster_upgrade/manual__a"
+
+    def held(holder: str | None, renewed_ago: float) -> LeaseState:
+        return LeaseState(holder, 120, now - timedelta(seconds=renewed_ago), now, 0, "1")
+
+    assert orphaned(held(me, 5), me, now) is None
+    assert orphaned(held(me, 120 + ORPHAN_GRACE_SECONDS - 1), me, now) is None  # lapsed, within grace
+    assert "not renewed" in str(orphaned(held(me, 120 + ORPHAN_GRACE_SECONDS + 1), me, now))
+    assert "released" in str(orphaned(held(None, 5), me, now))
+    assert "released" in str(orphaned(None, me, now))
+    other = orphaned(held("k8s_worker_upgrade/scheduled__b", 5), me, now)
+    assert other == "the cluster lease is held by k8s_worker_upgrade/scheduled__b: its run is over"

@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from slipway import plan_execution
 from slipway.airflow import runbooks
 from slipway.airflow.stage_common import declare_incident
-from slipway.airflow.stage_lease import holds_cluster_lease
+from slipway.airflow.stage_lease import current_holder, holds_cluster_lease
 from slipway.airflow.stage_prepare import artefacts_dir
 from slipway.lazy import lazy
 
@@ -200,7 +200,9 @@ def probe_tasks() -> tuple[Any, Any]:
     def start_api_probe() -> int:
         direct = runtime.platform().control_plane_reader().apiserver_urls()
         with _kubeconfig_for_probe() as kubeconfig:
-            return probe_process.start(kubeconfig, artefacts_dir() / "probe", direct=direct)
+            # The run's lease holder: the probe stops by itself once the run is over.
+            holder = current_holder()
+            return probe_process.start(kubeconfig, artefacts_dir() / "probe", direct=direct, holder=holder)
 
     @teardown
     @task(doc_md=runbooks.STOP_PROBE)
