@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from slipway.airflow_env import airflow_env
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
@@ -36,6 +38,7 @@ class Airflow:
     api_port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     token: str = ""
+    request_timeout: float = 30.0  # seconds per REST call; a loaded machine may need more
 
     # ---- processes -------------------------------------------------------------------------
     def start(self, component: str) -> subprocess.Popen[bytes]:
@@ -58,6 +61,42 @@ class Airflow:
             os.killpg(proc.pid, sig)
         proc.wait(timeout=120)
 
+    def start_process(
+        self, name: str, argv: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` as process ``name`` with an environment and working folder of its own
+        (a Celery worker on its own host, say), logging to ``cwd/<name>.log``."""
+        cwd.mkdir(parents=True, exist_ok=True)
+        log = (cwd / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def crash(self, name: str) -> list[int]:
+        """SIGKILL ``name`` as its host dying would: its group and every process it started,
+        also those in groups of their own (Airflow puts each task process in its own group).
+        Returns the pids killed."""
+        proc = self.procs.pop(name)
+        try:
+            tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            tree = [proc.pid]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=120)
+        return tree
+
     def stop_all(self) -> None:
         for component in list(self.procs):
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -73,7 +112,7 @@ class Airflow:
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
         )
-        with urllib.request.urlopen(req, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=self.request_timeout) as resp:
             return json.loads(resp.read() or b"null")
 
     def login(self) -> None:
@@ -115,6 +154,12 @@ class Airflow:
         out = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
         return list(out["task_instances"])
 
+    def task_instances_in(self, dag_id: str, run_id: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The run's task instances in ``states`` only (a cheap poll on a big DAG)."""
+        query = "&".join(f"state={s}" for s in states)
+        out = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000&{query}")
+        return list(out["task_instances"])
+
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict[str, Any]]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries"
         return list(self.api("GET", path)["task_instances"])
@@ -125,24 +170,7 @@ def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: st
     """Every component started against a fresh metadata database, ``dag_id`` parsed; all
     stopped afterwards, also when the test fails."""
     home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        **airflow_env(
-            home,
-            cluster,
-            reports_dir=home / "reports",
-            api_port=api_port,
-        ),
-        "PATH": f"{AIRFLOW.parent}:{os.environ['PATH']}",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        # Separate processes must share the secrets standalone would share in memory: the
-        # execution API's token signing key and the api-server's session key.
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(api_port + 1),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(api_port + 2),
-    }
+    env = {**process_env(cluster, home, api_port), "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
     subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True)
     airflow = Airflow(home, env, api_port)
     try:
@@ -154,3 +182,24 @@ def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: st
         yield airflow
     finally:
         airflow.stop_all()
+
+
+def process_env(cluster: LocalCluster, home: Path, api_port: int) -> dict[str, str]:
+    """The environment every component shares (all but the executor and its database)."""
+    return {
+        **os.environ,
+        **airflow_env(
+            home,
+            cluster,
+            reports_dir=home / "reports",
+            api_port=api_port,
+        ),
+        "PATH": f"{AIRFLOW.parent}:{os.environ['PATH']}",
+        # Separate processes must share the secrets standalone would share in memory: the
+        # execution API's token signing key and the api-server's session key.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(api_port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(api_port + 2),
+    }
