@@ -5,13 +5,15 @@ assess → (a dry run ends here) → start_velero (copy path velero only: the Ve
 host, stopped by the stop_velero teardown) → copy configuration (velero: a Backup on the source
 and a Restore on the target, workloads included) → verify checksums → copy stateless
 workloads → validate (checksums + available on the target) → sync volumes (rclone, source
-running) → cut over stateful workloads (freeze: source to 0, snapshot, final sync, rclone check,
-start on the target) → validate them → switch traffic (HAProxy weights 0 → 10 → 50 → 100 %,
-rolled back on a failed probe) → report. A failed cut-over or validation branches to
+running) → await the cut-over window (deferred; none given: at once) → cut over stateful
+workloads (freeze: source to 0, snapshot, final sync, rclone check, start on the target) →
+validate them → switch traffic (HAProxy weights 0 → 10 → 50 → 100 %, rolled back on a failed
+probe) → report. A failed cut-over or validation branches to
 rollback_stateful (snapshot restored on the source, source scaled back, target copy to 0) and
 the report ends the run red. Source, target and the front door come from the
 ``slipway_migration`` connection (the migrator identity's kubeconfigs, ``migrator-rbac.yaml``);
-the source is never deleted. Velero itself is installed by an admin beforehand (its CRDs,
+the source is never deleted: a later run with ``retire_source`` scales it to 0 once the target is
+proven. Velero itself is installed by an admin beforehand (its CRDs,
 namespace, ServiceAccount and backup storage location); the migrator only creates and reads
 Backups and Restores.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag
 
+from slipway.airflow.cutover_window import CutoverWindowOperator
 from slipway.airflow.defaults import default_args
 from slipway.airflow.stage_migration import (
     assess,
@@ -29,6 +32,7 @@ from slipway.airflow.stage_migration import (
     cut_over_stateful,
     migration_params,
     proceed,
+    retire_source,
     rollback_stateful,
     start_velero,
     stop_velero,
@@ -58,6 +62,7 @@ def k8s_cluster_migration() -> None:
     config_copy = copy_configuration(summary)
     velero_up = start_velero(summary)
     proceed(summary) >> velero_up >> config_copy
+    retire_source(summary)  # an explicit later run: skipped unless the form asks for it
     config_check = verify_configuration(summary)
     workload_copy = copy_workloads(summary)
     workload_check = validate_workloads(summary)
@@ -65,7 +70,8 @@ def k8s_cluster_migration() -> None:
     workload_check >> stop_velero().as_teardown(setups=velero_up)
     synced, cut_over, checked = sync_volumes(summary), cut_over_stateful(summary), validate_stateful(summary)
     traffic = switch_traffic()
-    workload_check >> synced >> cut_over >> checked >> traffic
+    window = CutoverWindowOperator(task_id="await_cutover_window")
+    workload_check >> synced >> window >> cut_over >> checked >> traffic
     # The rollback branch: only when the cut-over or its validation failed.
     rolled_back = rollback_stateful()
     [cut_over, checked] >> rolled_back

@@ -107,12 +107,14 @@ def _folders(pair: Pair, namespace: str) -> dict[str, tuple[Path, Path | None]]:
 
 def test_migration_copies_verifies_validates_and_switches_traffic(pair: Pair, tmp_path: Path) -> None:
     """Stateless (mig-shop) blue-green and a stateful StatefulSet (mig-data, 2 volumes) in one run."""
-    conf = {"namespaces": [MOVED, DATA], "dry_run": False}
+    # A cut-over window open all day: the wait returns at once (the deferral itself is unit-tested).
+    conf = {"namespaces": [MOVED, DATA], "dry_run": False, "cutover_windows": ["daily 00:00+24h UTC"]}
     with front_door_with_backends(tmp_path) as (door, _, _):
         state, states, folder = _run(pair, tmp_path, conf, door)
         assert (door.api.weight("source"), door.api.weight("target")) == (0, 100)
     assert state == "success", states
     assert states["rollback_stateful"] == "skipped", states
+    assert states["await_cutover_window"] == "success", states
     assert folder is not None
     report = json.loads((folder / "migration-report.json").read_text())
     assert report["traffic"]["switched"] and report["failed_requests_during_switch"] == 0
@@ -159,6 +161,44 @@ def test_migration_copies_verifies_validates_and_switches_traffic(pair: Pair, tm
         k: data[k] for k in ("passes", "bytes_copied", "files_copied", "freeze_seconds", "check")
     }
     print(f"stateful figures: {json.dumps(stateful_figures)}")
+
+
+def test_a_retire_run_scales_the_proven_source_to_zero_and_deletes_nothing(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """After the migration above, the explicit retirement run of the same namespaces: nothing is
+    copied, every copy is proven, each source workload goes to 0 with its replicas recorded (the
+    stateful one already was, at its cut-over); a second run finds it all done."""
+    from slipway.migration.stateful import REPLICAS
+
+    source_apps = client.AppsV1Api(pair.source.admin_client())
+    conf = {"namespaces": [MOVED, DATA], "dry_run": False, "retire_source": True}
+    state, states, folder = _run(pair, tmp_path / "first", conf)
+    assert state == "success", states
+    assert states["retire_source"] == "success" and all(states[t] == "skipped" for t in COPY_TASKS), states
+    assert folder is not None
+    retired = {r["workload"]: r for r in json.loads((folder / "retirement.json").read_text())["retired"]}
+    assert sorted(retired) == [
+        f"Deployment/{MOVED}/web",
+        f"StatefulSet/{DATA}/ledger",
+        f"StatefulSet/{MOVED}/cache",
+    ]
+    assert retired[f"Deployment/{MOVED}/web"] == {
+        "workload": f"Deployment/{MOVED}/web",
+        "replicas": 2,
+        "already": False,
+    }
+    assert retired[f"StatefulSet/{DATA}/ledger"]["already"]  # frozen by its cut-over
+    web = source_apps.read_namespaced_deployment("web", MOVED)  # still there: nothing deleted
+    assert web.spec.replicas == 0 and web.metadata.annotations[REPLICAS] == "2"
+    target_web = client.AppsV1Api(pair.target.admin_client()).read_namespaced_deployment("web", MOVED)
+    assert target_web.status.available_replicas == 2
+
+    state, states, folder = _run(pair, tmp_path / "again", conf)
+    assert state == "success", states
+    assert folder is not None
+    again = json.loads((folder / "retirement.json").read_text())["retired"]
+    assert all(r["already"] for r in again) and len(again) == len(retired)
 
 
 def test_a_failing_target_rolls_traffic_back_and_the_run_ends_red(pair: Pair, tmp_path: Path) -> None:

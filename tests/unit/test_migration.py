@@ -310,6 +310,45 @@ def test_assessment_lists_objects_in_copy_order_and_refuses_blocked_ones() -> No
     assert "Source 1.36.3 → target 1.37.2" in text
 
 
+def test_custom_kinds_follow_their_definitions_and_a_conversion_webhook_is_refused() -> None:
+    """A custom kind's instances are copied after its definition (the target serves the kind only
+    then, so its group is no blocker); a definition converted by a webhook of the source cannot."""
+    from slipway.migration.objects import Kind
+
+    namespace = _obj("Namespace", "shop", namespace=None)
+    crd = _obj(
+        "CustomResourceDefinition", "widgets.example.com", "apiextensions.k8s.io/v1", namespace=None, spec={}
+    )
+    hooked = _obj(
+        "CustomResourceDefinition",
+        "gadgets.example.com",
+        "apiextensions.k8s.io/v1",
+        namespace=None,
+        spec={"conversion": {"strategy": "Webhook", "webhook": {}}},
+    )
+    objects = [
+        crd,
+        hooked,
+        _deployment(),
+        _obj("Widget", "blue", "example.com/v1", spec={"size": 1}),
+        _obj("Ingress", "web", "networking.k8s.io/v1", spec={}),
+    ]
+    served = SERVED | {"apiextensions.k8s.io/v1"}
+    result = assess([namespace], objects, served, custom=[Kind("example.com/v1", "Widget")])
+    assert result.objects == [
+        "Namespace/shop",
+        "Ingress/shop/web",
+        "CustomResourceDefinition/widgets.example.com",
+        "Widget/shop/blue",
+        "Deployment/shop/web",
+    ]
+    assert list(result.blockers) == ["CustomResourceDefinition/gadgets.example.com"]
+    assert "conversion webhook" in result.blockers["CustomResourceDefinition/gadgets.example.com"][0]
+    # Without the definition coming along, the target serving no example.com/v1 blocks the instance.
+    alone = assess([namespace], objects[3:4], served)
+    assert alone.blockers == {"Widget/shop/blue": ["the target does not serve example.com/v1"]}
+
+
 # --- the front door and the form ---------------------------------------------------------------
 
 
@@ -427,3 +466,47 @@ def test_velero_bucket_in_the_connection_with_keys_as_login_and_password(
         parse_connection(base | store, login="AKIA")
     assert err.value.fields == ["login"] and "(login) and secret key (password)" in str(err.value)
     assert "AKIA" not in str(err.value)
+
+
+# --- the cut-over window -------------------------------------------------------------------------
+
+
+def test_cutover_waits_for_its_window_and_bad_windows_are_refused() -> None:
+    from datetime import UTC, datetime
+
+    from slipway.migration.request import cutover_opens
+
+    saturday_noon = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    assert cutover_opens([], saturday_noon) is None  # no window: at once
+    assert cutover_opens(["Sat 10:00-14:00 UTC"], saturday_noon) is None  # open now
+    assert cutover_opens(["Sun 01:00-05:00 Europe/Berlin"], saturday_noon) == datetime(
+        2026, 12, 6, 0, 0, tzinfo=UTC
+    )
+    with pytest.raises(MigrationError) as err:
+        parse_migration_request({"namespaces": ["shop"], "cutover_windows": ["Sat 01:00-05:00 Mars/Olympus"]})
+    assert err.value.fields == ["cutover_windows"]
+    assert "entry 0" in str(err.value) and "unknown timezone" in str(err.value)
+
+
+def test_the_cutover_task_defers_until_the_window_opens() -> None:
+    """The operator itself, as the DAG runs it: outside the window it defers on a DateTimeTrigger
+    at the window's start; inside it returns at once."""
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from slipway.airflow.cutover_window import CutoverWindowOperator
+
+    now = datetime.now(UTC)
+    later = now + timedelta(hours=2)
+    closed = f"daily {later:%H}:00+1h UTC"
+    operator = CutoverWindowOperator(task_id="await_cutover_window")
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"params": {"namespaces": ["shop"], "cutover_windows": [closed]}})
+    moment = deferred.value.trigger.moment
+    assert moment == later.replace(minute=0, second=0, microsecond=0)
+    assert deferred.value.method_name == "window_opened"
+    opened = operator.execute(
+        {"params": {"namespaces": ["shop"], "cutover_windows": ["daily 00:00+24h UTC"]}}
+    )
+    assert opened["opened_at"] is None

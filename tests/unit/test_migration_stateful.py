@@ -203,3 +203,41 @@ def test_relative_or_missing_folders_are_refused(tmp_path: Path) -> None:
     with pytest.raises(volumes.RcloneError, match="relative"):
         volumes.sync(Path("."), tmp_path / "dst")
     assert not volumes.check(tmp_path, tmp_path / "missing").ok
+
+
+def test_a_sync_killed_mid_transfer_fails_loudly_and_the_next_pass_completes_it(tmp_path: Path) -> None:
+    """rclone killed while it copies (a worker lost mid-sync): the pass raises, the target holds
+    part of the data, and the next pass, the retry, makes it an exact copy the check proves."""
+    import threading
+
+    import psutil
+
+    source, target = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    files, size = 60, 2 * 2**20
+    for i in range(files):
+        (source / f"block-{i:03}.bin").write_bytes(os.urandom(size))
+    seen: dict[str, int] = {}
+
+    def kill_when_part_is_copied() -> None:
+        me = psutil.Process()
+        while "bytes" not in seen:
+            copied = sum(f.stat().st_size for f in target.glob("*") if f.is_file()) if target.is_dir() else 0
+            rclone = [p for p in me.children(recursive=True) if p.name() == "rclone"]
+            if rclone and 0 < copied < files * size:
+                for proc in rclone:
+                    proc.kill()
+                seen["bytes"] = copied
+
+    killer = threading.Thread(target=kill_when_part_is_copied, daemon=True)
+    killer.start()
+    with pytest.raises(volumes.RcloneError, match="failed"):
+        volumes.sync(source, target)
+    killer.join(timeout=30)
+    assert 0 < seen["bytes"] < files * size  # killed mid-way, not before or after
+    assert not volumes.check(source, target).ok
+
+    again = volumes.sync(source, target)
+    assert again.bytes > 0
+    proof = volumes.check(source, target)
+    assert proof.ok and proof.matching == files, proof.describe()

@@ -59,9 +59,21 @@ ASSESS = runbook(
     "Safe: read-only.",
 )
 PROCEED = runbook(
-    "Ends a dry run here (assessment only); a real run goes on to the copy.",
+    "Ends a dry run here (assessment only) and a retirement run (see `retire_source`); a real run goes "
+    "on to the copy.",
     "It cannot fail on its own; an upstream failure shows here as upstream_failed.",
     "Safe.",
+)
+RETIRE_SOURCE = runbook(
+    "Only when the form asks to retire the source (skipped otherwise): proves every Deployment and "
+    "StatefulSet of the selection checksum-equal to its copy on the target and available there, and "
+    "with a front door that the target takes 100 % of the traffic; then scales each source workload "
+    "to 0, recording its replicas (`migration.slipway.dev/` annotations). Nothing is deleted. Writes "
+    "`retirement.md`/`.json`.",
+    "A mismatch, a missing or unavailable copy, or traffic still on the source is named and nothing "
+    "on the source was changed: finish or redo the migration first. To undo a retirement, scale the "
+    "workload back to the replicas its annotation records.",
+    "Safe: a workload already at 0 with its record is left as it is.",
 )
 COPY_CONFIGURATION = runbook(
     "Copy path `velero`: a Velero Backup of the selected namespaces on the source (without Pods, "
@@ -72,11 +84,13 @@ COPY_CONFIGURATION = runbook(
     "Velero restores the workloads too: `copy_workloads` then has nothing left to apply. "
     "Copy path `builtin`: applies the Namespaces, ServiceAccounts, Roles, RoleBindings, ConfigMaps, "
     "Secrets, Services, "
-    "PodDisruptionBudgets, HorizontalPodAutoscalers and NetworkPolicies of the selection to the target, "
-    "read fresh from the source, with server-side apply (field manager `slipway-migration`). The source "
-    "is never changed.",
+    "PodDisruptionBudgets, HorizontalPodAutoscalers, NetworkPolicies and Ingresses of the selection to "
+    "the target, then the definitions (CRDs) of the custom kinds the namespaces hold, awaited until the "
+    "target serves them, then those custom resources; read fresh from the source, with server-side apply "
+    "(field manager `slipway-migration`). The source is never changed.",
     "A 403 means the migrator manifest (`migrator-rbac.yaml`) is missing on the target or the token "
-    "expired; a 404 on a kind means the target does not serve it (the assessment lists those). Velero: "
+    "expired; a custom kind the migrator may not list is named with the ClusterRole label that grants "
+    "it; a 404 on a kind means the target does not serve it (the assessment lists those). Velero: "
     "the log names the Backup or Restore, its phase and Velero's reason (`velero backup describe` / "
     "`velero restore describe` with that name show the rest).",
     "Safe: re-applying identical objects changes nothing on the target; the Backup and Restore are "
@@ -105,8 +119,8 @@ STOP_VELERO = runbook(
 VERIFY_CONFIGURATION = runbook(
     "Computes a sha256 per object over its normalised form (status and cluster-assigned fields dropped) "
     "on the source and on the target and compares them; any mismatch fails the task naming the object. "
-    "The labels Velero adds to what it restores (`velero.io/backup-name`, `velero.io/restore-name`) "
-    "are left out on the target side.",
+    "Custom resources and their definitions are compared too. The labels Velero adds to what it "
+    "restores (`velero.io/backup-name`, `velero.io/restore-name`) are left out on the target side.",
     "A mismatch means the object changed on the source after the copy, or someone changed the copy on "
     "the target. Clear `copy_configuration` (it re-applies from the source) and this task.",
     "Safe: read-only.",
@@ -290,6 +304,7 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
         "stateful": volumes["workloads"],
         "dry_run": wanted.dry_run,
         "copy_path": wanted.copy_path,
+        "retire_source": wanted.retire_source,
         "available_timeout_seconds": wanted.available_timeout_seconds,
         "report": _where(folder / "assessment.md"),
     }
@@ -303,8 +318,37 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
 
 @task.short_circuit(doc_md=PROCEED)
 def proceed(summary: dict[str, Any]) -> bool:
-    """False on a dry run: every later task is skipped, the assessment is the run's report."""
-    return not summary["dry_run"]
+    """False on a dry run or a retirement: every copy task is skipped (a dry run's report is the
+    assessment; a retirement's is written by ``retire_source``)."""
+    return not summary["dry_run"] and not summary.get("retire_source")
+
+
+@task(doc_md=RETIRE_SOURCE)
+def retire_source(summary: dict[str, Any]) -> dict[str, Any]:
+    from slipway.migration.retire import retire_source as retire
+
+    if not summary.get("retire_source") or summary["dry_run"]:
+        raise AirflowSkipException("no retirement asked for (or a dry run)")
+    door = _connection().front_door
+    source, target = _sides()
+    try:
+        percent = frontdoor.RuntimeApi(door.socket).weight("target") if door is not None else None
+        done = retire(
+            source,
+            target,
+            summary["namespaces"],
+            summary["available_timeout_seconds"],
+            target_percent=percent,
+        )
+    except (MigrationError, ChecksumMismatch, NotAvailable) as err:
+        raise _fail(err) from err
+    retired = [r.to_dict() for r in done]
+    lines = ["# Source retired", "", "| workload | replicas before | already at 0 |", "|---|---|---|"]
+    lines += [f"| {r['workload']} | {r['replicas']} | {'yes' if r['already'] else 'no'} |" for r in retired]
+    folder = _report_folder()
+    (folder / "retirement.json").write_text(json.dumps({"retired": retired}, indent=2, sort_keys=True))
+    (folder / "retirement.md").write_text("\n".join(lines) + "\n")
+    return {"retired": retired, "report": _where(folder / "retirement.md")}
 
 
 # --- the Velero copy path -------------------------------------------------------------------------
@@ -487,13 +531,18 @@ def copy_configuration(summary: dict[str, Any]) -> dict[str, Any]:
 def verify_configuration(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     names, kinds = summary["namespaces"], list(CONFIG_KINDS)
+    view = _target_view(summary)
     try:
-        sums = clusters.verify(
-            source, target, names, kinds, with_namespaces=True, target_view=_target_view(summary)
-        )
-    except ChecksumMismatch as err:
+        sums = clusters.verify(source, target, names, kinds, with_namespaces=True, target_view=view)
+        custom = clusters.verify_custom_resources(source, target, names, target_view=view)
+    except (ChecksumMismatch, MigrationError) as err:
         raise _fail(err) from err
-    return {"compared": len(sums.source), "mismatches": 0, "target_defaults": len(sums.defaulted)}
+    return {
+        "compared": len(sums.source) + len(custom.source),
+        "custom_resources": len(custom.source),
+        "mismatches": 0,
+        "target_defaults": len(sums.defaulted) + len(custom.defaulted),
+    }
 
 
 @task(doc_md=COPY_WORKLOADS)

@@ -3,11 +3,12 @@ move and why. Pure functions over plain object dicts; :mod:`slipway.migration.cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from slipway.apiremovals import removal_of
-from slipway.migration.objects import KINDS, Obj, generated, key
+from slipway.migration.objects import CRD, KINDS, Kind, Obj, copy_order, generated, key
 
 POD_OWNERS = ("Deployment", "StatefulSet", "DaemonSet", "Pod")
 
@@ -155,6 +156,17 @@ def blockers_of(workload: Obj) -> list[str]:
     return reasons
 
 
+def definition_blockers(crd: Obj) -> list[str]:
+    """Why a CustomResourceDefinition cannot be copied as it is (empty when it can)."""
+    conversion = crd.get("spec", {}).get("conversion") or {}
+    if conversion.get("strategy") == "Webhook":
+        return [
+            "its conversion webhook is a service of the source cluster: install the operator that "
+            "serves it on the target first"
+        ]
+    return []
+
+
 def api_problem(api_version: str, kind: str, served: set[str]) -> str | None:
     """Why the target cannot take ``api_version``/``kind`` (None when it serves it).
 
@@ -214,15 +226,18 @@ def assess(
     *,
     source_version: str = "",
     target_version: str = "",
+    custom: Sequence[Kind] = (),
 ) -> Assessment:
     """Judge an inventory: ``namespaces`` and ``objects`` as read from the source, ``served`` the
-    target's group versions."""
+    target's group versions, ``custom`` the custom kinds whose definitions (CRDs, in ``objects``)
+    the migration copies first."""
     result = Assessment(
         namespaces=sorted(n["metadata"]["name"] for n in namespaces),
         source_version=source_version,
         target_version=target_version,
     )
-    copied = {(k.api_version, k.kind) for k in KINDS if k.copied} | {("v1", "Namespace")}
+    copied = {(k.api_version, k.kind) for k in (*KINDS, *custom, CRD) if k.copied} | {("v1", "Namespace")}
+    served = served | {k.api_version for k in custom}  # their definitions go first
     present = {key(o) for o in objects}
     for obj in [*namespaces, *objects]:
         name = key(obj)
@@ -242,6 +257,8 @@ def assess(
             reasons += blockers_of(obj)
         if obj["kind"] == "PersistentVolumeClaim":
             reasons.append("its data needs the volume data path (rclone), not built yet")
+        if (obj["apiVersion"], obj["kind"]) == (CRD.api_version, CRD.kind):
+            reasons += definition_blockers(obj)
         problem = api_problem(obj["apiVersion"], obj["kind"], served)
         if problem:
             reasons.append(problem)
@@ -249,7 +266,7 @@ def assess(
             result.blockers[name] = reasons
         elif (obj["apiVersion"], obj["kind"]) in copied:
             result.objects.append(name)
-    order = ["Namespace", *(k.kind for k in KINDS)]
+    order = copy_order(list(custom))
     result.objects.sort(key=lambda name: order.index(name.split("/")[0]))  # stable: copy order
     return result
 

@@ -13,12 +13,13 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from slipway.migration.assess import Assessment, assess
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
 from slipway.migration.objects import (
     CONFIG_KINDS,
+    CRD,
     KINDS,
     NAMESPACE,
     WORKLOAD_KINDS,
@@ -34,6 +35,10 @@ from slipway.migration.objects import (
 from slipway.migration.request import SYSTEM_NAMESPACES, SYSTEM_PREFIXES, MigrationRequest
 
 FIELD_MANAGER = "slipway-migration"
+FORBIDDEN = 403
+AGGREGATE_LABEL = "slipway.dev/aggregate-to-migrator"
+# A definition applied to the target serves its kind once Established (normally within a second).
+ESTABLISHED_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
@@ -124,20 +129,70 @@ def read_objects(side: Side, namespaces: Iterable[str], kinds: Iterable[Kind] = 
     return out
 
 
+@dataclass
+class CustomKinds:
+    """The custom kinds the selected namespaces hold instances of, and their definitions."""
+
+    definitions: list[Obj]
+    kinds: list[Kind]
+
+
+def _storage_kind(crd: Obj) -> Kind:
+    spec = crd["spec"]
+    version = next(v["name"] for v in spec["versions"] if v.get("storage"))
+    return Kind(f"{spec['group']}/{version}", spec["names"]["kind"])
+
+
+def custom_kinds(source: Side, namespaces: Iterable[str]) -> CustomKinds:
+    """Every namespaced custom kind with an instance in ``namespaces`` (read at its storage
+    version), with its definition. A kind the migrator may not list is refused, naming the
+    definition and the grant that fixes it."""
+    namespaces = list(namespaces)
+    found = CustomKinds([], [])
+    problems = []
+    for crd in _items(source.resource(CRD)):
+        if crd["spec"].get("scope") != "Namespaced":
+            continue  # cluster-scoped instances belong to no namespace of the selection
+        kind = _storage_kind(crd)
+        try:
+            instances = read_objects(source, namespaces, [kind])
+        except DynamicApiError as err:
+            if err.status != FORBIDDEN:
+                raise
+            problems.append(
+                (
+                    f"CustomResourceDefinition/{crd['metadata']['name']}",
+                    "the migrator may not list its instances: grant get, list, create, patch on "
+                    f"{crd['spec']['names']['plural']}.{crd['spec']['group']} with a ClusterRole "
+                    f'labelled {AGGREGATE_LABEL}: "true" on both clusters',
+                )
+            )
+            continue
+        if instances:
+            found.definitions.append(crd)
+            found.kinds.append(kind)
+    if problems:
+        raise MigrationError(problems, "custom resources")
+    return found
+
+
 def assessment(
     source: Side, target: Side, request: MigrationRequest
 ) -> tuple[Assessment, list[Obj], list[Obj]]:
-    """Refuse bad selections and a target that is the source, then judge the inventory."""
+    """Refuse bad selections and a target that is the source, then judge the inventory (custom
+    resources and their definitions included)."""
     refuse_same_cluster(source, target)
     namespaces = select_namespaces(source, request)
     names = [n["metadata"]["name"] for n in namespaces]
-    objects = read_objects(source, names)
+    custom = custom_kinds(source, names)
+    objects = custom.definitions + read_objects(source, names) + read_objects(source, names, custom.kinds)
     result = assess(
         namespaces,
         objects,
         target.served(),
         source_version=source.version(),
         target_version=target.version(),
+        custom=custom.kinds,
     )
     return result, namespaces, objects
 
@@ -248,15 +303,70 @@ def wait_available(
         time.sleep(interval)  # polling the apiserver, bounded by the deadline
 
 
+def _established(obj: Obj) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def wait_established(
+    target: Side,
+    names: list[str],
+    timeout: float = ESTABLISHED_TIMEOUT_SECONDS,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Wait until the target serves every named definition, then forget its cached discovery
+    (the new kinds must be found by the next apply)."""
+    resource = target.resource(CRD)
+    if resource is None:
+        raise MigrationError([("target", "serves no CustomResourceDefinitions (apiextensions.k8s.io/v1)")])
+    deadline = clock() + timeout
+    while True:
+        waiting = [n for n in names if not _established(resource.get(name=n).to_dict())]
+        if not waiting:
+            break
+        if clock() >= deadline:
+            raise NotAvailable(f"definitions not established on the target after {timeout:.0f} s: {waiting}")
+        time.sleep(0.2)  # polling the apiserver, bounded by the deadline
+    target.dyn.resources.invalidate_cache()
+
+
+def copy_custom_resources(source: Side, target: Side, namespaces: list[str]) -> list[str]:
+    """The custom kinds' definitions, then their instances in ``namespaces``, read fresh from the
+    source and applied to the target. Idempotent."""
+    custom = custom_kinds(source, namespaces)
+    if not custom.kinds:
+        return []
+    applied = apply(target, custom.definitions)
+    wait_established(target, [d["metadata"]["name"] for d in custom.definitions])
+    return applied + apply(target, read_objects(source, namespaces, custom.kinds))
+
+
+def verify_custom_resources(
+    source: Side, target: Side, namespaces: list[str], *, target_view: Callable[[Obj], Obj] | None = None
+) -> Sums:
+    """Checksum every custom kind's definition and instance and its copy on the target."""
+    custom = custom_kinds(source, namespaces)
+    names = {d["metadata"]["name"] for d in custom.definitions}
+    copied = [d for d in _items(target.resource(CRD)) if d["metadata"]["name"] in names]
+    on_target = read_objects(target, namespaces, custom.kinds) if len(copied) == len(names) else []
+    return prove_copied(
+        custom.definitions + read_objects(source, namespaces, custom.kinds),
+        copied + on_target,
+        target_view=target_view,
+    )
+
+
 def copy_configuration(source: Side, target: Side, namespaces: list[str]) -> list[str]:
-    """Namespaces, then ServiceAccounts, RBAC, ConfigMaps, Secrets, Services and policies, read
-    fresh from the source and applied to the target. Idempotent."""
+    """Namespaces, then ServiceAccounts, RBAC, ConfigMaps, Secrets, Services, policies and
+    Ingresses, then custom resources with their definitions, read fresh from the source and
+    applied to the target. Idempotent."""
     chosen = [n for n in _items(source.resource(NAMESPACE)) if n["metadata"]["name"] in namespaces]
     missing = sorted(set(namespaces) - {n["metadata"]["name"] for n in chosen})
     if missing:
         raise MigrationError([("namespaces", f"{', '.join(missing)} no longer exist on the source")])
     config = copyable(read_objects(source, namespaces, CONFIG_KINDS), CONFIG_KINDS)
-    return apply(target, chosen) + apply(target, config)
+    return apply(target, chosen) + apply(target, config) + copy_custom_resources(source, target, namespaces)
 
 
 def copy_workloads(source: Side, target: Side, namespaces: list[str]) -> list[str]:

@@ -37,6 +37,7 @@ KINDS = (
     Kind("policy/v1", "PodDisruptionBudget"),
     Kind("autoscaling/v2", "HorizontalPodAutoscaler"),
     Kind("networking.k8s.io/v1", "NetworkPolicy"),
+    Kind("networking.k8s.io/v1", "Ingress"),
     Kind("apps/v1", "Deployment", workload=True),
     Kind("apps/v1", "StatefulSet", workload=True),
     # Read only: their data or their nodes decide whether they can move (not in this slice).
@@ -46,6 +47,22 @@ KINDS = (
 )
 CONFIG_KINDS = tuple(k for k in KINDS if k.copied and not k.workload)
 WORKLOAD_KINDS = tuple(k for k in KINDS if k.copied and k.workload)
+# The definitions of the custom kinds the selection uses: copied (cluster-scoped) before any
+# instance; the instances' kinds are found at run time (see slipway.migration.clusters.custom_kinds).
+CRD = Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+
+
+def copy_order(custom: tuple[Kind, ...] | list[Kind] = ()) -> list[str]:
+    """Kinds in the order they are copied: namespaces, configuration, definitions, custom
+    resources (their definitions served by then), workloads."""
+    return [
+        "Namespace",
+        *(k.kind for k in CONFIG_KINDS),
+        CRD.kind,
+        *(k.kind for k in custom),
+        *(k.kind for k in KINDS if k not in CONFIG_KINDS),
+    ]
+
 
 # Annotations a controller or client writes; never part of what the user declared.
 DROPPED_ANNOTATIONS = (

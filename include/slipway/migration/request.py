@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slipway.migration.errors import MigrationError
 from slipway.models import unknown_field
+from slipway.windows import MAX_WINDOWS, MaintenanceSchedule, WindowError, parse_windows
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Namespaces a migration never moves: the cluster's own and Slipway's.
@@ -62,6 +64,24 @@ class MigrationRequest(BaseModel):
         "workloads always move with rclone.",
         json_schema_extra=_form(SCOPE, "Copy path"),
     )
+    retire_source: bool = Field(
+        default=False,
+        description="Retire the source of an earlier, finished migration of these namespaces instead of "
+        "copying: every Deployment and StatefulSet is proven checksum-equal and available on the target "
+        "(and, with a front door, all traffic on the target), then scaled to 0 on the source with its "
+        "replicas recorded, so one patch scales it back. Nothing is deleted. With dry run on, only the "
+        "assessment runs.",
+        json_schema_extra=_form(SCOPE, "Retire the source (after the migration)"),
+    )
+    cutover_windows: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_WINDOWS,
+        description="When the cut-over (the stateful freeze and the traffic switch) may start, as "
+        "maintenance windows like 'Sat 01:00-05:00 Europe/Berlin' or 'daily 02:00+2h UTC'. The copy and "
+        "the first volume passes run right away; the run then waits (deferred, holding no worker) until "
+        "a window is open. Empty: cut over as soon as the copy is ready.",
+        json_schema_extra=_form(SAFETY, "Cut-over windows"),
+    )
     available_timeout_seconds: int = Field(
         default=300,
         ge=10,
@@ -90,11 +110,34 @@ class MigrationRequest(BaseModel):
             raise ValueError(f"{value!r} is not a label selector (key=value, key!=value, key in (a,b), !key)")
         return value.strip()
 
+    @field_validator("cutover_windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        try:
+            parse_windows(value)
+        except WindowError as err:
+            raise ValueError(re.sub(r"^windows\[(\d+)\]", r"entry \1", str(err))) from None
+        return value
+
     @model_validator(mode="after")
     def _something(self) -> MigrationRequest:
         if not self.namespaces and not self.namespace_selector:
             raise ValueError("give namespaces or a namespace_selector: an empty selection moves nothing")
         return self
+
+
+def cutover_opens(windows: Sequence[str], now: datetime) -> datetime | None:
+    """None when the cut-over may start at ``now`` (no window given, or one is open), else the
+    instant the next window opens (UTC).
+
+    :raises LookupError: no window opens within the schedule's search horizon.
+    """
+    if not windows:
+        return None
+    schedule = MaintenanceSchedule(parse_windows(windows))
+    if schedule.is_inside(now):
+        return None
+    return schedule.next_window(now)[0]
 
 
 def refuse_unusable_copy_path(request: MigrationRequest, *, object_store: bool) -> None:

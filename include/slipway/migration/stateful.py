@@ -737,9 +737,10 @@ def roll_back(source: Side, target: Side, workload_key: str, timeout: float) -> 
 
 def stateless(side: Side, namespaces: list[str]) -> list[Obj]:
     """The workloads the blue-green path copies: every Deployment and StatefulSet without claims
-    (a stateful one applied with its replicas would start on empty target volumes)."""
+    (a stateful one applied with its replicas would start on empty target volumes), as declared:
+    a source retired to 0 (:mod:`slipway.migration.retire`) is copied with its recorded replicas."""
     return [
-        o
+        declared(o)
         for o in copyable(read_objects(side, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
         if not is_stateful(o)
     ]
