@@ -135,6 +135,17 @@ class Airflow:
             return False
         return (self.home / "simple_auth_manager_passwords.json.generated").exists()
 
+    def execution_api_up(self) -> bool:
+        """The api-server builds its execution API on first use, and while it does (15 to
+        60 s on a loaded 2-core machine) it answers nothing else: the first task's call, or
+        the test's, would time out. Asked once before anything runs, it is warm."""
+        try:
+            url = f"http://127.0.0.1:{self.api_port}/execution/health"
+            with urllib.request.urlopen(url, timeout=max(self.request_timeout, 120)) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def dag_loaded(self, dag_id: str) -> bool:
         try:
             self.api("GET", f"/api/v2/dags/{dag_id}")
@@ -179,6 +190,7 @@ def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: st
         wait_until("airflow api-server", airflow.api_up, 600, interval=2)
         airflow.login()
         wait_until(f"DAG {dag_id} parsed", lambda: airflow.dag_loaded(dag_id), 600, interval=2)
+        wait_until("the execution API", airflow.execution_api_up, 600, interval=2)
         yield airflow
     finally:
         airflow.stop_all()

@@ -22,7 +22,6 @@ import contextlib
 import os
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -128,22 +127,13 @@ def celery_airflow(cluster: LocalCluster, root: Path) -> Iterator[Airflow]:
             wait_until("airflow api-server", airflow.api_up, 600, interval=2)
             airflow.login()
             wait_until(f"DAG {DAG_ID} parsed", lambda: airflow.dag_loaded(DAG_ID), 600, interval=2)
-            wait_until("the execution API", lambda: _execution_api_up(API_PORT), 300, interval=2)
+            wait_until("the execution API", airflow.execution_api_up, 600, interval=2)
             yield airflow
         finally:
             for name in CELERY_WORKERS:  # a warm shutdown would wait for their tasks
                 if name in airflow.procs:
                     airflow.crash(name)
             airflow.stop_all()
-
-
-def _execution_api_up(port: int) -> bool:
-    """The api-server builds its execution API on first use: warm it before tasks call it."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/execution/health", timeout=30) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def subprocess_run(argv: list[str], env: dict[str, str], cwd: Path) -> None:
