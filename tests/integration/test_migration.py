@@ -1033,6 +1033,12 @@ def test_a_copy_cut_short_by_a_target_apiserver_restart_completes_on_rerun(pair:
     finally:
         pair.target.start_component("kube-apiserver-0")
         wait_until("target load balancer routes again", pair.target.lb_ready, 120, interval=0.5)
+        # With its only apiserver down past the leader-election renew deadline (10 s; a busy
+        # machine restarts it slower), a controller-manager or scheduler gives up its lease and
+        # exits; a kubelet restarts such a static pod, so the kit's process does too.
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            if not pair.target.sup.is_running(name):
+                pair.target.start_component(name)
     source, target = pair.sides()
     clusters.copy_configuration(source, target, [LATER])
     clusters.copy_workloads(source, target, [LATER])
