@@ -54,6 +54,14 @@ class Airflow:
         self.procs[component] = proc
         return proc
 
+    def wait_ready(self, dag_id: str) -> None:
+        """Until the api-server answers, ``dag_id`` is parsed and the execution API is warm
+        (built on first use, it answers nothing else meanwhile), logged in for REST calls."""
+        wait_until("airflow api-server", self.api_up, 600, interval=2)
+        self.login()
+        wait_until(f"DAG {dag_id} parsed", lambda: self.dag_loaded(dag_id), 600, interval=2)
+        wait_until("the execution API", self.execution_api_up, 600, interval=2)
+
     def kill(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Kill ``component`` and every process of its group (a crash, not a clean stop)."""
         proc = self.procs.pop(component)
@@ -187,10 +195,7 @@ def running_airflow(cluster: LocalCluster, home: Path, api_port: int, dag_id: st
     try:
         for component in COMPONENTS:
             airflow.start(component)
-        wait_until("airflow api-server", airflow.api_up, 600, interval=2)
-        airflow.login()
-        wait_until(f"DAG {dag_id} parsed", lambda: airflow.dag_loaded(dag_id), 600, interval=2)
-        wait_until("the execution API", airflow.execution_api_up, 600, interval=2)
+        airflow.wait_ready(dag_id)
         yield airflow
     finally:
         airflow.stop_all()

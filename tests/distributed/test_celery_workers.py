@@ -126,10 +126,7 @@ def celery_airflow(cluster: LocalCluster, root: Path) -> Iterator[Airflow]:
                 )
             for name, log_port in CELERY_WORKERS.items():
                 start_worker(airflow, root, name, log_port)
-            wait_until("airflow api-server", airflow.api_up, 600, interval=2)
-            airflow.login()
-            wait_until(f"DAG {DAG_ID} parsed", lambda: airflow.dag_loaded(DAG_ID), 600, interval=2)
-            wait_until("the execution API", airflow.execution_api_up, 600, interval=2)
+            airflow.wait_ready(DAG_ID)
             yield airflow
         finally:
             for name in CELERY_WORKERS:  # a warm shutdown would wait for their tasks
