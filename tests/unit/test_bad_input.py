@@ -30,13 +30,17 @@ from slipway.airflow.timetable import MaintenanceWindowTimetable
 from slipway.gitops import DESIRED_STATE, GitOpsError, desired_conf, validate_desired
 from slipway.localcluster import cli
 from slipway.localcluster.config import ConfigError
+from slipway.migration import strategy as migration_strategy
+from slipway.migration.assess import assess as migration_assess
+from slipway.migration.errors import MigrationError
+from slipway.migration.request import parse_migration_request
 from slipway.models import RequestError, parse_request
 from slipway.platform import PlatformError, parse_settings
 from slipway.windows import WindowError, parse_blackouts, parse_windows
 
 TARGET = known_versions()[0]
 # The project's refusal errors, one per way in; all are ValueErrors with field-named lines.
-REFUSALS = (RequestError, GitOpsError, PlatformError, WindowError, cli.CliError, ConfigError)
+REFUSALS = (RequestError, GitOpsError, PlatformError, WindowError, cli.CliError, ConfigError, MigrationError)
 
 
 def _trigger(conf: dict[str, Any], *, local_platform: bool | None = None) -> Callable[[], object]:
@@ -57,6 +61,33 @@ def _http(url: str, *, local_platform: bool | None = None) -> Callable[[], objec
 def _gitops(data: Any) -> Callable[[], object]:
     documents = [{"kind": "ConfigMap", "metadata": {"name": DESIRED_STATE}, "data": data}]
     return lambda: validate_desired(desired_conf(documents, "staging"), "staging")
+
+
+def _migration(conf: dict[str, Any]) -> Callable[[], object]:
+    """What ``validate_migration`` does with the migration DAG's form."""
+    return lambda: parse_migration_request({"namespaces": ["shop"]} | conf)
+
+
+def _migration_strategy(kind: str, chosen: str, *, claims: bool) -> Callable[[], object]:
+    """The form's strategy against a workload the assessment found (``assess`` does this before
+    any copy), on plain data: one workload of ``kind``, with or without a claim."""
+
+    def judge() -> object:
+        pod: dict[str, Any] = {"containers": [{"name": "c", "image": "i"}]}
+        if claims:
+            pod["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]
+        workload = {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": "w", "namespace": "shop"},
+            "spec": {"template": {"metadata": {"labels": {"app": "w"}}, "spec": pod}},
+        }
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}
+        result = migration_assess([namespace], [workload], {"v1", "apps/v1"})
+        stateful = {f"{kind}/shop/w": ["PersistentVolumeClaim/shop/data"]} if claims else {}
+        return migration_strategy.apply_to(result, stateful, {kind: chosen})
+
+    return judge
 
 
 def _extras(extra: Any) -> Callable[[], object]:
@@ -292,6 +323,35 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("cli restart etcd at a Kubernetes version", _cli("restart", "etcd-0", "--version", TARGET), "--version"),
     ("cli restart kwok at a version", _cli("restart", "kwok", "--version", TARGET), "--version"),
     ("cli restart unknown component", _cli("restart", "kube-proxy"), "component"),
+    # --- the migration form's strategy per workload kind ----------------------------------
+    ("migration strategy not an object", _migration({"strategy": "skip"}), "strategy"),
+    ("migration strategy unknown kind", _migration({"strategy": {"CronJob": "skip"}}), "strategy.CronJob"),
+    (
+        "migration strategy unknown",
+        _migration({"strategy": {"Deployment": "rolling"}}),
+        "strategy.Deployment",
+    ),
+    ("migration strategy not a string", _migration({"strategy": {"Deployment": 1}}), "strategy.Deployment"),
+    (
+        "migration DaemonSet copied",
+        _migration({"strategy": {"DaemonSet": "copy-only"}}),
+        "strategy.DaemonSet",
+    ),
+    (
+        "migration blue-green StatefulSet with claims",
+        _migration_strategy("StatefulSet", "blue-green", claims=True),
+        "strategy.StatefulSet",
+    ),
+    (
+        "migration copy-only Deployment with claims",
+        _migration_strategy("Deployment", "copy-only", claims=True),
+        "strategy.Deployment",
+    ),
+    (
+        "migration sync-then-cutover without claims",
+        _migration_strategy("StatefulSet", "sync-then-cutover", claims=False),
+        "strategy.StatefulSet",
+    ),
     # --- what a DAG cannot do is refused, not ignored -------------------------------------
     (
         "worker-only dry run",
@@ -340,6 +400,11 @@ REASONS = {
     "cli name parent folders": "is not a cluster name",
     "gitops rollback declared": "never declared in git",
     "conf key typo": "did you mean target_version?",
+    "migration strategy unknown kind": "not a workload kind",
+    "migration DaemonSet copied": "only skip",
+    "migration blue-green StatefulSet with claims": "blue-green cannot move StatefulSet/shop/w",
+    "migration copy-only Deployment with claims": "copy-only cannot move Deployment/shop/w",
+    "migration sync-then-cutover without claims": "no PersistentVolumeClaim",
 }
 
 

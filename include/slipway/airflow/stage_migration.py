@@ -21,10 +21,11 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from slipway.airflow.runbooks import runbook
 from slipway.lazy import lazy
 from slipway.migration import frontdoor
+from slipway.migration import strategy as strategies
 from slipway.migration.assess import markdown
 from slipway.migration.connection import CONN_ID, MigrationConnection, VeleroRef, parse_connection
 from slipway.migration.errors import ChecksumMismatch, MigrationError, NotAvailable
-from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS
+from slipway.migration.objects import CONFIG_KINDS, WORKLOAD_KINDS, key
 from slipway.migration.request import MigrationRequest, parse_migration_request, refuse_unusable_copy_path
 from slipway.migration.volumes import RcloneError
 
@@ -51,11 +52,15 @@ VALIDATE = runbook(
 ASSESS = runbook(
     "Reads the selected namespaces on the source: inventory, the dependency map of every workload (from "
     "its pod template) and what cannot move and why (hostPath or PVC volumes, host ports, node pinning, "
-    "API versions the target no longer serves). Writes `assessment.json` and `assessment.md` to the "
-    "run's report folder. Refuses unknown namespaces, a selector matching nothing and a target that is "
-    "the source. Changes nothing.",
-    "A refusal names the field. Objects that cannot move fail a real run (not a dry run): read "
-    "`assessment.md`, then narrow the selection or fix the objects on the source.",
+    "API versions the target no longer serves), and the strategy each workload moves with (the form's "
+    "strategy per kind, else blue-green without claims and sync-then-cutover with them; a skipped kind "
+    "is left on the source and no longer blocks). Writes `assessment.json` and `assessment.md` to the "
+    "run's report folder. Refuses unknown namespaces, a selector matching nothing, a target that is "
+    "the source, and a strategy the code cannot do for a workload (blue-green or copy-only with claims, "
+    "sync-then-cutover without). Changes nothing.",
+    "A refusal names the field (`strategy.StatefulSet: ...` names the workload too: change that kind's "
+    "strategy, or skip it). Objects that cannot move fail a real run (not a dry run): read "
+    "`assessment.md`, then narrow the selection, skip their kind or fix the objects on the source.",
     "Safe: read-only.",
 )
 PROCEED = runbook(
@@ -127,14 +132,16 @@ VERIFY_CONFIGURATION = runbook(
 )
 COPY_WORKLOADS = runbook(
     "Applies the selection's stateless Deployments and StatefulSets to the target (server-side apply), "
-    "after the configuration they depend on is proven equal. With the `velero` copy path the restore "
-    "already brought them: nothing is applied.",
+    "after the configuration they depend on is proven equal; a kind whose strategy is skip is left out. "
+    "With the `velero` copy path the restore already brought them (a skipped kind was left out of the "
+    "Backup): nothing is applied.",
     "As for `copy_configuration`: check the migrator's permissions on the target and the log's object name.",
     "Safe: re-applying identical objects changes nothing on the target.",
 )
 VALIDATE_WORKLOADS = runbook(
     "Proves every copied Deployment and StatefulSet equal to the source (sha256) and waits until each is "
-    "available on the target (every replica updated and ready) within the form's availability timeout.",
+    "available on the target (every replica updated and ready) within the form's availability timeout. "
+    "A kind whose strategy is skip is neither compared nor awaited.",
     "A mismatch names the object (see `verify_configuration`). Not available: look at the workload's "
     "events on the target (image pulls, quotas, scheduling on the target's nodes).",
     "Safe: read-only.",
@@ -188,7 +195,8 @@ SWITCH_TRAFFIC = runbook(
     "and URL the `slipway_migration` connection names): weights 0, 10, 50 and 100 % to the target, with "
     "a probe of 40 requests through the front door after each step. A failed probe request or the "
     "target's health check going down puts the weights back (100 % source): that is the rollback. "
-    "Without a front door in the connection it does nothing and says so.",
+    "Without a front door in the connection it does nothing and says so; so too when every moved "
+    "workload's strategy is copy-only (or skip): traffic stays on the source.",
     "A rollback is not a task failure here: the report records it and fails the run. To roll back by "
     "hand: `echo 'set weight app/source 100; set weight app/target 0' | socat stdio <socket>`. Stateful "
     "workloads already cut over stay on the target (their sources frozen at 0); bringing one back is a "
@@ -198,7 +206,8 @@ SWITCH_TRAFFIC = runbook(
     "Safe: weights are set, never added to; a re-run starts again from 0 %.",
 )
 REPORT = runbook(
-    "Writes `migration-report.json` and `migration-report.md` (objects copied, checksums compared, "
+    "Writes `migration-report.json` and `migration-report.md` (the strategy of every workload and those "
+    "not moved (skip, left on the source), objects copied, checksums compared, "
     "mismatches, objects per second, availability, the traffic switch, and for stateful workloads the "
     "volumes, bytes and files per pass, the check, the freeze window and any rollback) to the run's "
     "report folder. Fails the run when the traffic switch or a stateful cut-over rolled back, after "
@@ -289,14 +298,17 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
         source, target = _sides()
         result, namespaces, _ = clusters.assessment(source, target, wanted)
         # Stateful workloads move with their data when every claim has a folder and target room.
-        volumes = stateful.assess(source, target, result)
+        volumes = stateful.assess(source, target, result, wanted.strategy)
     except MigrationError as err:
         raise _fail(err) from err
+    chosen = volumes.pop("strategies")
     folder = _report_folder()
     (folder / "assessment.json").write_text(
-        json.dumps(result.to_dict() | {"stateful": volumes}, indent=2, sort_keys=True)
+        json.dumps(result.to_dict() | {"stateful": volumes, "strategies": chosen}, indent=2, sort_keys=True)
     )
-    (folder / "assessment.md").write_text(markdown(result) + _stateful_markdown(volumes))
+    (folder / "assessment.md").write_text(
+        markdown(result) + strategies.markdown(chosen) + _stateful_markdown(volumes)
+    )
     summary = {
         "namespaces": [n["metadata"]["name"] for n in namespaces],
         "objects": len(result.objects),
@@ -305,6 +317,8 @@ def assess(request: dict[str, Any]) -> dict[str, Any]:
         "dry_run": wanted.dry_run,
         "copy_path": wanted.copy_path,
         "retire_source": wanted.retire_source,
+        "strategy": wanted.strategy,
+        "strategies": chosen,
         "available_timeout_seconds": wanted.available_timeout_seconds,
         "report": _where(folder / "assessment.md"),
     }
@@ -339,6 +353,7 @@ def retire_source(summary: dict[str, Any]) -> dict[str, Any]:
             summary["namespaces"],
             summary["available_timeout_seconds"],
             target_percent=percent,
+            skip=strategies.skipped_kinds(summary.get("strategy") or {}),
         )
     except (MigrationError, ChecksumMismatch, NotAvailable) as err:
         raise _fail(err) from err
@@ -446,13 +461,16 @@ def stop_velero() -> dict[str, Any]:
     return {"stopped": [s.process for s in servers]}
 
 
-def _park_stateful(source: clusters.Side, target: clusters.Side, namespaces: list[str]) -> list[str]:
+def _park_stateful(
+    source: clusters.Side, target: clusters.Side, namespaces: list[str], moved: list[str]
+) -> list[str]:
     """Stateful workloads on the target at 0 replicas before the restore: Velero leaves an
-    existing object alone, so none starts on empty volumes; cut_over_stateful starts them."""
+    existing object alone, so none starts on empty volumes; cut_over_stateful starts them.
+    ``moved``: the stateful workloads the run moves (a skipped kind's are left out)."""
     found = [
         o
         for o in clusters.copyable(clusters.read_objects(source, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
-        if stateful.is_stateful(o)
+        if stateful.is_stateful(o) and key(o) in moved
     ]
     if not found:
         return []
@@ -474,7 +492,7 @@ def _velero_copy(summary: dict[str, Any]) -> dict[str, Any]:
     timeout = float(summary["available_timeout_seconds"]) + 600
     started = time.monotonic()
     try:
-        parked = _park_stateful(source, target, namespaces)
+        parked = _park_stateful(source, target, namespaces, summary.get("stateful") or [])
         backed = velero.backup(
             source.api,
             backup_name,
@@ -482,7 +500,7 @@ def _velero_copy(summary: dict[str, Any]) -> dict[str, Any]:
             timeout=timeout,
             labels=labels,
             check=checks.get("source"),
-            excluded_resources=VELERO_EXCLUDED,
+            excluded_resources=VELERO_EXCLUDED + strategies.velero_excluded(summary.get("strategy") or {}),
         )
         restored = velero.restore(
             target.api,
@@ -552,7 +570,8 @@ def copy_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
     # Stateless only: a stateful workload starts on the target after its data (cut_over_stateful).
-    applied = clusters.apply(target, stateful.stateless(source, summary["namespaces"]))
+    skip = strategies.skipped_kinds(summary.get("strategy") or {})
+    applied = clusters.apply(target, stateful.stateless(source, summary["namespaces"], skip=skip))
     return {"applied": len(applied), "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -561,12 +580,14 @@ def copy_workloads(summary: dict[str, Any]) -> dict[str, Any]:
 def validate_workloads(summary: dict[str, Any]) -> dict[str, Any]:
     source, target = _sides()
     started = time.monotonic()
+    skip = strategies.skipped_kinds(summary.get("strategy") or {})
+    kinds = [k for k in WORKLOAD_KINDS if k.kind not in skip]
     try:
         sums = stateful.verify_stateless(
-            source, target, summary["namespaces"], target_view=_target_view(summary)
+            source, target, summary["namespaces"], target_view=_target_view(summary), skip=skip
         )
         available = clusters.wait_available(
-            target, summary["namespaces"], WORKLOAD_KINDS, summary["available_timeout_seconds"]
+            target, summary["namespaces"], kinds, summary["available_timeout_seconds"]
         )
     except (ChecksumMismatch, NotAvailable) as err:
         raise _fail(err) from err
@@ -623,7 +644,12 @@ def _pass(kind: str, moved: dict[str, Any]) -> dict[str, Any]:
 def _plan(summary: dict[str, Any]) -> tuple[clusters.Side, clusters.Side, stateful.Plan]:
     source, target = _sides()
     found = stateful.plan(
-        source, target, summary["namespaces"], bind=True, timeout=summary["available_timeout_seconds"]
+        source,
+        target,
+        summary["namespaces"],
+        bind=True,
+        timeout=summary["available_timeout_seconds"],
+        only=summary["stateful"],
     )
     return source, target, found
 
@@ -736,6 +762,10 @@ def rollback_stateful() -> dict[str, Any]:
 
 @task(doc_md=SWITCH_TRAFFIC)
 def switch_traffic() -> dict[str, Any]:
+    summary = get_current_context()["ti"].xcom_pull(task_ids="assess") or {}
+    if not strategies.switches_traffic(summary.get("strategies") or {}):
+        reason = "no workload moves blue-green or sync-then-cutover (strategy: copy-only or skip)"
+        return {"switched": False, "reason": f"{reason}: traffic stays on the source"}
     door = _connection().front_door
     if door is None:
         return {"switched": False, "reason": "no front door in the slipway_migration connection"}
@@ -785,14 +815,19 @@ def write_migration_report() -> str:
         "traffic": traffic or {"switched": False, "reason": "not run: the stateful cut-over failed first"},
         "failed_requests_during_switch": sum(step["failed"] for step in traffic.get("steps", [])),
         "stateful": section,
+        "strategy": strategies.describe(summary),
         "assessment": summary.get("report"),
         "source_kept": "the source is scaled down (stateful) or left running, never deleted",
     }
     folder = record_path.parent
     (folder / "migration-report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     lines = ["# Migration report", ""] + [
-        f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items() if k != "stateful"
+        f"- **{k.replace('_', ' ')}**: {v}" for k, v in report.items() if k not in ("stateful", "strategy")
     ]
+    moves = report["strategy"]
+    lines.append(strategies.markdown(moves["per_workload"]))
+    if moves["not_moved"]:
+        lines.append(f"- **not moved (strategy skip, left on the source)**: {', '.join(moves['not_moved'])}")
     (folder / "migration-report.md").write_text("\n".join(lines + _stateful_lines(section)) + "\n")
     where = _where(folder / "migration-report.md")
     if section["rolled_back"]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slipway.migration import strategy as strategies
 from slipway.migration.errors import MigrationError
 from slipway.models import unknown_field
 from slipway.windows import MAX_WINDOWS, MaintenanceSchedule, WindowError, parse_windows
@@ -27,6 +28,14 @@ def _form(section: str, title: str) -> dict[str, Any]:
 
 
 SCOPE, SAFETY = "What to move", "Safety"
+
+
+class _Problems(ValueError):
+    """Problems of one field's entries, each naming its own ``field.entry``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {reason}" for field, reason in problems))
 
 
 class MigrationRequest(BaseModel):
@@ -73,6 +82,18 @@ class MigrationRequest(BaseModel):
         "assessment runs.",
         json_schema_extra=_form(SCOPE, "Retire the source (after the migration)"),
     )
+    strategy: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=len(strategies.ALLOWED),
+        description=strategies.DESCRIPTION,
+        json_schema_extra=_form(SCOPE, "Strategy per workload kind")
+        | {
+            "properties": {
+                kind: {"type": "string", "enum": list(allowed)}
+                for kind, allowed in strategies.ALLOWED.items()
+            }
+        },
+    )
     cutover_windows: list[str] = Field(
         default_factory=list,
         max_length=MAX_WINDOWS,
@@ -109,6 +130,14 @@ class MigrationRequest(BaseModel):
         if not _SELECTOR.match(value) or value.count("(") != value.count(")"):
             raise ValueError(f"{value!r} is not a label selector (key=value, key!=value, key in (a,b), !key)")
         return value.strip()
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = strategies.field_problems(value)
+        if problems:
+            raise _Problems(problems)
+        return value
 
     @field_validator("cutover_windows")
     @classmethod
@@ -163,6 +192,8 @@ def parse_migration_request(conf: Mapping[str, Any] | None) -> MigrationRequest:
             field = ".".join(str(p) for p in error["loc"]) or "conf"
             if error["type"] == "extra_forbidden":
                 problems.append((field, unknown_field(str(error["loc"][-1]), MigrationRequest.model_fields)))
+            elif error["type"] == "value_error" and isinstance(error.get("ctx", {}).get("error"), _Problems):
+                problems.extend(error["ctx"]["error"].problems)
             elif error["type"] == "value_error":
                 problems.append((field, str(error.get("ctx", {}).get("error", error["msg"]))))
             else:

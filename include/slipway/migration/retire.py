@@ -9,6 +9,7 @@ one patch. Nothing is deleted: the source stays the way back until its owner rem
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 
 from slipway.migration import stateful
@@ -30,12 +31,19 @@ class Retired:
 
 
 def retire_source(
-    source: Side, target: Side, namespaces: list[str], timeout: float, *, target_percent: int | None
+    source: Side,
+    target: Side,
+    namespaces: list[str],
+    timeout: float,
+    *,
+    target_percent: int | None,
+    skip: Collection[str] = (),
 ) -> list[Retired]:
     """Prove the target holds every workload, then scale each source workload to 0.
 
     :param target_percent: the front door's share of traffic on the target (None: no front
         door); anything below 100 is refused before the source is touched.
+    :param skip: kinds the form's strategy left on the source: neither proven nor retired.
     :raises MigrationError: nothing to retire, or traffic not all on the target.
     :raises slipway.migration.errors.ChecksumMismatch: a workload missing or different on the target.
     :raises slipway.migration.errors.NotAvailable: a target workload not available in time.
@@ -45,15 +53,16 @@ def retire_source(
             [("retire_source", f"the front door sends {100 - target_percent}% of traffic to the source")],
             "source retirement",
         )
-    workloads = copyable(read_objects(source, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
+    kinds = [k for k in WORKLOAD_KINDS if k.kind not in skip]
+    workloads = copyable(read_objects(source, namespaces, kinds), kinds)
     if not workloads:
         raise MigrationError(
             [("namespaces", "hold no Deployment or StatefulSet on the source: nothing to retire")],
             "source retirement",
         )
-    on_target = copyable(read_objects(target, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
+    on_target = copyable(read_objects(target, namespaces, kinds), kinds)
     prove_copied([stateful.declared(w) for w in workloads], on_target)
-    wait_available(target, namespaces, WORKLOAD_KINDS, timeout)
+    wait_available(target, namespaces, kinds, timeout)
     done = []
     for workload in workloads:
         frozen = stateful.freeze(source, key(workload), timeout)

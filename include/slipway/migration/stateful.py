@@ -18,7 +18,7 @@ removes the record. Nothing is deleted on either cluster.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from slipway.migration import strategy as strategies
 from slipway.migration import volumes
 from slipway.migration.assess import Assessment, blockers_of, template_of
 from slipway.migration.clusters import Side, apply, copyable, prove_copied, read_objects
@@ -233,13 +234,20 @@ def _by_name(side: Side, kind: Kind) -> dict[str, Obj]:
 
 
 def plan(
-    source: Side, target: Side, namespaces: list[str], *, bind: bool = False, timeout: float = 60
+    source: Side,
+    target: Side,
+    namespaces: list[str],
+    *,
+    bind: bool = False,
+    timeout: float = 60,
+    only: Collection[str] | None = None,
 ) -> Plan:
     """Pair every claim of every stateful workload in ``namespaces`` with a target PV.
 
     With ``bind`` the target claims are created (pre-bound, server-side apply) and awaited Bound;
     an existing target claim keeps the PV it has (the cluster decides, not a new choice).
-    Without it nothing changes: what the assessment reports.
+    Without it nothing changes: what the assessment reports. ``only`` (workload keys) limits the
+    plan to the workloads the run moves (a skipped one keeps its claims on the source alone).
     """
     result = Plan()
     objects = read_objects(source, namespaces, [*WORKLOAD_KINDS, PVC])
@@ -256,6 +264,11 @@ def plan(
     used: set[tuple[str, str]] = set()
     for workload in (o for o in objects if o["kind"] != PVC.kind and is_stateful(o)):
         name, namespace = key(workload), workload["metadata"]["namespace"]
+        if only is not None and name not in only:
+            used.update(
+                (namespace, c) for c in claim_names(workload, [n for ns, n in claims if ns == namespace])
+            )
+            continue
         result.workloads[name] = workload
         problems: list[str] = []
         in_namespace = [n for ns, n in claims if ns == namespace]
@@ -387,12 +400,18 @@ def _wait_bound(target: Side, pairs: list[VolumePair], timeout: float) -> None:
 
 
 # --- the assessment's view ----------------------------------------------------------------------------
-def assess(source: Side, target: Side, result: Assessment) -> dict[str, Any]:
+def assess(
+    source: Side, target: Side, result: Assessment, strategy: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Judge the stateful workloads of an assessment with the data path in mind (changes nothing).
 
     A stateful workload whose every claim can be paired is no longer blocked by its claims
-    (still by host ports or hostPath); one that cannot gets the precise reason. Returns the
-    ``stateful`` section of the assessment.
+    (still by host ports or hostPath); one that cannot gets the precise reason. Then the form's
+    ``strategy`` per kind (:func:`slipway.migration.strategy.apply_to`): skipped workloads leave
+    the copy and the blockers. Returns the ``stateful`` section of the assessment, with each
+    workload's strategy under ``strategies``.
+
+    :raises MigrationError: a strategy that cannot move a workload (``strategy.<Kind>``).
     """
     found = plan(source, target, result.namespaces)
     for name, workload in found.workloads.items():
@@ -415,12 +434,19 @@ def assess(source: Side, target: Side, result: Assessment) -> dict[str, Any]:
         result.blockers[f"PersistentVolumeClaim/{namespace}/{claim}"] = [
             "no Deployment or StatefulSet of the selection mounts it: its data has no cut-over"
         ]
+    claim_keys = {
+        name: [f"PersistentVolumeClaim/{w['metadata']['namespace']}/{c}" for c in found.claims[name]]
+        for name, w in found.workloads.items()
+    }
+    chosen = strategies.apply_to(result, claim_keys, strategy or {})
+    moved = [n for n in found.workloads if chosen.get(n) != "skip"]
     order = ["Namespace", *(k.kind for k in KINDS)]
     result.objects.sort(key=lambda n: order.index(n.split("/")[0]))
     return {
-        "workloads": sorted(n for n in found.workloads if n not in result.blockers),
-        "volumes": [v.to_dict() for v in found.volumes],
-        "cannot_move": {n: result.blockers[n] for n in found.workloads if n in result.blockers},
+        "workloads": sorted(n for n in moved if n not in result.blockers),
+        "volumes": [v.to_dict() for v in found.volumes if v.workload in moved],
+        "cannot_move": {n: result.blockers[n] for n in moved if n in result.blockers},
+        "strategies": chosen,
     }
 
 
@@ -735,19 +761,29 @@ def roll_back(source: Side, target: Side, workload_key: str, timeout: float) -> 
     }
 
 
-def stateless(side: Side, namespaces: list[str]) -> list[Obj]:
+def stateless(side: Side, namespaces: list[str], *, skip: Collection[str] = ()) -> list[Obj]:
     """The workloads the blue-green path copies: every Deployment and StatefulSet without claims
     (a stateful one applied with its replicas would start on empty target volumes), as declared:
-    a source retired to 0 (:mod:`slipway.migration.retire`) is copied with its recorded replicas."""
+    a source retired to 0 (:mod:`slipway.migration.retire`) is copied with its recorded replicas.
+    ``skip``: kinds the form's strategy leaves on the source."""
     return [
         declared(o)
         for o in copyable(read_objects(side, namespaces, WORKLOAD_KINDS), WORKLOAD_KINDS)
-        if not is_stateful(o)
+        if not is_stateful(o) and o["kind"] not in skip
     ]
 
 
 def verify_stateless(
-    source: Side, target: Side, namespaces: list[str], *, target_view: Callable[[Obj], Obj] | None = None
+    source: Side,
+    target: Side,
+    namespaces: list[str],
+    *,
+    target_view: Callable[[Obj], Obj] | None = None,
+    skip: Collection[str] = (),
 ) -> Sums:
     """sha256 of every stateless workload and its copy; raise naming each mismatch."""
-    return prove_copied(stateless(source, namespaces), stateless(target, namespaces), target_view=target_view)
+    return prove_copied(
+        stateless(source, namespaces, skip=skip),
+        stateless(target, namespaces, skip=skip),
+        target_view=target_view,
+    )
