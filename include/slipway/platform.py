@@ -131,6 +131,8 @@ class Platform:
     api: client.ApiClient
     # Runs a kubeadm pod to its end; the Airflow adapter passes the provider-backed runner.
     run_pod: Any = None
+    # The run whose kubeadm pods these are (their run-unique names); the Airflow run id.
+    run_id: str = ""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -209,7 +211,7 @@ class Platform:
         from slipway.upgraders.kubeadm import KubeadmControlPlaneUpgrader
 
         return KubeadmControlPlaneUpgrader(
-            client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image or ""
+            client.CoreV1Api(self.api), self.run_pod, self.settings.kubeadm_image or "", run_id=self.run_id
         )
 
     def strategy_problem(self, strategy: str) -> str | None:
@@ -236,7 +238,9 @@ class Platform:
             raise PlatformError(
                 f"strategy: the {self.settings.platform} platform runs no upgrade pods on nodes"
             )
-        return KubeadmNodeUpgrader(self.api, self.run_pod, self.settings.kubeadm_image or "")
+        return KubeadmNodeUpgrader(
+            self.api, self.run_pod, self.settings.kubeadm_image or "", run_id=self.run_id
+        )
 
     def blue_green(self) -> LocalBlueGreenUpgrader:
         problem = self.strategy_problem("blue-green")

@@ -99,7 +99,7 @@ def test_a_node_is_one_task_resumable_from_its_recorded_step(dagbag: DagBag) -> 
         "workers.batch_0.validate_batch",
     ]
     assert still_to_do(None) == STEPS
-    assert still_to_do("drained") == ("upgraded", "done")
+    assert still_to_do("drained") == ("upgrading", "upgraded", "done")
     assert still_to_do("done") == ()
 
 

@@ -348,3 +348,69 @@ def test_failed_pod_names_node_pod_and_log_and_is_cleaned_up() -> None:
     ):
         upgrader.upgrade(upgrader.components()[0], "1.37.2")
     assert deleted == [("slipway-kubeadm", name)]
+
+
+# ---- the Airflow side: the pod's end as data, the node step machine ---------------------------
+
+
+def test_pod_refs_read_back_as_recorded_on_the_node() -> None:
+    from slipway.airflow.pods import PodRef
+
+    ref = PodRef("slipway-kubeadm-node-w1-v1.37.2-0123abcd", "slipway-kubeadm")
+    assert PodRef.parse(str(ref)) == ref
+    for bad in ("", "just-a-name", "/name", "ns/"):
+        with pytest.raises(ValueError, match=r"kubeadm pod: .* is not namespace/name"):
+            PodRef.parse(bad)
+
+
+def test_a_pods_end_says_phase_reason_and_container_exit() -> None:
+    from slipway.airflow.pods import _status_words
+
+    pod = client.V1Pod(
+        status=client.V1PodStatus(
+            phase="Failed",
+            reason="DeadlineExceeded",
+            message="Pod was active on the node longer than the specified deadline",
+            container_statuses=[
+                client.V1ContainerStatus(
+                    name=CONTAINER_NAME,
+                    image=IMAGE,
+                    image_id="",
+                    ready=False,
+                    restart_count=0,
+                    state=client.V1ContainerState(
+                        terminated=client.V1ContainerStateTerminated(exit_code=137, reason="Error")
+                    ),
+                )
+            ],
+        )
+    )
+    assert _status_words(pod) == (
+        "phase Failed; DeadlineExceeded: Pod was active on the node longer than the specified deadline; "
+        "container base exited 137 (Error)"
+    )
+
+
+def test_node_step_result_names_the_pod_and_what_it_said() -> None:
+    from slipway.upgraders.nodes import KubeadmNodeUpgrader
+
+    pod = "slipway-kubeadm/slipway-kubeadm-node-w1-v1.37.2-0123abcd"
+    done = KubeadmNodeUpgrader.result_of("w1", "1.37.2", pod, "Succeeded", "")
+    assert (done.action, done.version, done.detail) == ("upgraded", "v1.37.2", f"pod {pod}")
+    back = KubeadmNodeUpgrader.result_of("w1", "v1.36.3", pod, "Succeeded", "", downgrade=True)
+    assert back.action == "rolled-back"
+    with pytest.raises(RuntimeError) as err:
+        KubeadmNodeUpgrader.result_of("w1", "1.37.2", pod, "Failed", "x" * 900 + "apt-get: E: broken")
+    prefix = f"kubeadm upgrade of node w1 to v1.37.2: pod {pod} ended Failed: "
+    message = str(err.value)
+    # The last 800 characters of what the pod said: where kubeadm and apt print their errors.
+    assert message.startswith(prefix) and message.endswith("apt-get: E: broken")
+    assert len(message) == len(prefix) + 800
+
+
+def test_the_kubeadm_pod_is_a_step_of_the_node_machine() -> None:
+    from slipway.airflow.node_operator import STEPS, still_to_do
+
+    assert STEPS.index("drained") < STEPS.index("upgrading") < STEPS.index("upgraded")
+    # A task that started the pod resumes by waiting for it: the upgrade is still to be recorded.
+    assert still_to_do("upgrading") == ("upgraded", "done")

@@ -1,11 +1,14 @@
 """One task per node: every step of a node's upgrade, resumable from the step recorded on the node.
 
 pre-drain check → cordon → drain → upgrade → wait Ready (deferred to the triggerer, no worker
-slot held) → uncordon → post-checks. Each step records itself on the node
-(``slipway.dev/step`` with this run's id), so a cleared or retried task skips what this run
-already did there and goes on from the recorded step: the cluster, not the task, holds the
-progress. One task instead of seven per node is what keeps the graph small and the batch fast
-(every task costs a process start and a DAG parse, and a scheduling round trip).
+slot held) → uncordon → post-checks. On kubeadm the upgrade is a pod on the node: the task starts
+it, records it (step ``upgrading``, the pod in ``slipway.dev/kubeadm-pod``) and defers on the
+cncf-kubernetes provider's pod trigger; on resume it keeps the pod's end and deletes the pod.
+Each step records itself on the node (``slipway.dev/step`` with this run's id), so a cleared or
+retried task skips what this run already did there and goes on from the recorded step: the
+cluster, not the task, holds the progress. One task instead of seven per node is what keeps the
+graph small and the batch fast (every task costs a process start and a DAG parse, and a
+scheduling round trip).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from slipway.airflow import runbooks
 
 # The steps recorded on a node, in order; a task resumes after the last one this run reached.
-STEPS = ("cordoned", "drained", "upgraded", "done")
+# "upgrading": this run's kubeadm pod is running on the node (kubeadm platform only).
+STEPS = ("cordoned", "drained", "upgrading", "upgraded", "done")
+# The kubeadm pod (namespace/name) a node's "upgrading" step waits for.
+KUBEADM_POD = "slipway.dev/kubeadm-pod"
 
 
 def _v(version: str) -> str:
@@ -115,7 +121,15 @@ class UpgradeNodeOperator(BaseOperator):
                 quarantined = self._drain(node, req)
                 if quarantined:
                     return quarantined
-            waiting_for = self._upgrade(node, req, "upgraded" in todo)
+            waiting_for: list[str] = []
+            pod = self._start_kubeadm_pod(node, req, current, reached) if "upgraded" in todo else None
+            if pod is None:
+                waiting_for = self._upgrade(node, req, "upgraded" in todo)
+        if pod is not None:
+            self._defer_on_pod(node, pod)
+        return self._wait_ready(node, req, waiting_for)
+
+    def _wait_ready(self, node: str, req: Any, waiting_for: list[str]) -> dict[str, Any]:
         if self._ready(waiting_for, _v(str(req.target))):
             return self._finish(node)
         from slipway.airflow.runtime import run_connections
@@ -216,6 +230,83 @@ class UpgradeNodeOperator(BaseOperator):
             self.log.info("node %s: %s %s", node, result.action, result.version)
         return list(upgrader.nodes_to_wait_for([node]))
 
+    # ---- kubeadm: the upgrade pod, waited for in the triggerer -------------------------------
+
+    def _start_kubeadm_pod(self, node: str, req: Any, current: Any, reached: str | None) -> Any:
+        """On kubeadm, this run's upgrade pod for ``node`` (a PodRef), started unless it runs
+        already; None on other platforms, or when the node is at the target already."""
+        from kubernetes import client
+
+        from slipway.airflow.pods import KubeadmPods, PodRef
+        from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, platform_settings
+        from slipway.kube import nodes as kube_nodes
+        from slipway.upgraders.nodes import KubeadmNodeUpgrader
+
+        if platform_settings().platform != "kubeadm":
+            return None
+        upgrader = platform().node_upgrader(req.strategy)
+        if not isinstance(upgrader, KubeadmNodeUpgrader):
+            return None
+        run_id = current_run_id()
+        pods = KubeadmPods(run_id)
+        recorded = (current.metadata.annotations or {}).get(KUBEADM_POD)
+        if reached == "upgrading" and recorded:
+            ref = PodRef.parse(recorded)
+            if pods.exists(ref):
+                self.log.info("node %s: waiting again for this run's kubeadm pod %s", node, ref)
+                return ref
+        manifest = upgrader.upgrade_pod(node, str(req.target))
+        if manifest is None:
+            return None
+        ref = pods.start(manifest)
+        api = orchestrator_api()
+        # The pod first, then the step: an "upgrading" step always names its pod.
+        client.CoreV1Api(api).patch_node(node, {"metadata": {"annotations": {KUBEADM_POD: str(ref)}}})
+        kube_nodes.set_step(api, node, run_id, "upgrading")
+        node_step_event(node, "SlipwayKubeadmStarted", f"kubeadm upgrade pod {ref} started", "Upgrade")
+        self.log.info("node %s: kubeadm upgrade pod %s started", node, ref)
+        return ref
+
+    def _defer_on_pod(self, node: str, ref: Any) -> None:
+        from slipway.airflow.pods import KubeadmPods
+        from slipway.airflow.runtime import current_run_id
+
+        self.log.info("node %s: waiting (deferred) for kubeadm pod %s to end", node, ref)
+        self.defer(trigger=KubeadmPods(current_run_id()).trigger(ref), method_name="resume_after_pod")
+
+    def resume_after_pod(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """The kubeadm pod has ended (or the trigger gave up on it): keep its end, delete it,
+        record the step, then wait for the node Ready at the target as after any upgrade."""
+        from slipway.airflow.pods import KubeadmPods, PodRef
+        from slipway.airflow.runtime import current_run_id, orchestrator_api, platform, record, request_from
+        from slipway.airflow.stage_lease import keep_cluster_lease
+        from slipway.kube import nodes as kube_nodes
+        from slipway.upgraders.nodes import KubeadmNodeUpgrader
+
+        node, req = str(self.node), request_from(self.request)
+        ref = PodRef(str(event["name"]), str(event["namespace"]))
+        with keep_cluster_lease():
+            outcome = KubeadmPods(current_run_id()).finish(ref, gave_up=event.get("status") == "timeout")
+            if outcome.phase in ("Running", "Pending") and event.get("status") != "timeout":
+                # The trigger stopped on an error while kubeadm still runs: never killed here;
+                # the task's retry finds the step "upgrading" and waits for the same pod again.
+                raise AirflowException(
+                    f"node {node}: the wait for kubeadm pod {ref} stopped ({event.get('message', '')}) "
+                    f"while the pod is {outcome.phase}; a retry waits for it again"
+                )
+            said = outcome.log_tail or str(event.get("message", ""))
+            try:
+                result = KubeadmNodeUpgrader.result_of(node, str(req.target), str(ref), outcome.phase, said)
+            except RuntimeError as err:
+                node_step_event(node, "SlipwayKubeadmFailed", str(err)[:1000], "Upgrade")
+                raise AirflowException(str(err)) from err
+            kube_nodes.set_step(orchestrator_api(), node, current_run_id(), "upgraded")
+            record().event("node-upgraded", f"node {node}: {result.action} {result.version}", node=node)
+            node_step_event(node, "SlipwayUpgraded", f"{result.action} {result.version} ({ref})", "Upgrade")
+            self.log.info("node %s: %s %s by pod %s", node, result.action, result.version, ref)
+            waiting_for = list(platform().node_upgrader(req.strategy).nodes_to_wait_for([node]))
+        return self._wait_ready(node, req, waiting_for)
+
     def _ready(self, nodes: list[str], version: str) -> bool:
         # Look once before deferring: a node already back needs no trip through the triggerer
         # (and on Airflow 3.3 a fast resume can race the scheduler's stale defer-exit event).
@@ -283,7 +374,7 @@ class UpgradeNodeOperator(BaseOperator):
 
 
 # What the engineer must look at: the node did not end its step in service.
-WARNINGS = ("SlipwayQuarantined", "SlipwayRolledBack", "SlipwayDrainBlocked")
+WARNINGS = ("SlipwayQuarantined", "SlipwayRolledBack", "SlipwayDrainBlocked", "SlipwayKubeadmFailed")
 
 
 def node_step_event(node: str, reason: str, note: str, action: str) -> None:

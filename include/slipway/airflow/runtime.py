@@ -378,18 +378,17 @@ def platform_settings() -> PlatformSettings:
 
 
 def platform() -> Platform:
-    from slipway.airflow.pods import ProviderPodRunner
-
     settings = platform_settings()
     api = orchestrator_api(run_connections()[0])
-    run_pod = None
     if settings.platform == "kubeadm":
         # The kubeadm pods are root on their node: they run under their own opt-in identity
         # (kubeadm-upgrader-rbac.yaml), never the orchestrator's, which may not create pods.
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+        from slipway.airflow.pods import KubeadmPods, ProviderPodRunner
 
-        run_pod = ProviderPodRunner(KubernetesHook(conn_id=KUBEADM_CONN_ID).get_conn())
-    return Platform(settings, api, run_pod=run_pod)
+        run_id = current_run_id()
+        run_pod = ProviderPodRunner(KubeadmPods(run_id, KUBEADM_CONN_ID))
+        return Platform(settings, api, run_pod=run_pod, run_id=run_id)
+    return Platform(settings, api)
 
 
 def current_run_id() -> str:

@@ -8,9 +8,10 @@ workers alike), then the pinned kubelet and kubectl and a kubelet restart.
 
 They run on the node itself through a privileged pod (hostPID, hostNetwork,
 ``nsenter`` into PID 1's namespaces) pinned by ``nodeName``. The pod is a plain
-manifest: the Airflow adapter starts it with the cncf-kubernetes provider
-(``KubernetesPodOperator(pod_template_dict=...)`` or ``PodManager``); this module
-imports nothing from Airflow. Draining the node is the caller's step, before the pod.
+manifest: the Airflow adapter (``slipway.airflow.pods``) starts it with the cncf-kubernetes
+provider's ``PodManager`` and waits on its ``KubernetesPodTrigger`` (deferred, for worker
+nodes) or its ``PodManager`` (in the task, for control-plane nodes); this module imports
+nothing from Airflow. Draining the node is the caller's step, before the pod.
 
 Least privilege: the pods live in ``slipway-kubeadm``, the one namespace Pod Security
 lets run privileged pods, and are started, read and deleted by the opt-in

@@ -117,14 +117,20 @@ class LocalInPlaceUpgrader:
 
 class KubeadmNodeUpgrader:
     """``kubeadm upgrade node`` plus the kubelet/kubectl package upgrade, run on the node by a
-    privileged pod (see :func:`slipway.upgraders.kubeadm.kubeadm_upgrade_pod`)."""
+    privileged pod (see :func:`slipway.upgraders.kubeadm.kubeadm_upgrade_pod`).
+
+    The node operator runs the pod itself and defers while it runs (:meth:`upgrade_pod`, then
+    :meth:`result_of`); :meth:`upgrade_node` and :meth:`rollback_node` wait through ``run_pod``.
+    """
 
     name = "kubeadm"
 
-    def __init__(self, api: client.ApiClient, run_pod: Any, image: str) -> None:
+    def __init__(self, api: client.ApiClient, run_pod: Any, image: str, *, run_id: str = "") -> None:
+        """:param run_id: the run whose pods these are (their names and labels say so)."""
         self.core = client.CoreV1Api(api)
         self.run_pod = run_pod
         self.image = image
+        self.run_id = run_id
 
     def prepare_batch(self, nodes: list[str], version: str) -> list[str]:
         return []
@@ -141,17 +147,34 @@ class KubeadmNodeUpgrader:
     def rollback_node(self, node: str, version: str) -> NodeStepResult:
         return self._run(node, version, downgrade=True)
 
-    def _run(self, node: str, version: str, *, downgrade: bool) -> NodeStepResult:
+    def upgrade_pod(self, node: str, version: str, *, downgrade: bool = False) -> dict[str, Any] | None:
+        """The pod that moves ``node`` to ``version``, or None when its kubelet is there already."""
         from slipway.upgraders.kubeadm import kubeadm_upgrade_pod
 
         if kubelet_version(self.core.read_node(node)) == version.removeprefix("v"):
-            return NodeStepResult(node, "already-at-version", _v(version))
-        pod = kubeadm_upgrade_pod(node, version.removeprefix("v"), "node", self.image, downgrade=downgrade)
-        outcome = self.run_pod(pod)
-        if outcome.phase != "Succeeded":
+            return None
+        return kubeadm_upgrade_pod(
+            node, version.removeprefix("v"), "node", self.image, run_id=self.run_id, downgrade=downgrade
+        )
+
+    @staticmethod
+    def result_of(
+        node: str, version: str, pod: str, phase: str, said: str, *, downgrade: bool = False
+    ) -> NodeStepResult:
+        """The step's result from how its pod ended.
+
+        :raises RuntimeError: the pod did not succeed, naming it and what it said.
+        """
+        if phase != "Succeeded":
             raise RuntimeError(
-                f"kubeadm upgrade of node {node} to {version} ended {outcome.phase}: "
-                f"{outcome.log_tail[-500:]}"
+                f"kubeadm upgrade of node {node} to {_v(version)}: pod {pod} ended {phase}: {said[-800:]}"
             )
-        action = "rolled-back" if downgrade else "upgraded"
-        return NodeStepResult(node, action, _v(version), f"pod {pod['metadata']['name']}")
+        return NodeStepResult(node, "rolled-back" if downgrade else "upgraded", _v(version), f"pod {pod}")
+
+    def _run(self, node: str, version: str, *, downgrade: bool) -> NodeStepResult:
+        pod = self.upgrade_pod(node, version, downgrade=downgrade)
+        if pod is None:
+            return NodeStepResult(node, "already-at-version", _v(version))
+        outcome = self.run_pod(pod)
+        name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+        return self.result_of(node, version, name, outcome.phase, outcome.log_tail, downgrade=downgrade)
