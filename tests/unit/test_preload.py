@@ -3,6 +3,7 @@ when Airflow loads Slipway's plugin; nothing else does."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,14 +44,19 @@ def test_every_module_named_exists() -> None:
     assert failed == []
 
 
-def _modules_after_loading_the_plugin(argv: list[str]) -> set[str]:
+def _modules_after_loading_the_plugin(argv: list[str], **env: str) -> set[str]:
     code = (
         "import sys, runpy; sys.argv = " + repr(argv) + "; "
         f"runpy.run_path({str(REPO / 'plugins' / 'slipway_plugin.py')!r}); "
         "print('\\n'.join(sorted(sys.modules)))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | env,
     )
     return set(out.stdout.split())
 
@@ -62,3 +68,5 @@ def test_loading_the_plugin_in_the_scheduler_preloads_the_tasks_modules_and_else
     in_api_server = _modules_after_loading_the_plugin(["airflow", "api-server"])
     assert "slipway.airflow.node_operator" not in in_api_server
     assert "airflow.providers.cncf.kubernetes.hooks.kubernetes" not in in_api_server
+    turned_off = _modules_after_loading_the_plugin(["airflow", "scheduler"], SLIPWAY_PRELOAD="0")
+    assert "slipway.airflow.node_operator" not in turned_off

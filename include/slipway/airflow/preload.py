@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -74,7 +75,8 @@ def preload(modules: Sequence[str] = MODULES) -> tuple[float, list[str]]:
 
 
 def preload_for_task_hosts(argv: Sequence[str]) -> None:
-    if not hosts_tasks(argv):
+    # SLIPWAY_PRELOAD=0 turns it off (to measure what it saves, or to rule it out).
+    if not hosts_tasks(argv) or os.environ.get("SLIPWAY_PRELOAD", "1") == "0":
         return
     seconds, failed = preload()
     log.info("slipway: preloaded %d modules for the task processes in %.1fs", len(MODULES), seconds)
