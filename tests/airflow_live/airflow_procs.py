@@ -106,11 +106,18 @@ class Airflow:
         return tree
 
     def stop_all(self) -> None:
-        for component in list(self.procs):
+        """SIGTERM every component's group, give each a minute, then SIGKILL the group: a
+        process that ignores SIGTERM, and a task process its leader left behind, end too."""
+        procs, self.procs = dict(self.procs), {}
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.kill(component, signal.SIGTERM)
-        for component in list(self.procs):
-            self.kill(component)
+                proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=120)
 
     # ---- REST API ----------------------------------------------------------------------------
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
