@@ -106,6 +106,12 @@ def children(airflow: Airflow, fleet_run_id: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def task_log(airflow: Airflow, fleet_run_id: str, task_id: str) -> str:
+    """Every attempt's log of one task of the fleet run, as the task processes wrote it."""
+    folder = airflow.home / "logs" / f"dag_id={FLEET_DAG}" / f"run_id={fleet_run_id}" / f"task_id={task_id}"
+    return "\n".join(p.read_text(errors="replace") for p in sorted(folder.rglob("*.log")))
+
+
 def hitl_detail(airflow: Airflow, fleet_run_id: str, task_id: str, map_index: int) -> dict[str, Any] | None:
     path = f"/api/v2/dags/{FLEET_DAG}/dagRuns/{fleet_run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
     try:

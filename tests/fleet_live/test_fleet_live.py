@@ -9,14 +9,21 @@ execute, each on the cluster its own connections name.
 
 1. an approval gate before the canary stage, rejected over the REST API, stops the fleet with
    the verdict ``rejected``: no child run, nothing touched;
+   and a paused ``k8s_cluster_upgrade`` refuses the fleet at its start (its runs would stay
+   queued forever): no child run, nothing touched;
 2. a forced canary failure (the request's health check answers 500, so the canary's first
    worker batch fails) halts the wave: no child run for production, its nodes untouched;
 3. the whole fleet, stage by stage: every cluster at the target, the canary finished (and
    soaked) before production started, and a watcher of the REST API saw at most one
    production cluster in flight.
 
-Figures printed: the fleet's wall time against the sum of its child runs, and the time from
-the canary child's failure to the fleet run's halt.
+Figures printed (``FIGURE`` lines): the fleet's wall time against the sum of its child runs
+(each child's own wall time too), the most child runs the watcher saw in flight at once, and
+the time from the canary child's failure to the fleet run's halt.
+
+Each cluster has two workers, and the Airflow under test gets ``SLIPWAY_MAX_BATCHES`` 2 (a
+deployment sizes it to its largest cluster): the child DAG has two batch slots, not eight, so
+the scheduler and every task process parse a DAG a third the size.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from tests.fleet_live.fleet_procs import (
     node_marks,
     run,
     run_records,
+    task_log,
     when,
     worker_kubelets,
     write_fleet,
@@ -74,6 +82,7 @@ REQUEST = {
     "force_bare_pods": True,
     "delete_emptydir_data": True,
 }
+WORKERS = 2  # per cluster
 RUN_TIMEOUT = 3600
 
 
@@ -94,9 +103,9 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     home = tmp_path_factory.mktemp("fleet-live")
     with contextlib.ExitStack() as stack:
-        canary = stack.enter_context(running_cluster("fl-canary", 100, 2))
+        canary = stack.enter_context(running_cluster("fl-canary", 100, WORKERS))
         production = tuple(
-            stack.enter_context(running_cluster(f"fl-prod-{chr(ord('a') + i)}", 200 + 100 * i, 2))
+            stack.enter_context(running_cluster(f"fl-prod-{chr(ord('a') + i)}", 200 + 100 * i, WORKERS))
             for i in range(PRODUCTION)
         )
         clusters = (canary, *production)
@@ -105,6 +114,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         gitops, airflow_home = home / "gitops", home / "airflow"
         env = fleet_connections(clusters, airflow_home, airflow_home / "reports")
         env["SLIPWAY_GITOPS_DIR"] = str(gitops)
+        env["SLIPWAY_MAX_BATCHES"] = str(WORKERS)  # batch slots: at most one node per batch
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():  # running_airflow passes the environment on
                 patch.setenv(key, value)
@@ -180,6 +190,32 @@ def test_a_rejected_gate_before_the_canary_stops_the_fleet_with_nothing_touched(
     assert {c.cfg.name: (node_marks(c), run_records(c)) for c in fleet.clusters} == before
 
 
+def test_a_paused_child_dag_refuses_the_fleet_at_its_start_with_nothing_touched(fleet: Fleet) -> None:
+    before = {c.cfg.name: (node_marks(c), run_records(c)) for c in fleet.clusters}
+    write_fleet(
+        fleet.gitops,
+        "paused.yaml",
+        REQUEST,
+        fleet.canary,
+        fleet.production,
+        max_concurrency=1,
+        soak_seconds=SOAK,
+    )
+    fleet.airflow.api("PATCH", f"/api/v2/dags/{CHILD_DAG}", {"is_paused": True})
+    try:
+        run_id = run_fleet(fleet, "paused.yaml")
+        state = wait_ended(fleet, run_id)
+    finally:
+        fleet.airflow.api("PATCH", f"/api/v2/dags/{CHILD_DAG}", {"is_paused": False})
+    states = task_states(fleet, run_id)
+
+    assert state == "failed"
+    assert states[("validate_fleet", -1)] == "failed"
+    assert f"{CHILD_DAG} is paused" in task_log(fleet.airflow, run_id, "validate_fleet")
+    assert children(fleet.airflow, run_id) == {}
+    assert {c.cfg.name: (node_marks(c), run_records(c)) for c in fleet.clusters} == before
+
+
 class BrokenApp(QuietHandler):
     """The application's health endpoint, broken: the canary's first worker batch fails."""
 
@@ -226,14 +262,26 @@ def test_a_failed_canary_halts_the_production_stage_with_nothing_touched_there(f
         production
     )
     assert watcher.seen == [(canary,)], watcher.seen
+    # It failed where the broken health check is asked: every control-plane step passed (none
+    # rolled back), then the first worker batch's validation failed and that batch rolled back.
+    canary_tasks = fleet.airflow.task_instances(CHILD_DAG, runs[canary]["dag_run_id"])
+    child_states = {t["task_id"]: t["state"] for t in canary_tasks if t["map_index"] in (-1, None)}
+    assert child_states["control_plane.upgrade_kube_scheduler"] == "success", child_states
+    assert child_states["control_plane.rollback_control_plane"] == "skipped", child_states
+    assert child_states["workers.batch_0.validate_batch"] == "failed", child_states
+    assert child_states["workers.batch_0.rollback_batch"] == "success", child_states
     # Production: not a kubelet moved, no cordon, no slipway annotation, no run record.
     assert {name: (node_marks(c), run_records(c)) for name, c in production.items()} == before
 
     failed_at, halted_at = when(runs[canary]["end_date"]), when(fleet_run["end_date"])
-    assert failed_at is not None and halted_at is not None
+    started_at = when(runs[canary]["start_date"])
+    assert failed_at is not None and halted_at is not None and started_at is not None
     print(
         f"FIGURE canary failure -> fleet halt: {(halted_at - failed_at).total_seconds():.1f} s "
-        f"(canary run {runs[canary]['state']} at {failed_at:%H:%M:%S}, fleet run ended {halted_at:%H:%M:%S})",
+        f"(canary run {runs[canary]['state']} at {failed_at:%H:%M:%S}, "
+        f"fleet run ended {halted_at:%H:%M:%S}); "
+        f"the canary's run took {(failed_at - started_at).total_seconds():.0f} s; "
+        f"most child runs in flight at once: {watcher.most} ({watcher.polls} polls)",
         flush=True,
     )
 
@@ -296,6 +344,7 @@ def test_the_fleet_upgrades_every_cluster_stage_by_stage_within_max_concurrency(
     print(
         f"FIGURE fleet wall time {wall:.0f} s vs sum of the {len(durations)} cluster runs {total:.0f} s "
         f"({wall / total:.2f}x); per cluster: "
-        + ", ".join(f"{n} {s:.0f} s" for n, s in sorted(durations.items())),
+        + ", ".join(f"{n} {s:.0f} s" for n, s in sorted(durations.items()))
+        + f"; most child runs in flight at once: {watcher.most} ({watcher.polls} polls)",
         flush=True,
     )

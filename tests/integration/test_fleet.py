@@ -109,7 +109,25 @@ def fleet_env(
         )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    unpause_the_child_dag()
     return reports
+
+
+def unpause_the_child_dag() -> None:
+    """A deployment running fleets unpauses k8s_cluster_upgrade (the fleet refuses to start
+    while it is paused); dag.test() writes every DAG of the folder paused, and keeps an
+    existing DAG's pause flag, so the row is made (or set) unpaused first."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        found = session.get(DagModel, "k8s_cluster_upgrade")
+        if found is None:
+            session.add(DagModel(dag_id="k8s_cluster_upgrade", bundle_name="dags-folder", is_paused=False))
+        else:
+            found.is_paused = False
 
 
 def fleet_dag() -> Any:

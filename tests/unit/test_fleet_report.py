@@ -74,11 +74,14 @@ def test_done_fleet_figures() -> None:
         }
         for n, s, f in (("canary", 100.0, 0), ("eu1", 200.0, 1), ("eu2", 400.0, 0))
     }
-    report = build_fleet_report(PLAN, PREFLIGHT, runs, action)
+    report = build_fleet_report(PLAN, PREFLIGHT, runs, action, wall_seconds=812.34)
     figures = report["figures"]
     assert (report["verdict"], figures["success_rate"], figures["median_seconds"]) == ("upgraded", 1.0, 200.0)
     assert (figures["sum_seconds"], figures["api_failures"], figures["api_requests"]) == (700.0, 1, 1500)
-    assert "success rate 100%" in render_fleet_markdown(report)
+    assert figures["wall_seconds"] == 812.3
+    md = render_fleet_markdown(report)
+    assert "success rate 100%" in md
+    assert "- Fleet wall time: 812s (against 700s for its clusters' runs added up)" in md
 
 
 def test_blockers_show_next_to_the_risk() -> None:

@@ -49,8 +49,12 @@ UPGRADE_DAG = "k8s_cluster_upgrade"
 WAVE_TIMEOUT = timedelta(days=8)
 VALIDATE, PREFLIGHT, ASSESS = "validate_fleet", "preflight_cluster", "assess_fleet_risk"
 APPROVE, UPGRADE = "approve_gate", "upgrade_cluster"
-# How often a waiting instance asks again (deferred: no worker slot is held meanwhile).
+# How often a waiting instance asks again (rescheduled: no worker slot is held meanwhile).
+# Each ask is a task process (a DAG parse): kept at 30 s on purpose.
 RECHECK_SECONDS = 30
+# How often the triggerer reads a running child's state: a query, no task process, so short;
+# it bounds how late the fleet learns that a child ended (a canary's failure, say).
+AWAIT_POLL_SECONDS = 10
 RUNNING_STATES = ("queued", "running")
 
 # --- runbooks (what each task does, what to check when it fails, whether clearing is safe) ----
@@ -60,7 +64,9 @@ VALIDATE_FLEET = runbook(
     "validates clusters, labels, stages, groups, gates and the upgrade request, and resolves every "
     "group to cluster names. Nothing touches a cluster.",
     "The log lists every refused field as `field: reason` (unknown cluster or label, a cluster in two "
-    "stages, max_concurrency below 1, a malformed window). Fix the file in git and trigger again.",
+    "stages, max_concurrency below 1, a malformed window). Fix the file in git and trigger again. "
+    "`k8s_cluster_upgrade is paused` refuses the wave too: its runs would stay queued forever; unpause "
+    "that DAG, then trigger again.",
     "Safe, but pointless until the file changes.",
 )
 PREFLIGHT_CLUSTER = runbook(
@@ -146,6 +152,25 @@ def cluster_platform(cluster: dict[str, str]) -> Platform:
 
     extra = connection_extra(cluster["platform_connection"])
     return Platform(parse_settings(extra), cluster_api(cluster["connection"]))
+
+
+def paused_child_refusal(ti: Any) -> str | None:
+    """The refusal when ``k8s_cluster_upgrade`` is paused: the child runs the fleet starts would
+    stay queued forever, silently (None when it runs; a loud warning when it cannot be read)."""
+    try:
+        paused = ti.get_dag(UPGRADE_DAG).is_paused
+    except Exception as err:  # not parsed yet, or an execution API without the call
+        print(
+            f"WARNING: cannot tell whether {UPGRADE_DAG} is paused ({err}); "
+            "a paused one leaves the child runs queued"
+        )
+        return None
+    if paused:
+        return (
+            f"{UPGRADE_DAG} is paused: every cluster's run would stay queued and the wave would never move; "
+            f"unpause it (airflow dags unpause {UPGRADE_DAG}) and trigger the fleet again"
+        )
+    return None
 
 
 def child_run_id(fleet_run_id: str, cluster: str) -> str:
@@ -260,6 +285,9 @@ def validate_fleet() -> list[dict[str, str]]:
     except FleetError as err:
         raise AirflowFailException(str(err)) from err
     plan = plan_fleet(fleet)
+    refusal = paused_child_refusal(context["ti"])
+    if refusal:
+        raise AirflowFailException(refusal)
     print(f"fleet {fleet.name}: " + "; ".join(f"{s.name}: {', '.join(s.clusters)}" for s in plan.stages))
     ti = context["ti"]
     ti.xcom_push(key="plan", value=plan.to_dict())
@@ -340,7 +368,7 @@ class FleetClusterOperator(TriggerDagRunOperator):
             trigger_dag_id=UPGRADE_DAG,
             wait_for_completion=True,
             deferrable=True,
-            poke_interval=RECHECK_SECONDS,
+            poke_interval=AWAIT_POLL_SECONDS,
             allowed_states=["success"],
             failed_states=["failed"],
             **kwargs,
@@ -363,7 +391,7 @@ class FleetClusterOperator(TriggerDagRunOperator):
                         dag_id=UPGRADE_DAG,
                         states=[DagRunState.SUCCESS, DagRunState.FAILED],
                         run_ids=[child],
-                        poll_interval=30,
+                        poll_interval=AWAIT_POLL_SECONDS,
                     ),
                     method_name="execute_complete",
                 )
@@ -428,7 +456,10 @@ def fleet_report() -> dict[str, str]:
     plan, action, facts = observe(context, with_records=True)
     preflight = _preflight_results(ti, plan)
     action = _stopped_before_start(context, plan, preflight, facts) or action
-    paths = write_fleet_report(build_fleet_report(plan, preflight, facts, action), fleet_dir())
+    started = context["dag_run"].start_date
+    wall = (datetime.now(UTC) - started).total_seconds() if started else None
+    report = build_fleet_report(plan, preflight, facts, action, wall_seconds=wall)
+    paths = write_fleet_report(report, fleet_dir())
     print(f"fleet report: {paths['markdown']}")
     return {k: str(v) for k, v in paths.items()}
 

@@ -32,12 +32,16 @@ def build_fleet_report(
     preflight: Mapping[str, Mapping[str, Any]],
     runs: Mapping[str, Mapping[str, Any]],
     action: Action,
+    *,
+    wall_seconds: float | None = None,
 ) -> dict[str, Any]:
     """One row per cluster in strategy order, plus the fleet's verdict and figures.
 
     :param preflight: per cluster ``{"path", "risk", "decision", "blockers"}``.
     :param runs: per cluster that started ``{"outcome", "verdict", "run_id", "report",
         "incident", "seconds", "api_requests", "api_failures"}`` (any may be missing).
+    :param wall_seconds: the fleet run's own duration so far (set against the sum of its
+        clusters' runs: what the strategy's order, soaks and gates cost or saved).
     """
     rows = []
     for name in plan.clusters:
@@ -79,6 +83,7 @@ def build_fleet_report(
             "success_rate": round(len(succeeded) / len(attempted), 3) if attempted else None,
             "median_seconds": statistics.median(durations) if durations else None,
             "sum_seconds": sum(durations) if durations else None,
+            "wall_seconds": round(wall_seconds, 1) if wall_seconds is not None else None,
             "api_failures": sum(int(r["api_failures"] or 0) for r in rows),
             "api_requests": sum(int(r["api_requests"] or 0) for r in rows),
         },
@@ -127,6 +132,8 @@ def render_fleet_markdown(report: Mapping[str, Any]) -> str:
         f"(success rate {rate})",
         f"- Median upgrade duration: {_seconds(f['median_seconds'])}; sum of the single-cluster runs: "
         f"{_seconds(f['sum_seconds'])}",
+        f"- Fleet wall time: {_seconds(f.get('wall_seconds'))} (against {_seconds(f['sum_seconds'])} for its "
+        "clusters' runs added up)",
         f"- API downtime: {f['api_failures']} failed of {f['api_requests']} probe requests across the fleet",
         "",
     ]
