@@ -25,6 +25,7 @@ from airflow.sdk import dag
 
 from slipway.airflow.cutover_window import CutoverWindowOperator
 from slipway.airflow.defaults import default_args
+from slipway.airflow.routing import route_near_cluster
 from slipway.airflow.stage_migration import (
     assess,
     copy_configuration,
@@ -78,4 +79,4 @@ def k8s_cluster_migration() -> None:
     [traffic, rolled_back] >> write_migration_report()
 
 
-k8s_cluster_migration()
+route_near_cluster(k8s_cluster_migration())

@@ -22,6 +22,7 @@ from slipway.airflow.approval import RecordedApprovalOperator
 from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE, default_args
 from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
+from slipway.airflow.routing import route_near_cluster
 from slipway.airflow.stage_blue_green import retire_blue_nodes, switch_back_to_blue
 from slipway.airflow.stage_common import (
     dry_run_done,
@@ -112,4 +113,4 @@ def k8s_cluster_upgrade() -> None:
     report >> notify() >> final_verdict() >> release
 
 
-share_dag_params(k8s_cluster_upgrade())
+route_near_cluster(share_dag_params(k8s_cluster_upgrade()))

@@ -14,6 +14,7 @@ from airflow.sdk import dag
 
 from slipway.airflow.defaults import default_args
 from slipway.airflow.params import request_params, share_dag_params
+from slipway.airflow.routing import route_near_cluster
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_prepare import preparation
 
@@ -35,4 +36,4 @@ def k8s_upgrade_preflight() -> None:
     risk >> report >> final_verdict()
 
 
-share_dag_params(k8s_upgrade_preflight())
+route_near_cluster(share_dag_params(k8s_upgrade_preflight()))

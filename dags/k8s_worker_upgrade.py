@@ -17,6 +17,7 @@ from airflow.sdk import dag
 from slipway.airflow.defaults import MAX_CLUSTERS_AT_ONCE, default_args
 from slipway.airflow.notifiers import run_failure_notifiers
 from slipway.airflow.params import request_params, share_dag_params
+from slipway.airflow.routing import route_near_cluster
 from slipway.airflow.stage_common import final_verdict, validate_request, write_upgrade_report
 from slipway.airflow.stage_control_plane import probe_tasks
 from slipway.airflow.stage_lease import cluster_lease
@@ -56,4 +57,4 @@ def k8s_worker_upgrade() -> None:
     workers >> report >> final_verdict() >> release
 
 
-share_dag_params(k8s_worker_upgrade())
+route_near_cluster(share_dag_params(k8s_worker_upgrade()))
