@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from slipway.kube.client import apply_manifest
 from slipway.migration import frontdoor
 from tests.conftest import REPO
 from tests.integration.test_migration import (
@@ -243,3 +246,108 @@ def test_a_stateful_target_that_never_becomes_available_rolls_back_and_the_run_e
     assert apps_source.read_namespaced_stateful_set("journal", ROLLBACK).status.ready_replicas == 1
     assert apps_target.read_namespaced_stateful_set("journal", ROLLBACK).spec.replicas == 0
     assert sha256s(source_folder) == before
+
+
+STRATEGY = "mig-strategy"  # a Deployment, a StatefulSet without claims and a DaemonSet
+STRATEGY_SEED = f"""\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {STRATEGY}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {STRATEGY}, labels: {{app: web}}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: registry.local/web:1.0, resources: {{requests: {{cpu: 10m}}}}}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: queue, namespace: {STRATEGY}, labels: {{app: queue}}}}
+spec:
+  serviceName: queue
+  replicas: 1
+  selector: {{matchLabels: {{app: queue}}}}
+  template:
+    metadata: {{labels: {{app: queue}}}}
+    spec:
+      containers: [{{name: queue, image: registry.local/queue:1.0, resources: {{requests: {{cpu: 10m}}}}}}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent, namespace: {STRATEGY}, labels: {{app: agent}}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      containers: [{{name: agent, image: registry.local/agent:1.0}}]
+"""
+
+
+def _absent(read: Any, *args: str) -> bool:
+    try:
+        read(*args)
+    except ApiException as err:
+        return bool(err.status == 404)
+    return False
+
+
+def test_a_strategy_the_code_cannot_do_is_refused_before_anything_changes(pair: Pair, tmp_path: Path) -> None:
+    """blue-green for a StatefulSet with claims (mig-data's ledger): assess refuses, naming the field."""
+    before = _target_namespaces(pair)
+    conf = {"namespaces": [DATA], "dry_run": False, "strategy": {"StatefulSet": "blue-green"}}
+    state, states, folder = _run(pair, tmp_path, conf)
+    assert state == "failed"
+    assert states["validate_migration"] == "success" and states["assess"] == "failed", states
+    assert all(states[t] in ("upstream_failed", "skipped") for t in COPY_TASKS), states
+    assert folder is None or not (folder / "assessment.json").exists()
+    assert _target_namespaces(pair) == before
+
+
+def test_a_skipped_kind_stays_on_the_source_and_copy_only_switches_no_traffic(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Deployment and DaemonSet skip, StatefulSet copy-only: only the StatefulSet reaches the target,
+    started there; the front door keeps every request on the source; the report names what stayed."""
+    apply_manifest(pair.source.admin_client(), [d for d in yaml.safe_load_all(STRATEGY_SEED) if d])
+    conf = {
+        "namespaces": [STRATEGY],
+        "dry_run": False,
+        "strategy": {"Deployment": "skip", "DaemonSet": "skip", "StatefulSet": "copy-only"},
+    }
+    with front_door_with_backends(tmp_path) as (door, _, _):
+        state, states, folder = _run(pair, tmp_path, conf, door)
+        assert (door.api.weight("source"), door.api.weight("target")) == (100, 0)
+    assert state == "success", states
+    assert folder is not None
+    web, queue, agent = (
+        f"Deployment/{STRATEGY}/web",
+        f"StatefulSet/{STRATEGY}/queue",
+        f"DaemonSet/{STRATEGY}/agent",
+    )
+    assessment = json.loads((folder / "assessment.json").read_text())
+    assert assessment["strategies"] == {web: "skip", queue: "copy-only", agent: "skip"}
+    assert assessment["movable"] and assessment["cannot_move"] == {}  # the DaemonSet no longer blocks
+    assert f"| `{web}` | skip (not moved) |" in (folder / "assessment.md").read_text()
+
+    report = json.loads((folder / "migration-report.json").read_text())
+    assert report["strategy"] == {
+        "per_workload": {web: "skip", queue: "copy-only", agent: "skip"},
+        "not_moved": [agent, web],
+    }
+    assert not report["traffic"]["switched"] and "traffic stays on the source" in report["traffic"]["reason"]
+    assert report["workloads_available"] == 1 and report["checksum_mismatches"] == 0
+    assert "not moved (strategy skip, left on the source)" in (folder / "migration-report.md").read_text()
+
+    source_apps = client.AppsV1Api(pair.source.admin_client())
+    target_apps = client.AppsV1Api(pair.target.admin_client())
+    assert _absent(target_apps.read_namespaced_deployment, "web", STRATEGY)
+    assert _absent(target_apps.read_namespaced_daemon_set, "agent", STRATEGY)
+    assert target_apps.read_namespaced_stateful_set("queue", STRATEGY).status.ready_replicas == 1
+    assert source_apps.read_namespaced_deployment("web", STRATEGY).spec.replicas == 2  # left as it was
+    assert source_apps.read_namespaced_stateful_set("queue", STRATEGY).spec.replicas == 1
