@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, TriggerRule, get_current_context, task
+from airflow.sdk import BaseOperator, Param, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from slipway.airflow.runbooks import runbook
@@ -82,10 +82,13 @@ RETIRE_SOURCE = runbook(
 )
 COPY_CONFIGURATION = runbook(
     "Copy path `velero`: a Velero Backup of the selected namespaces on the source (without Pods, "
-    "ReplicaSets, PersistentVolumeClaims and PersistentVolumes: volume data moves with rclone) and a "
-    "Restore of it on the target, both created by the migrator and awaited through Velero's API "
-    "objects; stateful workloads are first placed on the target at 0 replicas so the restore leaves "
-    "them alone (Velero never overwrites an existing object) and none starts on empty volumes. "
+    "ReplicaSets, PersistentVolumeClaims and PersistentVolumes, nor a kind whose strategy is skip: volume "
+    "data moves with rclone) and a Restore of it on the target, both created by the migrator and awaited "
+    "through Velero's API objects, deferred: the task waits in the triggerer (state deferred, no worker "
+    "slot held) until the object's `status.phase` is final, and checks the `velero server` processes on "
+    "this host before each wait and after it; stateful workloads are first placed on the target at 0 "
+    "replicas so the restore leaves them alone (Velero never overwrites an existing object) and none "
+    "starts on empty volumes. "
     "Velero restores the workloads too: `copy_workloads` then has nothing left to apply. "
     "Copy path `builtin`: applies the Namespaces, ServiceAccounts, Roles, RoleBindings, ConfigMaps, "
     "Secrets, Services, "
@@ -97,7 +100,8 @@ COPY_CONFIGURATION = runbook(
     "expired; a custom kind the migrator may not list is named with the ClusterRole label that grants "
     "it; a 404 on a kind means the target does not serve it (the assessment lists those). Velero: "
     "the log names the Backup or Restore, its phase and Velero's reason (`velero backup describe` / "
-    "`velero restore describe` with that name show the rest).",
+    "`velero restore describe` with that name show the rest); `still InProgress after N s` means the "
+    "trigger's wait (availability timeout + 600 s) ran out: look at the server's log before clearing.",
     "Safe: re-applying identical objects changes nothing on the target; the Backup and Restore are "
     "named after the run, so a retry finds and awaits them instead of making new ones.",
 )
@@ -482,67 +486,161 @@ def _park_stateful(
     return clusters.apply(target, namespace_objs) + clusters.apply(target, parked)
 
 
-def _velero_copy(summary: dict[str, Any]) -> dict[str, Any]:
-    ref = _velero_ref()
-    source, target = _sides()
-    checks = {s.name: s.check for s in _velero_servers(ref)}
-    backup_name, restore_name = _velero_names()
-    namespaces = summary["namespaces"]
-    labels = {"app.kubernetes.io/managed-by": "slipway", "migration.slipway.dev/run": _run_digest()}
-    timeout = float(summary["available_timeout_seconds"]) + 600
-    started = time.monotonic()
-    try:
-        parked = _park_stateful(source, target, namespaces, summary.get("stateful") or [])
-        backed = velero.backup(
-            source.api,
-            backup_name,
-            namespaces,
-            timeout=timeout,
-            labels=labels,
-            check=checks.get("source"),
-            excluded_resources=VELERO_EXCLUDED + strategies.velero_excluded(summary.get("strategy") or {}),
-        )
-        restored = velero.restore(
-            target.api,
-            restore_name,
-            backup_name,
-            namespaces=namespaces,
-            timeout=timeout,
-            sync_timeout=120,
-            labels=labels,
-            check=checks.get("target"),
-        )
-    except (velero.VeleroError, MigrationError) as err:
-        raise _fail(err) from err
-    created = sum(1 for items in restored.items.values() for item in items if item.endswith("(created)"))
-    return {
-        "copy_path": "velero",
-        "applied": restored.state.items_done,
-        "created": created,
-        "parked_stateful": len(parked),
-        "seconds": round(time.monotonic() - started, 3),
-        "backup": backed.summary(),
-        "restore": restored.summary(),
-        "restore_warnings": restored.warnings[:20],
-    }
-
-
 def _target_view(summary: dict[str, Any]) -> Callable[[Obj], Obj] | None:
     """What the copy path added on the target and the checksums leave out."""
     return velero.strip_restore_labels if summary.get("copy_path") == "velero" else None
 
 
-@task(doc_md=COPY_CONFIGURATION)
-def copy_configuration(summary: dict[str, Any]) -> dict[str, Any]:
-    if summary.get("copy_path") == "velero":
-        return _velero_copy(summary)
-    source, target = _sides()
-    started = time.monotonic()
-    try:
-        applied = clusters.copy_configuration(source, target, summary["namespaces"])
-    except MigrationError as err:
-        raise _fail(err) from err
-    return {"applied": len(applied), "seconds": round(time.monotonic() - started, 3)}
+class CopyConfigurationOperator(BaseOperator):
+    """``copy_configuration``: the builtin copy in one go; the Velero copy as a Backup on the
+    source and a Restore on the target, each awaited deferred (:class:`VeleroPhaseTrigger` in the
+    triggerer, no worker slot held). The ``velero server`` processes on this host are checked
+    alive before each deferral and after each wake-up; the trigger carries the run's figures."""
+
+    template_fields = ("summary",)
+
+    def __init__(self, *, summary: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("doc_md", COPY_CONFIGURATION)
+        super().__init__(**kwargs)
+        self.summary = summary
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        summary = self.summary
+        if summary.get("copy_path") == "velero":
+            self._start_backup(summary)  # defers (raises): the task resumes in backup_finished
+        source, target = _sides()
+        started = time.monotonic()
+        try:
+            applied = clusters.copy_configuration(source, target, summary["namespaces"])
+        except MigrationError as err:
+            raise _fail(err) from err
+        return {"applied": len(applied), "seconds": round(time.monotonic() - started, 3)}
+
+    # --- the Velero path: backup → (deferred) → synced on the target → restore → (deferred) ---
+    def _timeout(self) -> float:
+        return float(self.summary["available_timeout_seconds"]) + 600
+
+    def _alive(self, side: str) -> None:
+        """The ``velero server`` of ``side`` on this host still runs (none: Velero in the cluster)."""
+        for server in _velero_servers(_velero_ref()):
+            if server.name == side:
+                try:
+                    server.check()
+                except velero.VeleroError as err:
+                    raise _fail(err) from err
+
+    def _defer(
+        self,
+        side: str,
+        plural: str,
+        name: str,
+        phases: tuple[str, ...],
+        timeout: float,
+        then: str,
+        carry: dict[str, Any],
+    ) -> None:
+        from slipway.airflow.triggers import VeleroPhaseTrigger
+
+        self._alive(side)
+        self.log.info(
+            "waiting (deferred) for velero %s %s/%s on the %s", plural, velero.NAMESPACE, name, side
+        )
+        trigger = VeleroPhaseTrigger(side, plural, name, list(phases), timeout, conn_id=CONN_ID, carry=carry)
+        self.defer(trigger=trigger, method_name=then, timeout=timedelta(seconds=timeout + 120))
+
+    def _woke(self, side: str, event: dict[str, Any], what: str, name: str) -> dict[str, Any]:
+        """Back from the trigger: the server still alive and the object finished, else fail naming it."""
+        self._alive(side)
+        if event["status"] == "timeout":
+            error = f" (last API error: {event['error']})" if event.get("error") else ""
+            waited = f"still {event['phase']} after {event['seconds']:.0f} s"
+            raise AirflowFailException(f"velero {what} {velero.NAMESPACE}/{name} {waited}{error}")
+        return dict(event["carry"])
+
+    def _start_backup(self, summary: dict[str, Any]) -> None:
+        source, target = _sides()
+        backup_name, _ = _velero_names()
+        namespaces = summary["namespaces"]
+        excluded = VELERO_EXCLUDED + strategies.velero_excluded(summary.get("strategy") or {})
+        self._alive("source")
+        try:
+            parked = _park_stateful(source, target, namespaces, summary.get("stateful") or [])
+            velero.start_backup(
+                source.api, backup_name, namespaces, labels=_velero_labels(), excluded_resources=excluded
+            )
+        except (velero.VeleroError, MigrationError) as err:
+            raise _fail(err) from err
+        carry = {"started": time.time(), "parked": len(parked)}
+        self._defer(
+            "source", "backups", backup_name, velero.TERMINAL, self._timeout(), "backup_finished", carry
+        )
+
+    def backup_finished(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        backup_name, restore_name = _velero_names()
+        carry = self._woke("source", event, "backup", backup_name)
+        source, target = _sides()
+        try:
+            backed = velero.finish_backup(source.api, backup_name, time.time() - carry["started"])
+        except velero.VeleroError as err:
+            raise _fail(err) from err
+        carry |= {"backup": backed.summary(), "sync_started": time.time()}
+        if velero.restore_state(target.api, restore_name).phase != "absent":  # a retry: it was asked for
+            return self.backup_synced(context, {"status": "done", "phase": "", "carry": carry})
+        # The target's server syncs the Backup from the bucket; one never synced is still asked
+        # for, so Velero itself says why it refuses.
+        self._defer("target", "backups", backup_name, ("Completed",), 120, "backup_synced", carry)
+        return {}  # not reached: defer raises
+
+    def backup_synced(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        carry = dict(event["carry"])  # a sync that timed out still goes on to the restore
+        self._alive("target")
+        _, target = _sides()
+        backup_name, restore_name = _velero_names()
+        carry["sync_seconds"] = round(time.time() - carry["sync_started"], 1)
+        try:
+            velero.start_restore(
+                target.api,
+                restore_name,
+                backup_name,
+                namespaces=self.summary["namespaces"],
+                labels=_velero_labels(),
+            )
+        except (velero.VeleroError, MigrationError) as err:
+            raise _fail(err) from err
+        self._defer(
+            "target", "restores", restore_name, velero.TERMINAL, self._timeout(), "restore_finished", carry
+        )
+        return {}  # not reached: defer raises
+
+    def restore_finished(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        _, restore_name = _velero_names()
+        carry = self._woke("target", event, "restore", restore_name)
+        _, target = _sides()
+        seconds = time.time() - carry["sync_started"]
+        try:
+            restored = velero.finish_restore(target.api, restore_name, seconds, carry["sync_seconds"])
+        except velero.VeleroError as err:
+            raise _fail(err) from err
+        created = sum(1 for items in restored.items.values() for item in items if item.endswith("(created)"))
+        return {
+            "copy_path": "velero",
+            "applied": restored.state.items_done,
+            "created": created,
+            "parked_stateful": carry["parked"],
+            "seconds": round(time.time() - carry["started"], 3),
+            "backup": carry["backup"],
+            "restore": restored.summary(),
+            "restore_warnings": restored.warnings[:20],
+        }
+
+
+def _velero_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": "slipway", "migration.slipway.dev/run": _run_digest()}
+
+
+def copy_configuration(summary: Any) -> CopyConfigurationOperator:
+    """The ``copy_configuration`` task of the DAG (an operator: the Velero path defers)."""
+    return CopyConfigurationOperator(task_id="copy_configuration", summary=summary)
 
 
 @task(doc_md=VERIFY_CONFIGURATION)

@@ -53,6 +53,7 @@ BACKUP_DONE = ("Completed",)
 RESTORE_DONE = ("Completed",)
 # Terminal phases that are not success; anything else is still on its way.
 FAILED = ("PartiallyFailed", "Failed", "FailedValidation")
+TERMINAL = ("Completed", *FAILED)  # a Backup's or Restore's phase once Velero is done with it
 NOT_FOUND = 404
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -533,11 +534,26 @@ def backup(
     """
     started = time.monotonic()
     start_backup(api, name, namespaces, labels=labels, excluded_resources=excluded_resources)
-    state = _wait(lambda: backup_state(api, name), timeout, check)
+    _wait(lambda: backup_state(api, name), timeout, check)
+    return finish_backup(api, name, time.monotonic() - started)
+
+
+def _finished(state: State) -> State:
+    if not state.done:  # a caller that waited elsewhere (a trigger) and woke too early
+        raise VeleroError(f"velero {state.kind} {NAMESPACE}/{state.name} is still {state.phase}")
+    return state
+
+
+def finish_backup(api: client.ApiClient, name: str, seconds: float) -> Result:
+    """The result of a Backup that has finished (waited for here or by a trigger).
+
+    :raises VeleroError: it ended other than Completed (Velero's reason and errors), or has not ended.
+    """
+    state = _finished(backup_state(api, name))
     warnings, errors = _details(api, "BackupResults", name) if (state.warnings or state.errors) else ([], [])
     if not state.succeeded:
         raise VeleroError(f"{state.error()}{_listed(errors)}")
-    return Result(state, time.monotonic() - started, warnings, errors)
+    return Result(state, seconds, warnings, errors)
 
 
 def restore(
@@ -564,7 +580,18 @@ def restore(
         wait_backup_synced(api, backup, timeout=sync_timeout, check=check)
     synced = time.monotonic() - started
     start_restore(api, name, backup, namespaces=namespaces, labels=labels)
-    state = _wait(lambda: restore_state(api, name), timeout, check)
+    _wait(lambda: restore_state(api, name), timeout, check)
+    return finish_restore(api, name, time.monotonic() - started, synced)
+
+
+def finish_restore(api: client.ApiClient, name: str, seconds: float, sync_seconds: float = 0.0) -> Result:
+    """The result of a Restore that has finished (waited for here or by a trigger): each restored
+    item, warnings and errors.
+
+    :raises VeleroError: it ended other than Completed, naming Velero's reason and errors, or has
+        not ended.
+    """
+    state = _finished(restore_state(api, name))
     if state.phase == "FailedValidation":
         raise state.error()
     warnings, errors = _details(api, "RestoreResults", name)
@@ -574,7 +601,7 @@ def restore(
         items: dict[str, list[str]] = download(api, "RestoreResourceList", name)
     except VeleroError:
         items = {}
-    return Result(state, time.monotonic() - started, warnings, errors, items, synced)
+    return Result(state, seconds, warnings, errors, items, sync_seconds)
 
 
 def _listed(errors: list[str]) -> str:
