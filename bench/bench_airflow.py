@@ -103,6 +103,7 @@ def start_airflow(
     wait_until("airflow api-server", demo._api_up, 600, interval=2)
     token = demo._token()
     wait_until(f"DAG {DAG_ID} parsed", lambda: _dag_loaded(token), 600, interval=2)
+    wait_until("the execution API", lambda: demo.execution_api_up(api_port), 600, interval=2)
     return token
 
 

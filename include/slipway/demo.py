@@ -116,6 +116,18 @@ def _api_up() -> bool:
         return False
 
 
+def execution_api_up(api_port: int, timeout: float = 120.0) -> bool:
+    """The api-server builds its execution API on first use, and while it does (15 to 60 s on
+    a loaded 2-core machine) it answers nothing else: the first task process's call would time
+    out and the task fail before it starts. Asked once before anything runs, it is warm."""
+    try:
+        url = f"http://127.0.0.1:{api_port}/execution/health"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _dag_loaded(token: str) -> bool:
     try:
         _api("GET", f"/api/v2/dags/{DAG_ID}", token)
@@ -189,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until("airflow api-server", _api_up, 300, interval=2)
         token = _token()
         wait_until(f"DAG {DAG_ID} parsed", lambda: _dag_loaded(token), 300, interval=2)
+        wait_until("the execution API", lambda: execution_api_up(API_PORT), 600, interval=2)
     except NotHealthy as err:
         print(f"error: {err}; see {DEMO_DIR / 'airflow.log'}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from slipway import demo
 from slipway.airflow_env import airflow_env
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
@@ -151,15 +152,7 @@ class Airflow:
         return (self.home / "simple_auth_manager_passwords.json.generated").exists()
 
     def execution_api_up(self) -> bool:
-        """The api-server builds its execution API on first use, and while it does (15 to
-        60 s on a loaded 2-core machine) it answers nothing else: the first task's call, or
-        the test's, would time out. Asked once before anything runs, it is warm."""
-        try:
-            url = f"http://127.0.0.1:{self.api_port}/execution/health"
-            with urllib.request.urlopen(url, timeout=max(self.request_timeout, 120)) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return demo.execution_api_up(self.api_port, max(self.request_timeout, 120))
 
     def dag_loaded(self, dag_id: str) -> bool:
         try:
