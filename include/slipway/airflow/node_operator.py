@@ -287,6 +287,9 @@ class UpgradeNodeOperator(BaseOperator):
         ref = PodRef(str(event["name"]), str(event["namespace"]))
         with keep_cluster_lease():
             outcome = KubeadmPods(current_run_id()).finish(ref, gave_up=event.get("status") == "timeout")
+            if outcome.phase == "Running" and event.get("status") in ("success", "failed"):
+                # Its container ended a moment before the kubelet moved the pod's phase on.
+                self._defer_on_pod(node, ref)
             if outcome.phase in ("Running", "Pending") and event.get("status") != "timeout":
                 # The trigger stopped on an error while kubeadm still runs: never killed here;
                 # the task's retry finds the step "upgrading" and waits for the same pod again.
