@@ -129,7 +129,10 @@ UPGRADE_ONE_NODE = runbook(
     "eviction applies the blocked-drain policy: wait, quarantine or rollback) → cordon (recording which "
     "run cordoned it) → drain through the Eviction API (PDBs honoured; grace 300 s, or each pod's own "
     "with -1 as in kubectl; DaemonSets ignored, no force; pods already terminating are awaited) → the "
-    "platform's node upgrade (in place, surge replacement, or kubeadm) → wait until Ready at the target "
+    "platform's node upgrade (in place, surge replacement, or kubeadm: a pod of the opt-in "
+    "`slipway_kubeadm` identity on the node, recorded as step 'upgrading' with the pod in "
+    "`slipway.dev/kubeadm-pod`, waited for deferred on the provider's pod trigger, then deleted) → "
+    "wait until Ready at the target "
     "kubelet version (deferred to the triggerer, no worker slot held) → uncordon (only a cordon this run "
     "made; a replaced blue node stays cordoned until retired) → post-checks (Ready, target kubelet, no "
     "cordon left), then the step 'done'.",
@@ -139,7 +142,8 @@ UPGRADE_ONE_NODE = runbook(
     "fails and the slot's rollback returns the batch's nodes to the old version.",
     "Safe: it reads the step this run recorded on the node and goes on from there (a node already 'done' "
     "is a no-op, a half-drained node is drained again, a node already at the target is not upgraded "
-    "twice). An operator's cordon is never taken over; a quarantined node is left alone.",
+    "twice; in step 'upgrading' it waits for the same kubeadm pod again — clearing never kills kubeadm "
+    "halfway). An operator's cordon is never taken over; a quarantined node is left alone.",
 )
 VALIDATE_BATCH = runbook(
     "Soaks the batch: node readiness, every workload back to its desired availability, no pending pods, "
