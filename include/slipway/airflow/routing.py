@@ -37,7 +37,9 @@ NEAR_CLUSTER_TASKS = frozenset(
         # the API probe's process, started and stopped on one host
         "start_api_probe",
         "stop_api_probe",
-        # the migration's volume data and Velero server
+        # the migration's volume data and Velero server (copy_configuration checks the local
+        # velero servers before and after each deferred Backup/Restore wait)
+        "copy_configuration",
         "sync_volumes",
         "cut_over_stateful",
         "validate_stateful",
