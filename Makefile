@@ -93,8 +93,8 @@ bench: deps system-deps binaries ## Benchmarks (ratios against a baseline measur
 
 BENCH_AIRFLOW_NODES ?= 30
 .PHONY: bench-airflow
-bench-airflow: deps system-deps binaries ## Worker phase through Airflow standalone vs a kubectl script (BENCH_AIRFLOW_NODES=30, BENCH_ARGS=--no-preload for the before)
-	$(PY) bench/bench_airflow.py --nodes $(BENCH_AIRFLOW_NODES) $(BENCH_ARGS)
+bench-airflow: deps system-deps binaries ## Worker phase through Airflow standalone vs a kubectl script (BENCH_AIRFLOW_NODES=30)
+	$(PY) bench/bench_airflow.py --nodes $(BENCH_AIRFLOW_NODES)
 
 clean: cluster-down
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache airflow-home

@@ -83,9 +83,7 @@ def start_cluster(args: argparse.Namespace) -> LocalCluster:
     return cluster
 
 
-def start_airflow(
-    cluster: LocalCluster, home: Path, api_port: int, slots: int, *, preload: bool = True
-) -> str:
+def start_airflow(cluster: LocalCluster, home: Path, api_port: int, slots: int) -> str:
     """``airflow standalone`` with the project's connections; returns an API token."""
     os.environ["SLIPWAY_MAX_BATCHES"] = str(slots)  # airflow_env passes it on to the DAG files
     env = airflow_env(
@@ -94,8 +92,6 @@ def start_airflow(
         reports_dir=home / "reports",
         api_port=api_port,
     )
-    if not preload:  # every task process imports its modules itself, as before slipway.airflow.preload
-        env["SLIPWAY_PRELOAD"] = "0"
     # Log servers on ports of this bench's own, not the defaults another Airflow may hold.
     env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(api_port + 1)
     env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(api_port + 2)
@@ -448,11 +444,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=29880)
     parser.add_argument("--keep", action="store_true", help="leave the cluster and Airflow running")
     parser.add_argument(
-        "--no-preload",
-        action="store_true",
-        help="task processes import their modules themselves (the before)",
-    )
-    parser.add_argument(
         "--reanalyse", type=Path, metavar="HOME", help="print the figures of an earlier run's folder again"
     )
     args = parser.parse_args(argv)
@@ -472,11 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         t = time.monotonic()
         # One slot more than the plan: the spare slot finds nothing to do and ends the phase.
-        token = start_airflow(cluster, home, args.api_port, len(plan) + 1, preload=not args.no_preload)
+        token = start_airflow(cluster, home, args.api_port, len(plan) + 1)
         print(
             f"airflow standalone up, {DAG_ID} parsed ({time.monotonic() - t:.0f}s); home {home}", flush=True
         )
-        print(f"preload in the task hosts: {'off' if args.no_preload else 'on'}", flush=True)
         run_id, state, wall = run_through_airflow(token)
         print(f"run {run_id}: {state} in {wall:.1f}s", flush=True)
         if state != "success":

@@ -43,9 +43,6 @@ def airflow_env(
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # Plugins load at start-up, so Slipway's plugin preloads the tasks' modules in the
-        # scheduler/worker before it forks any task process (slipway.airflow.preload).
-        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
         # Scheduled DAGs change clusters on their own (GitOps sync, windowed worker upgrades):
         # every DAG starts paused; whoever means to run one unpauses it (the demo its own).
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",

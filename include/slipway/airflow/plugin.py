@@ -10,14 +10,12 @@ caller may read the DAG's runs, with the same session cookie or bearer token the
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from slipway.airflow.preload import preload_for_task_hosts
 from slipway.airflow.timetable import MaintenanceWindowTimetable
 from slipway.airflow.urls import URL_PREFIX, report_path
 from slipway.reports.web import ReportPathError, html_report_path
@@ -91,8 +89,3 @@ class SlipwayPlugin(AirflowPlugin):
             "url_route": "slipway-upgrade-report",
         }
     ]
-
-
-# The scheduler, Celery workers and the DAG processor fork every task (and parse) process:
-# import what those need once, here, rather than in each of them (slipway.airflow.preload).
-preload_for_task_hosts(sys.argv)
