@@ -143,6 +143,11 @@ def _storage_kind(crd: Obj) -> Kind:
     return Kind(f"{spec['group']}/{version}", spec["names"]["kind"])
 
 
+# The migration tool's own kinds: Velero keeps its Backups, Restores and locations in its own
+# namespace, as the tool's state, never an application's; the migrator may read them only there.
+TOOL_GROUPS = frozenset({"velero.io"})
+
+
 def custom_kinds(source: Side, namespaces: Iterable[str]) -> CustomKinds:
     """Every namespaced custom kind with an instance in ``namespaces`` (read at its storage
     version), with its definition. A kind the migrator may not list is refused, naming the
@@ -153,6 +158,8 @@ def custom_kinds(source: Side, namespaces: Iterable[str]) -> CustomKinds:
     for crd in _items(source.resource(CRD)):
         if crd["spec"].get("scope") != "Namespaced":
             continue  # cluster-scoped instances belong to no namespace of the selection
+        if crd["spec"]["group"] in TOOL_GROUPS:
+            continue
         kind = _storage_kind(crd)
         try:
             instances = read_objects(source, namespaces, [kind])
