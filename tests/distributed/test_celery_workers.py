@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from slipway.airflow import routing
 from slipway.kube import nodes as kube_nodes
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
@@ -63,6 +64,10 @@ POSTGRES_PORT = TEST_BASE_PORT + PORT_OFFSET + 85  # kwok has +80
 REDIS_PORT = TEST_BASE_PORT + PORT_OFFSET + 86
 NODES = 3
 CELERY_WORKERS = {"worker-a": API_PORT + 3, "worker-b": API_PORT + 4}  # name -> its log server port
+# The tasks that must run near the cluster go to this queue (SLIPWAY_CLUSTER_QUEUE), which only
+# worker-a serves, as a worker deployed next to the cluster would; both serve the default queue.
+NEAR_QUEUE = "near-cluster"
+QUEUES = {"worker-a": f"default,{NEAR_QUEUE}", "worker-b": "default"}
 CONTROL = ("scheduler", "dag-processor", "triggerer")
 # How soon a task whose worker vanished is noticed: the scheduler fails a running task whose
 # heartbeat is older than this ([scheduler] task_instance_heartbeat_timeout, 300 s by default),
@@ -111,6 +116,7 @@ def celery_airflow(cluster: LocalCluster, root: Path) -> Iterator[Airflow]:
             **process_env(cluster, api_home, API_PORT),
             **CELERY_ENV,
             "SLIPWAY_REPORTS_DIR": str(root / "reports"),
+            routing.ENV: NEAR_QUEUE,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{database}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{database}",
             "AIRFLOW__CELERY__BROKER_URL": broker,
@@ -153,7 +159,10 @@ def start_worker(airflow: Airflow, root: Path, name: str, log_port: int) -> None
         hostname.VARIABLE: name,
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
     }
-    argv = [str(AIRFLOW), "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "2"]
+    argv = [
+        *(str(AIRFLOW), "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "2"),
+        *("--queues", QUEUES[name]),
+    ]
     airflow.start_process(name, argv, env, home)
 
 
@@ -281,6 +290,17 @@ def test_two_celery_workers_share_the_run_and_a_worker_killed_mid_drain_is_taken
     assert max(by_try) == 2, tries
     # Both workers executed tasks.
     assert per_worker[crashed] > 0 and per_worker[survivor] > 0, per_worker
+    # The near-cluster tasks went to their queue and so to worker-a; the probe's teardown,
+    # which meets the probe through the cluster, ran wherever the scheduler sent it.
+    last = {t["task_id"]: t for t in every}
+    near = [t for t in every if t["task_id"].rsplit(".", 1)[-1] in routing.NEAR_CLUSTER_TASKS]
+    assert [t["task_id"] for t in near] == ["start_api_probe"], near
+    assert near[0]["queue"] == NEAR_QUEUE and near[0]["hostname"] == "worker-a", near[0]
+    assert all(t["queue"] == "default" for t in every if t not in near), every
+    stopped = last["stop_api_probe"]
+    assert stopped["state"] == "success", stopped
+    print(f"API probe started on {near[0]['hostname']}, stopped from {stopped['hostname']}")
+    assert record["probe"]["paths"]["reused"]["requests"] > 0
     assert kubelet.killed_at is not None
     noticed = (_at(by_try[1]["end_date"]) - kubelet.killed_at).total_seconds()
     picked_up = (_at(by_try[2]["start_date"]) - kubelet.killed_at).total_seconds()

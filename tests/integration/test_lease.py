@@ -5,9 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import psutil
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -15,7 +13,6 @@ from kubernetes.client.exceptions import ApiException
 from slipway import lease, workers
 from slipway.kube import nodes as kube_nodes
 from slipway.localcluster.cluster import LocalCluster
-from slipway.localcluster.health import wait_until
 from slipway.localcluster.kit import KUBERNETES_NEW
 from slipway.models import parse_request
 from slipway.runrecord import RunRecord
@@ -216,22 +213,3 @@ def _delete_record(admin: client.ApiClient, record: RunRecord) -> None:
     except ApiException as err:
         if err.status != 404:
             raise
-
-
-def test_the_api_probe_stops_by_itself_once_its_run_released_the_lease(
-    local_cluster: LocalCluster, no_lease: client.ApiClient, tmp_path: Path
-) -> None:
-    """A run that dies before its probe's teardown leaves no probe behind for long: the probe
-    process watches its run's lease and ends itself, report written, once the run let go."""
-    from slipway import probe_process
-
-    lease.acquire(no_lease, A)
-    folder = tmp_path / "probe"
-    pid = probe_process.start(local_cluster.orchestrator_kubeconfig, folder, max_seconds=600, holder=A)
-    report = folder / "probe-report.json"
-    assert not report.exists() and psutil.pid_exists(pid)
-    lease.release(no_lease, A)
-    wait_until("the probe ended by itself", report.exists, 120, interval=0.5)
-    ended = probe_process.stop(folder)  # what the teardown does: the saved report
-    assert ended["stopped_by_itself"] == "the cluster lease was released: its run is over"
-    assert ended["requests"] > 0

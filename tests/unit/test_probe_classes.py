@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kubernetes import client
@@ -10,10 +10,14 @@ from kubernetes import client
 from slipway.inventory import ADVERTISE_ANNOTATION, static_pod_apiserver_urls
 from slipway.probe_process import (
     SERIES_POINTS,
+    STALE_SECONDS,
     PathSamples,
+    ProbeState,
+    control_plane_end,
     latency_series,
     load_samples,
     save_samples,
+    state_name,
     summary,
     whole_run,
 )
@@ -205,3 +209,36 @@ def test_the_probe_ends_with_its_run_not_with_a_lapsed_lease() -> None:
     assert "released" in str(orphaned(None, me, now))
     other = orphaned(held("k8s_worker_upgrade/scheduled__b", 5), me, now)
     assert other == "the cluster lease is held by k8s_worker_upgrade/scheduled__b: its run is over"
+
+
+def test_a_probe_state_is_fresh_only_while_its_heartbeat_is_recent() -> None:
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    cm = client.V1ConfigMap(
+        data={
+            "phase": "ready",
+            "host": "worker-a",
+            "pid": "42",
+            "heartbeat": (now - timedelta(seconds=30)).isoformat(),
+        }
+    )
+    state = ProbeState.from_configmap(cm)
+    assert state.fresh(now) and not state.stop_requested and state.result is None
+    assert not state.fresh(now + timedelta(seconds=STALE_SECONDS))
+    assert "pid 42 on worker-a" in state.where()
+    assert not ProbeState.from_configmap(client.V1ConfigMap(data={"phase": "starting"})).fresh(now)
+
+
+def test_each_run_has_its_own_state_configmap_name() -> None:
+    a, b = state_name("k8s_cluster_upgrade/manual__a"), state_name("k8s_worker_upgrade/manual__a")
+    assert a != b and a == state_name("k8s_cluster_upgrade/manual__a")
+    assert len(a) <= 63 and a.startswith("slipway-probe-state-")
+
+
+def test_the_control_plane_window_ends_at_its_first_ending_event() -> None:
+    events = [
+        {"at": "2026-12-03T12:00:00+00:00", "kind": "backup-proven"},
+        {"at": "2026-12-03T12:05:00+00:00", "kind": "control-plane-verified"},
+        {"at": "2026-12-03T12:09:00+00:00", "kind": "control-plane-rolled-back"},
+    ]
+    assert control_plane_end(events) == datetime(2026, 12, 3, 12, 5, 1, tzinfo=UTC).timestamp()
+    assert control_plane_end(events[:1]) is None

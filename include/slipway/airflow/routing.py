@@ -3,7 +3,8 @@
 Most tasks only talk to the Kubernetes API and run on any worker. A few reach what the API
 does not serve: etcd itself (snapshot, restore drill, defragmentation, restore, member
 upgrades), the control-plane processes of the local platform, the API probe's process
-(started by one task, stopped by another, so both must land on the same host), and the
+(it asks each apiserver directly, besides the load balancer; the task that stops it meets
+it through the cluster and runs anywhere), and the
 migration's volume copies (rclone reads the volumes' folders) and local Velero server.
 With ``SLIPWAY_CLUSTER_QUEUE`` set (a deployment setting, read when the DAG file is
 parsed, like ``SLIPWAY_MAX_BATCHES``), those tasks go to that Celery queue: run one worker
@@ -34,9 +35,8 @@ NEAR_CLUSTER_TASKS = frozenset(
         "upgrade_kube_controller_manager",
         "upgrade_kube_scheduler",
         "upgrade_control_plane_node",
-        # the API probe's process, started and stopped on one host
+        # the API probe's process: it asks each apiserver directly
         "start_api_probe",
-        "stop_api_probe",
         # the migration's volume data and Velero server (copy_configuration checks the local
         # velero servers before and after each deferred Backup/Restore wait)
         "copy_configuration",

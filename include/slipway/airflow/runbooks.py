@@ -187,18 +187,23 @@ WORKER_PHASE_ROLLED_BACK = runbook(
     "Clearing it only fails again; fix the cause and trigger a new run.",
 )
 START_PROBE = runbook(
-    "Starts the API probe in its own process (reads and writes at a steady rate through the load "
-    "balancer, on kept-alive and on new connections, and against each apiserver directly) and waits "
-    "until its baseline is measured. It runs until the end of the run.",
-    "The probe's log is next to the run's report (probe/probe.log).",
-    "Safe: a probe already running for this run is reused.",
+    "Starts the API probe in its own process on this worker (reads and writes at a steady rate through "
+    "the load balancer, on kept-alive and on new connections, and against each apiserver directly) and "
+    "waits until its baseline is measured. It runs until the end of the run and keeps its state (host, "
+    "pid, heartbeat) in the ConfigMap slipway-probe-state-<digest> in slipway-probe.",
+    "The task log names the probe's host and pid; its own log is probe/probe.log in the run's working "
+    "folder on that host.",
+    "Safe: a probe already running for this run, on any worker, is reused; one whose heartbeat stopped "
+    "is replaced.",
 )
 STOP_PROBE = runbook(
-    "Stops the API probe once everything that changes the cluster has ended (teardown: it runs even "
-    "if a step failed) and records requests, failures, disruption seconds and p99 latency against "
-    "the baseline: for the control-plane phase, and per path over the whole run.",
-    "If no probe ran, the log says so; the report then has no downtime figures.",
-    "Safe: a stopped probe's saved report is read again.",
+    "Asks the API probe to stop, on whichever worker it runs, once everything that changes the cluster "
+    "has ended (teardown: it runs even if a step failed), and records requests, failures, disruption "
+    "seconds and p99 latency against the baseline: for the control-plane phase, and per path over the "
+    "whole run. The probe computes the figures and leaves them in its state ConfigMap.",
+    "If no probe ran, or it does not answer within 90 s (its host died), the task fails naming its host, "
+    "pid and last heartbeat; the report then has no downtime figures.",
+    "Safe: a stopped probe's figures are read again from its state ConfigMap (kept 7 days).",
 )
 RISK_GATE_REFUSED = runbook(
     "Stops a run the risk assessment refused (a blocker check).",

@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,28 +196,34 @@ def probe_tasks() -> tuple[Any, Any]:
 
     @setup
     @task(doc_md=runbooks.START_PROBE)
-    def start_api_probe() -> int:
+    def start_api_probe() -> dict[str, Any]:
         direct = runtime.platform().control_plane_reader().apiserver_urls()
+        # The run's lease holder names the probe (its state in the cluster) and stops it
+        # by itself once the run is over.
+        holder = current_holder()
+        api = runtime.orchestrator_api()
         with _kubeconfig_for_probe() as kubeconfig:
-            # The run's lease holder: the probe stops by itself once the run is over.
-            holder = current_holder()
-            return probe_process.start(kubeconfig, artefacts_dir() / "probe", direct=direct, holder=holder)
+            state = probe_process.start(
+                api, kubeconfig, artefacts_dir() / "probe", holder, direct=direct, holder=holder
+            )
+        print(f"API probe measuring: {state.where()}")
+        return {"host": state.host, "pid": state.pid}
 
     @teardown
     @task(doc_md=runbooks.STOP_PROBE)
     def stop_api_probe() -> dict[str, Any]:
         from slipway.reports.run import probe_sentence, whole_run_probe_sentence
 
-        folder = artefacts_dir() / "probe"
-        report = probe_process.stop(folder)
-        samples = probe_process.load_samples(folder)
+        try:
+            result = probe_process.stop(runtime.orchestrator_api(), current_holder())
+        except RuntimeError as err:
+            raise AirflowFailException(str(err)) from err
         rec = runtime.record()
-        whole = probe_process.whole_run(samples)
+        whole = result["whole"]
         rec.update(probe=whole)
         said = whole_run_probe_sentence(whole)
-        ended = control_plane_end(rec.get("events", []))
-        if ended is not None:  # a run with a control-plane phase: its own figures too
-            figures = probe_process.summary(report, samples, (None, ended))
+        figures = result.get("control_plane")
+        if figures is not None:  # a run with a control-plane phase: its own figures too
             _merge_control_plane(rec, lambda section: section.update(probe=figures))
             said = f"{probe_sentence(figures)}. {said}"
         rec.event("probe", said)
@@ -228,22 +233,6 @@ def probe_tasks() -> tuple[Any, Any]:
         }
 
     return start_api_probe(), stop_api_probe()
-
-
-# The timeline events that end the control-plane phase, whichever way it ended.
-CONTROL_PLANE_ENDS = (
-    "control-plane-verified",
-    "control-plane-rolled-back",
-    "control-plane-verification-failed",
-)
-
-
-def control_plane_end(events: list[dict[str, Any]]) -> float | None:
-    """When the control-plane phase ended (epoch seconds), None if it has not: the probe's
-    control-plane figures cover up to here. Events are stamped to the second, so the second
-    it happened in is included."""
-    ends = [datetime.fromisoformat(e["at"]).timestamp() for e in events if e["kind"] in CONTROL_PLANE_ENDS]
-    return min(ends) + 1.0 if ends else None
 
 
 def _merge_control_plane(rec: runrecord.RunRecord, change: Callable[[dict[str, Any]], None]) -> None:

@@ -73,6 +73,7 @@ Sample = tuple[float, float | None]
 Verb = Literal["get", "list", "create", "delete"]
 
 PROBE_LABEL = "slipway.dev/probe"
+PROBE_NAMESPACE = "slipway-probe"
 READ_CONFIGMAP = "slipway-probe-read"
 NOT_FOUND = 404
 CONFLICT = 409
@@ -87,7 +88,7 @@ ERROR_TEXT_LIMIT = 300
 class ProbeSettings:
     """How hard and how long the probe works; defaults suit a control-plane upgrade."""
 
-    namespace: str = "slipway-probe"
+    namespace: str = PROBE_NAMESPACE
     rate_per_second: float = 20.0
     max_duration_seconds: float = 3600.0
     request_timeout_seconds: float = 10.0
