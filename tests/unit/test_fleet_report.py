@@ -6,7 +6,13 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from slipway.fleet.report import build_fleet_report, path_text, render_fleet_markdown, write_fleet_report
+from slipway.fleet.report import (
+    build_fleet_report,
+    cluster_run_facts,
+    path_text,
+    render_fleet_markdown,
+    write_fleet_report,
+)
 from slipway.fleet.waves import ClusterRecord, FleetPlan, GroupPlan, StagePlan, next_action
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -101,3 +107,28 @@ def test_written_files_are_redacted(tmp_path: Path) -> None:
     assert "s3cret" not in paths["markdown"].read_text()
     assert "s3cret" not in paths["json"].read_text()
     assert json.loads(paths["json"].read_text())["clusters"][0]["outcome"] == "running"
+
+
+def test_a_rolled_back_child_run_names_its_incident_in_the_fleet_report() -> None:
+    """The child's record has no "incident" key: the incident is the one its own report
+    declares from the timeline (a control-plane rollback: SEV1)."""
+    record = {
+        "dag_id": "k8s_cluster_upgrade",
+        "report": {"markdown": "/reports/canary/report.md"},
+        "events": [
+            {"at": "2026-12-05T12:00:00+00:00", "kind": "control-plane-step-failed", "message": "apiserver"},
+            {
+                "at": "2026-12-05T12:01:00+00:00",
+                "kind": "control-plane-rolled-back",
+                "message": "back to 1.36.3",
+            },
+        ],
+    }
+    facts = cluster_run_facts("fleet__r1__canary", "rolled-back", "rolled-back", record)
+    assert facts["incident"] is not None and facts["incident"].startswith("SEV1: ")
+    assert facts["report"] == "/reports/canary/report.md"
+    action = next_action(PLAN, {"canary": ClusterRecord("rolled-back", T0)}, {}, T0)
+    text = render_fleet_markdown(build_fleet_report(PLAN, PREFLIGHT, {"canary": facts}, action))
+    assert "incident: SEV1: k8s_cluster_upgrade: apiserver" in text
+    clean = cluster_run_facts("fleet__r1__eu1", "succeeded", "upgraded", {"dag_id": "k8s_cluster_upgrade"})
+    assert clean["incident"] is None

@@ -25,7 +25,7 @@ from airflow.utils.state import DagRunState
 from slipway import gitops
 from slipway.airflow.runbooks import runbook
 from slipway.fleet import FleetError, load_fleet, plan_fleet
-from slipway.fleet.report import build_fleet_report, write_fleet_report
+from slipway.fleet.report import build_fleet_report, cluster_run_facts, write_fleet_report
 from slipway.fleet.waves import (
     Action,
     ApprovalState,
@@ -221,7 +221,6 @@ def observe(
 ) -> tuple[FleetPlan, Action, dict[str, dict[str, Any]]]:
     """The plan, the decision the recorded outcomes give now, and per-cluster run facts."""
     from slipway.reports import run_verdict
-    from slipway.reports.maturity import run_facts
 
     ti = context["ti"]
     validated = ti.xcom_pull(task_ids=VALIDATE, key="plan")
@@ -246,17 +245,7 @@ def observe(
         at = finished.get(name)
         records[name] = ClusterRecord(outcome, datetime.fromisoformat(at) if at else None)
         if state:
-            run = run_facts(data) if data else None
-            facts[name] = {
-                "outcome": outcome,
-                "verdict": verdict or outcome,
-                "run_id": child,
-                "report": (data.get("report") or {}).get("markdown"),
-                "incident": (data.get("incident") or {}).get("severity") if data else None,
-                "seconds": run.seconds if run else None,
-                "api_requests": run.api_requests if run else None,
-                "api_failures": run.api_failures if run else None,
-            }
+            facts[name] = cluster_run_facts(child, outcome, verdict, data)
     states = ti.get_task_states(dag_id=dag_id, task_ids=[APPROVE], run_ids=[run_id]).get(run_id, {})
     approvals: dict[str, ApprovalState] = {}
     for index, gate_id in enumerate(plan.approvals):

@@ -27,6 +27,30 @@ def path_text(plan_summary: Mapping[str, Any]) -> str:
     return f"{plan_summary.get('current', '?')} → {target} ({len(hops)} hop{'s' if len(hops) != 1 else ''})"
 
 
+def cluster_run_facts(
+    run_id: str, outcome: str, verdict: str | None, data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One started cluster's entry for :func:`build_fleet_report`, from its run record
+    (``data``, empty when it could not be read): the incident is the one the run's own
+    report declares (:func:`slipway.incidents.classify`), named by its severity."""
+    from slipway import incidents
+    from slipway.reports.maturity import run_facts
+
+    record = dict(data)
+    run = run_facts(record) if record else None
+    incident = incidents.classify(record) if record else None
+    return {
+        "outcome": outcome,
+        "verdict": verdict or outcome,
+        "run_id": run_id,
+        "report": (record.get("report") or {}).get("markdown"),
+        "incident": f"{incident.severity}: {incident.title}" if incident else None,
+        "seconds": run.seconds if run else None,
+        "api_requests": run.api_requests if run else None,
+        "api_failures": run.api_failures if run else None,
+    }
+
+
 def build_fleet_report(
     plan: FleetPlan,
     preflight: Mapping[str, Mapping[str, Any]],
