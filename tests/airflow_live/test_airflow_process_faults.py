@@ -76,6 +76,25 @@ def _workers(core: client.CoreV1Api) -> list[client.V1Node]:
     return [n for n in core.list_node().items if not kube_nodes.is_control_plane(n)]
 
 
+def assert_converged(
+    core: client.CoreV1Api, record: dict[str, Any], watcher: PdbWatcher, cordons: CordonWatcher, workers: int
+) -> None:
+    """The run converged despite the faults: every kubelet at the target, nothing cordoned,
+    no PDB ever violated, never more than one node cordoned at once (one per batch, also
+    across restarts and retries); and the record tells the same story: one passed batch per
+    worker, each node upgraded once."""
+    for node in _workers(core):
+        assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW, node.metadata.name
+        assert not kube_nodes.is_cordoned(node), node.metadata.name
+    assert watcher.violations == [], watcher.violations
+    assert cordons.most == 1
+    batches = record["batches"]
+    assert sorted(n for b in batches for n in b["nodes"]) == sorted(n.metadata.name for n in _workers(core))
+    assert all(b["state"] == "passed" for b in batches), batches
+    upgraded = [e for e in record["events"] if e["kind"] == "node-upgraded"]
+    assert len({e.get("node") for e in upgraded}) == workers
+
+
 def _hold_every_worker(core: client.CoreV1Api) -> None:
     """A bare pod with a finalizer on each worker: the drain awaits its deletion until the
     test lets it go."""
@@ -228,15 +247,4 @@ def test_scheduler_task_process_and_triggerer_killed_mid_run_and_the_upgrade_com
     )
     assert killed["try_number"] == 2, killed
     assert all(t["try_number"] <= 1 for t in tasks if t is not killed), tasks  # 0: a slot never used
-    # The cluster: every kubelet at the target, nothing cordoned, no PDB ever violated.
-    for node in _workers(core):
-        assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW, node.metadata.name
-        assert not kube_nodes.is_cordoned(node), node.metadata.name
-    assert watcher.violations == [], watcher.violations
-    assert cordons.most == 1  # one node per batch, also across the restarts and the retry
-    # The record tells the same story: one passed batch per worker, each node upgraded once.
-    batches = record["batches"]
-    assert sorted(n for b in batches for n in b["nodes"]) == sorted(n.metadata.name for n in _workers(core))
-    assert all(b["state"] == "passed" for b in batches), batches
-    upgraded = [e for e in record["events"] if e["kind"] == "node-upgraded"]
-    assert len({e.get("node") for e in upgraded}) == WORKERS
+    assert_converged(core, record, watcher, cordons, WORKERS)

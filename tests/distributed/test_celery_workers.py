@@ -48,6 +48,7 @@ from tests.airflow_live.test_airflow_process_faults import (
     _report_ready,
     _terminating,
     _workers,
+    assert_converged,
 )
 from tests.conftest import REPO, TEST_BASE_PORT, running_cluster
 from tests.dags.dagrun import remove_never_evictable_samples, verdict
@@ -316,14 +317,4 @@ def test_two_celery_workers_share_the_run_and_a_worker_killed_mid_drain_is_taken
         if (t["task_id"], t["map_index"]) not in casualties:
             assert t["try_number"] <= 1, t  # 0: a slot never used
 
-    # The cluster: every kubelet at the target, nothing cordoned, no PDB ever violated.
-    for node in _workers(core):
-        assert kube_nodes.kubelet_version(node) == KUBERNETES_NEW, node.metadata.name
-        assert not kube_nodes.is_cordoned(node), node.metadata.name
-    assert watcher.violations == [], watcher.violations
-    assert cordons.most == 1  # one node per batch, also across the crash and the retry
-    batches = record["batches"]
-    assert sorted(n for b in batches for n in b["nodes"]) == sorted(n.metadata.name for n in _workers(core))
-    assert all(b["state"] == "passed" for b in batches), batches
-    upgraded = [e for e in record["events"] if e["kind"] == "node-upgraded"]
-    assert len({e.get("node") for e in upgraded}) == NODES
+    assert_converged(core, record, watcher, cordons, NODES)
