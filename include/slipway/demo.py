@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,29 @@ def _api(method: str, path: str, token: str | None = None, body: Any = None) -> 
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"null")
+
+
+# The api-server serves at most [api] maximum_page_limit items per page (100 by default) and
+# silently caps a larger ``limit``: a 100-node run has more task instances than that.
+PAGE = 100
+
+
+def every_page(get: Callable[[str], Any], path: str, key: str) -> list[Any]:
+    """Every item of a paged REST collection: ``get(path-with-paging)`` per page until
+    ``total_entries`` are read (``path`` may carry its own query)."""
+    items: list[Any] = []
+    joiner = "&" if "?" in path else "?"
+    while True:
+        page = get(f"{path}{joiner}limit={PAGE}&offset={len(items)}")
+        items += page[key]
+        if not page[key] or len(items) >= int(page.get("total_entries", len(items))):
+            return items
+
+
+def task_instances(token: str, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of the run, all pages."""
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+    return every_page(lambda p: _api("GET", p, token), path, "task_instances")
 
 
 def _stop_airflow() -> None:
@@ -141,8 +165,7 @@ def follow(token: str, run_id: str) -> str:
     seen: dict[str, str] = {}
     while True:
         run = _api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", token)
-        tis = _api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=1000", token)
-        for ti in tis["task_instances"]:
+        for ti in task_instances(token, DAG_ID, run_id):
             key = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
             if ti["state"] and seen.get(key) != ti["state"]:
                 seen[key] = ti["state"]

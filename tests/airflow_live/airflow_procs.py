@@ -22,6 +22,7 @@ import psutil
 
 from slipway import demo
 from slipway.airflow_env import airflow_env
+from slipway.demo import every_page
 from slipway.localcluster.cluster import LocalCluster
 from slipway.localcluster.health import wait_until
 
@@ -170,14 +171,14 @@ class Airflow:
         return str(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        out = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
-        return list(out["task_instances"])
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return every_page(lambda p: self.api("GET", p), path, "task_instances")
 
     def task_instances_in(self, dag_id: str, run_id: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
         """The run's task instances in ``states`` only (a cheap poll on a big DAG)."""
         query = "&".join(f"state={s}" for s in states)
-        out = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000&{query}")
-        return list(out["task_instances"])
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?{query}"
+        return every_page(lambda p: self.api("GET", p), path, "task_instances")
 
     def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[dict[str, Any]]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries"
