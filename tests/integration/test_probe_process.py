@@ -51,6 +51,15 @@ def _start(
     )
 
 
+def _gone(pid: int) -> bool:
+    """Exited: here the probe is this test process's child, left a zombie until reaped (in a
+    task, its parent ends and init reaps it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_cleared_start_on_another_worker_reuses_the_probe_and_stop_runs_anywhere(
     local_cluster: LocalCluster, api: client.ApiClient, tmp_path: Path
 ) -> None:
@@ -61,7 +70,7 @@ def test_a_cleared_start_on_another_worker_reuses_the_probe_and_stop_runs_anywhe
     assert not (tmp_path / "worker-b").exists(), "the second start launched a process of its own"
 
     figures = probe_process.stop(api, RUN)  # stop_api_probe: no folder, only the cluster
-    wait_until("the probe process exited", lambda: not psutil.pid_exists(first.pid), 60, interval=0.5)
+    wait_until("the probe process exited", lambda: _gone(first.pid), 60, interval=0.5)
     reused = figures["whole"]["paths"]["reused"]
     assert reused["requests"] > 0 and figures["report"]["requests"] > 0
     assert "stopped_by_itself" not in figures["report"]
@@ -83,7 +92,7 @@ def test_the_probe_stops_by_itself_once_its_run_released_the_lease(
         120,
         interval=0.5,
     )
-    assert not psutil.pid_exists(state.pid) or psutil.Process(state.pid).status() == psutil.STATUS_ZOMBIE
+    wait_until("the probe process exited", lambda: _gone(state.pid), 60, interval=0.5)
     ended = probe_process.stop(api, RUN)  # what the teardown does: the figures it left
     assert ended["report"]["stopped_by_itself"] == "the cluster lease was released: its run is over"
     assert ended["report"]["requests"] > 0
