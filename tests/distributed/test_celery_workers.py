@@ -13,7 +13,9 @@ per node keeps its drain open; the node stays NotReady after its upgrade until t
 it Ready). When a node task is mid-drain, the Celery worker running it is SIGKILLed with every
 process it started, as if its host died: Airflow notices the task's missing heartbeats, the
 retry runs on the other worker and resumes from what the cluster shows, and the run converges.
-The task instances' ``hostname`` fields prove both workers ran tasks.
+The task instances' ``hostname`` fields prove every worker ran tasks. A third worker, ``worker-a``,
+serves only the queue of the tasks that must run near the cluster (``SLIPWAY_CLUSTER_QUEUE``):
+the API probe starts there, and its teardown, on another host, stops it through the cluster.
 """
 
 from __future__ import annotations
@@ -64,11 +66,14 @@ API_PORT = TEST_BASE_PORT + PORT_OFFSET + 90
 POSTGRES_PORT = TEST_BASE_PORT + PORT_OFFSET + 85  # kwok has +80
 REDIS_PORT = TEST_BASE_PORT + PORT_OFFSET + 86
 NODES = 3
-CELERY_WORKERS = {"worker-a": API_PORT + 3, "worker-b": API_PORT + 4}  # name -> its log server port
+# name -> its log server port
+CELERY_WORKERS = {"worker-a": API_PORT + 3, "worker-b": API_PORT + 4, "worker-c": API_PORT + 5}
 # The tasks that must run near the cluster go to this queue (SLIPWAY_CLUSTER_QUEUE), which only
-# worker-a serves, as a worker deployed next to the cluster would; both serve the default queue.
+# worker-a serves, as a worker deployed next to the cluster would; worker-b and worker-c serve
+# the default queue, and either takes over when the other dies.
 NEAR_QUEUE = "near-cluster"
-QUEUES = {"worker-a": f"default,{NEAR_QUEUE}", "worker-b": "default"}
+QUEUES = {"worker-a": NEAR_QUEUE, "worker-b": "default", "worker-c": "default"}
+DEFAULT_WORKERS = {name for name, queues in QUEUES.items() if queues == "default"}
 CONTROL = ("scheduler", "dag-processor", "triggerer")
 # How soon a task whose worker vanished is noticed: the scheduler fails a running task whose
 # heartbeat is older than this ([scheduler] task_instance_heartbeat_timeout, 300 s by default),
@@ -109,7 +114,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 @contextlib.contextmanager
 def celery_airflow(cluster: LocalCluster, root: Path) -> Iterator[Airflow]:
-    """Postgres, Redis, the four Airflow components and two Celery workers, every process with
+    """Postgres, Redis, the four Airflow components and three Celery workers, every process with
     a home of its own; all stopped afterwards, also when the test fails."""
     with postgres(POSTGRES_PORT) as database, redis_server(REDIS_PORT) as broker:
         api_home = root / "api-server"
@@ -214,7 +219,7 @@ class Kubelet:
     def _crash_worker_of(self, running: list[dict[str, Any]]) -> None:
         for ti in running:
             worker = ti.get("hostname")
-            if worker not in CELERY_WORKERS:
+            if worker not in DEFAULT_WORKERS:
                 continue
             every = self.airflow.task_instances(DAG_ID, self.run_id)
             self.casualties = [
@@ -283,23 +288,23 @@ def test_two_celery_workers_share_the_run_and_a_worker_killed_mid_drain_is_taken
     # The killed task: its first try on the crashed worker, its retry on the other one.
     assert kubelet.killed is not None, "no node task was caught mid-drain"
     crashed = kubelet.killed["worker"]
-    (survivor,) = set(CELERY_WORKERS) - {crashed}
+    (survivor,) = DEFAULT_WORKERS - {crashed}
     by_try = {t["try_number"]: t for t in tries}
     assert by_try[1]["hostname"] == crashed, by_try[1]
     assert by_try[1]["state"] in ("failed", "up_for_retry"), by_try[1]
     assert by_try[2]["hostname"] == survivor and by_try[2]["state"] == "success", by_try[2]
     assert max(by_try) == 2, tries
-    # Both workers executed tasks.
-    assert per_worker[crashed] > 0 and per_worker[survivor] > 0, per_worker
-    # The near-cluster tasks went to their queue and so to worker-a; the probe's teardown,
-    # which meets the probe through the cluster, ran wherever the scheduler sent it.
+    # Every worker executed tasks.
+    assert per_worker[crashed] > 0 and per_worker[survivor] > 0 and per_worker["worker-a"] > 0, per_worker
+    # The near-cluster tasks went to their queue and so to worker-a, the rest elsewhere: the
+    # probe's teardown, on another host, met the probe through the cluster.
     last = {t["task_id"]: t for t in every}
     near = [t for t in every if t["task_id"].rsplit(".", 1)[-1] in routing.NEAR_CLUSTER_TASKS]
     assert [t["task_id"] for t in near] == ["start_api_probe"], near
     assert near[0]["queue"] == NEAR_QUEUE and near[0]["hostname"] == "worker-a", near[0]
     assert all(t["queue"] == "default" for t in every if t not in near), every
     stopped = last["stop_api_probe"]
-    assert stopped["state"] == "success", stopped
+    assert stopped["state"] == "success" and stopped["hostname"] in DEFAULT_WORKERS, stopped
     print(f"API probe started on {near[0]['hostname']}, stopped from {stopped['hostname']}")
     assert record["probe"]["paths"]["reused"]["requests"] > 0
     assert kubelet.killed_at is not None
